@@ -1,0 +1,7 @@
+"""`python -m napari_pointseg` = `pointseg`."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,152 @@
+"""Reading images, finding the channel axis, percentile normalisation, padding.
+
+Conventions: after `to_channels_first` an image is ``(C, *spatial)`` with ``spatial`` 2D
+``(H, W)`` or 3D ``(Z, H, W)``. Normalised images are float32, roughly in [0, 1] per channel
+(1st percentile -> 0, 99.8th -> 1, values outside kept but clipped to [-1, 2]).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+
+_TIFF = {".tif", ".tiff"}
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read a TIFF (tifffile) or a PNG/JPEG/... (scikit-image). InputError when it cannot."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"image file not found: {path}")
+    try:
+        if path.suffix.lower() in _TIFF:
+            import tifffile
+
+            arr = tifffile.imread(path)
+        else:
+            from skimage import io
+
+            arr = io.imread(path)
+    except Exception as e:  # noqa: BLE001 - any reader failure is a bad file for the user
+        raise InputError(f"cannot read image {path}: {type(e).__name__}: {e}") from None
+    arr = np.asarray(arr)
+    if arr.dtype.kind not in "biuf":
+        raise InputError(f"image {path} has unsupported dtype {arr.dtype}")
+    return arr
+
+
+def read_mask(path: str | Path) -> np.ndarray:
+    """Read a label mask (integer values, one per class). InputError on float with fractions."""
+    m = read_image(path)
+    if m.dtype.kind == "f":
+        if not np.all(np.isfinite(m)) or not np.all(m == np.round(m)):
+            raise InputError(f"mask {path} must hold integer class values")
+        m = m.astype(np.int64)
+    return np.asarray(m).astype(np.int64)
+
+
+def guess_channel_axis(shape: tuple[int, ...], rgb: bool | None = None) -> int | None:
+    """Guess which axis holds channels: None for a grey 2D image or a 3D stack.
+
+    A last axis of size <= 4 is channels (RGB, RGBA, few-channel, napari's ``rgb``); otherwise
+    a first axis of size <= 4 in a 3D/4D array is channels; otherwise there are none.
+    """
+    if rgb:
+        return len(shape) - 1
+    if len(shape) == 2:
+        return None
+    if shape[-1] <= 4:
+        return len(shape) - 1
+    if shape[0] <= 4:
+        return 0
+    return None
+
+
+def to_channels_first(image: np.ndarray, channel_axis: int | str | None = "auto",
+                      rgb: bool | None = None) -> np.ndarray:
+    """Return ``image`` as ``(C, *spatial)`` (same dtype). ``channel_axis``: 'auto', None or int.
+
+    Raises InputError for unsupported dimensionality (spatial must be 2D or 3D) or non-finite
+    values.
+    """
+    image = np.asarray(image)
+    if image.ndim < 2:
+        raise InputError(f"image must be at least 2D, got shape {image.shape}")
+    if channel_axis == "auto":
+        channel_axis = guess_channel_axis(image.shape, rgb)
+    if channel_axis is None:
+        out = image[None]
+    else:
+        ax = int(channel_axis)
+        if not -image.ndim <= ax < image.ndim:
+            raise InputError(f"channel axis {ax} does not exist for shape {image.shape}")
+        out = np.moveaxis(image, ax, 0)
+    if out.ndim - 1 not in (2, 3):
+        raise InputError(
+            f"unsupported image dimensionality: shape {image.shape} gives "
+            f"{out.ndim - 1} spatial axes (2D or 3D images are supported)"
+        )
+    if min(out.shape[1:]) < 1:
+        raise InputError(f"image has an empty axis: shape {image.shape}")
+    if out.dtype.kind == "f" and not np.all(np.isfinite(out)):
+        raise InputError("image contains NaN or infinite values")
+    return out
+
+
+@dataclass
+class Normalisation:
+    """Per-channel affine normalisation ``(x - low) / (high - low)``."""
+
+    low: list[float]
+    high: list[float]
+
+    def apply(self, image_cf: np.ndarray) -> np.ndarray:
+        """(C, *spatial) any dtype -> float32, clipped to [-1, 2]."""
+        low = np.asarray(self.low, np.float32).reshape((-1,) + (1,) * (image_cf.ndim - 1))
+        high = np.asarray(self.high, np.float32).reshape(low.shape)
+        out = (image_cf.astype(np.float32) - low) / np.maximum(high - low, 1e-6)
+        return np.clip(out, -1.0, 2.0, out=out)
+
+    def to_dict(self) -> dict:
+        return {"low": [float(v) for v in self.low], "high": [float(v) for v in self.high]}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Normalisation":
+        return cls(list(d["low"]), list(d["high"]))
+
+
+def fit_normalisation(image_cf: np.ndarray, low_pct: float = 1.0,
+                      high_pct: float = 99.8) -> Normalisation:
+    """Robust percentiles per channel of a ``(C, *spatial)`` image (subsampled for speed)."""
+    lows, highs = [], []
+    for ch in image_cf:
+        flat = ch.reshape(-1)
+        if flat.size > 2_000_000:
+            flat = flat[:: flat.size // 2_000_000 + 1]
+        lo, hi = np.percentile(flat.astype(np.float64), [low_pct, high_pct])
+        if hi - lo < 1e-6:  # flat channel: fall back to the full range
+            lo, hi = float(flat.min()), float(flat.max())
+            if hi - lo < 1e-6:
+                hi = lo + 1.0
+        lows.append(float(lo))
+        highs.append(float(hi))
+    return Normalisation(lows, highs)
+
+
+def pad_to_multiple(x: np.ndarray, multiple: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """Reflect-pad the last two axes of ``x`` up to a multiple of ``multiple``.
+
+    Returns the padded array and ``(pad_h, pad_w)`` added at the bottom / right; undo with
+    ``x[..., :H, :W]``.
+    """
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph == 0 and pw == 0:
+        return x, (0, 0)
+    mode = "reflect" if (h > ph and w > pw) else "edge"
+    widths = [(0, 0)] * (x.ndim - 2) + [(0, ph), (0, pw)]
+    return np.pad(x, widths, mode=mode), (ph, pw)

@@ -1,0 +1,207 @@
+"""Model factory (segmentation-models-pytorch, random init), device choice, torch set-up.
+
+Every network starts from random weights (``encoder_weights=None``): no download ever. A user
+may initialise the encoder from a LOCAL weights file (`load_encoder_weights`).
+
+BatchNorm is replaced by GroupNorm: we train on one image with batches of a few crops, where
+batch statistics are noisy and running statistics meaningless; GroupNorm behaves the same in
+training and inference and works at batch size 1 (DeepLabV3+'s ASPP pooling fails with
+BatchNorm at batch 1).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass, field
+
+from .errors import InputError
+
+ARCHITECTURES = {
+    "unet": "Unet",
+    "unetplusplus": "UnetPlusPlus",
+    "manet": "MAnet",
+    "linknet": "Linknet",
+    "fpn": "FPN",
+    "pspnet": "PSPNet",
+    "deeplabv3": "DeepLabV3",
+    "deeplabv3plus": "DeepLabV3Plus",
+    "pan": "PAN",
+}
+_DEPTH_ARCHS = {"unet", "unetplusplus", "manet", "linknet"}
+
+
+@dataclass
+class ModelSpec:
+    """Everything needed to rebuild a network (stored in the bundle).
+
+    arch: key of ARCHITECTURES; encoder: an smp encoder name; in_channels / classes: network
+    input channels and output classes; encoder_depth / decoder_channels: size knobs (Unet
+    family); norm: 'group' (GroupNorm, default) or 'batch'.
+    """
+
+    arch: str = "unet"
+    encoder: str = "resnet18"
+    in_channels: int = 1
+    classes: int = 2
+    encoder_depth: int = 4
+    decoder_channels: list[int] = field(default_factory=lambda: [128, 64, 32, 16])
+    norm: str = "group"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelSpec":
+        known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
+        return cls(**known)
+
+    @property
+    def stride(self) -> int:
+        """Input height/width must be a multiple of this."""
+        if self.arch in _DEPTH_ARCHS:
+            return 2 ** self.encoder_depth
+        return 32
+
+
+def encoder_names() -> list[str]:
+    """Names of the encoders segmentation-models-pytorch offers here."""
+    import segmentation_models_pytorch as smp
+
+    return sorted(smp.encoders.get_encoder_names())
+
+
+def validate_spec(spec: ModelSpec) -> None:
+    """InputError for an unknown architecture / encoder or bad sizes, before any heavy work."""
+    if spec.arch not in ARCHITECTURES:
+        raise InputError(
+            f"unknown architecture '{spec.arch}'; choose one of {', '.join(ARCHITECTURES)}"
+        )
+    names = encoder_names()
+    if spec.encoder not in names and not spec.encoder.startswith("tu-"):
+        close = [n for n in names if spec.encoder.split("_")[0] in n][:6]
+        hint = f" (similar: {', '.join(close)})" if close else ""
+        raise InputError(f"unknown encoder '{spec.encoder}'{hint}; `pointseg models` lists them")
+    if spec.norm not in ("group", "batch"):
+        raise InputError(f"norm must be 'group' or 'batch', got '{spec.norm}'")
+    if spec.classes < 2:
+        raise InputError("a network needs at least 2 classes")
+
+
+def build_model(spec: ModelSpec):
+    """A randomly initialised smp network ``(B, in_channels, H, W) -> (B, classes, H, W)``."""
+    import segmentation_models_pytorch as smp
+
+    validate_spec(spec)
+    kwargs = {}
+    if spec.arch in _DEPTH_ARCHS:
+        kwargs["encoder_depth"] = spec.encoder_depth
+        if spec.arch != "linknet":
+            kwargs["decoder_channels"] = list(spec.decoder_channels)[: spec.encoder_depth]
+    cls = getattr(smp, ARCHITECTURES[spec.arch])
+    try:
+        model = cls(encoder_name=spec.encoder, encoder_weights=None,
+                    in_channels=spec.in_channels, classes=spec.classes, **kwargs)
+    except (KeyError, ValueError, TypeError, RuntimeError) as e:
+        raise InputError(f"cannot build {spec.arch} with encoder {spec.encoder}: {e}") from None
+    if spec.norm == "group":
+        model = batchnorm_to_groupnorm(model)
+    return model
+
+
+def batchnorm_to_groupnorm(module):
+    """Replace every BatchNorm2d in ``module`` (in place) by a GroupNorm with up to 8 groups."""
+    import torch.nn as nn
+
+    for name, child in list(module.named_children()):
+        if isinstance(child, nn.BatchNorm2d):
+            c = child.num_features
+            groups = math.gcd(8, c)
+            setattr(module, name, nn.GroupNorm(groups, c, eps=child.eps, affine=True))
+        else:
+            batchnorm_to_groupnorm(child)
+    return module
+
+
+def load_encoder_weights(model, path) -> tuple[int, int]:
+    """Copy matching tensors from a LOCAL weights file into ``model.encoder``.
+
+    Accepts a safetensors file or a torch state dict loaded with ``weights_only=True`` (never
+    executes code). Keys may be prefixed with ``encoder.``. Returns (matched, total) counts.
+    """
+    from pathlib import Path
+
+    import torch
+
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"weights file not found: {p}")
+    try:
+        if p.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(p))
+        else:
+            state = torch.load(str(p), map_location="cpu", weights_only=True)
+            if isinstance(state, dict) and "state_dict" in state:
+                state = state["state_dict"]
+    except Exception as e:  # noqa: BLE001 - any failure means "not a weights file"
+        raise InputError(f"cannot read weights file {p}: {type(e).__name__}: {e}") from None
+    if not isinstance(state, dict):
+        raise InputError(f"weights file {p} does not hold a state dict")
+    target = model.encoder.state_dict()
+    matched = {}
+    for k, v in state.items():
+        key = k[len("encoder."):] if k.startswith("encoder.") else k
+        if key in target and tuple(target[key].shape) == tuple(v.shape):
+            matched[key] = v
+    if not matched:
+        raise InputError(f"no tensor in {p} matches the encoder ({len(target)} tensors)")
+    model.encoder.load_state_dict(matched, strict=False)
+    return len(matched), len(target)
+
+
+def choose_device(name: str = "auto"):
+    """'auto' -> cuda if available, else mps, else cpu. InputError if a named one is missing."""
+    import torch
+
+    name = (name or "auto").lower()
+    mps = getattr(torch.backends, "mps", None)
+    has_mps = bool(mps and mps.is_available())
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps") if has_mps else torch.device("cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise InputError("--device cuda was asked for, but CUDA is not available here")
+        return torch.device(name)
+    if name == "mps":
+        if not has_mps:
+            raise InputError("--device mps was asked for, but MPS is not available here")
+        return torch.device("mps")
+    if name == "cpu":
+        return torch.device("cpu")
+    raise InputError(f"unknown device '{name}'; use auto, cpu, cuda or mps")
+
+
+_SET_UP = False
+
+
+def setup_torch(threads: int | None = None) -> None:
+    """Once per process: CPU thread count and flushing denormals.
+
+    Denormal floats made one CPU training run 20x slower; flushing them must happen before the
+    first parallel op. ``threads`` None keeps torch's default (all cores) unless the
+    POINTSEG_THREADS environment variable says otherwise.
+    """
+    global _SET_UP
+    import torch
+
+    if threads is None and os.environ.get("POINTSEG_THREADS"):
+        threads = int(os.environ["POINTSEG_THREADS"])
+    if threads:
+        torch.set_num_threads(int(threads))
+    if not _SET_UP:
+        torch.set_flush_denormal(True)
+        _SET_UP = True

@@ -1,0 +1,99 @@
+"""One-image jobs shared by the CLI, the widgets and the experiments.
+
+`make_trainer` checks the inputs (shapes, classes, channels) and builds a SparseTrainer;
+`write_labels`, `metrics_for` and `write_json` produce the files every interface writes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+from .features import FilterBank
+from .inputs import PreparedImage
+from .metrics import segmentation_metrics
+from .models import ModelSpec, validate_spec
+from .points import PointSet
+from .trainer import SparseTrainer, TrainConfig
+
+
+def make_trainer(image: np.ndarray, points: PointSet, *, channel_axis="auto", rgb=None,
+                 classes=None, config: TrainConfig | None = None, spec: ModelSpec | None = None,
+                 device: str = "auto", filter_bank: FilterBank | None = None,
+                 min_classes: int = 2) -> SparseTrainer:
+    """Validate and build a trainer.
+
+    image: raw array (2D grey, 2D + channels, 3D stack, 3D + channels).
+    points: coordinates in the image's spatial axes; labels = label values.
+    classes: label values of the network outputs (default: the point labels).
+    Raises InputError for any inconsistency, before a network is built.
+    """
+    spec = spec or ModelSpec()
+    validate_spec(ModelSpec(**{**spec.to_dict(), "classes": max(spec.classes, 2)}))
+    prep = PreparedImage(image, channel_axis, rgb, filter_bank=filter_bank)
+    points.validate(prep.spatial_shape, min_classes=min_classes)
+    return SparseTrainer(prep, points, classes=classes, config=config, spec=spec, device=device)
+
+
+def write_labels(path: str | Path, labels: np.ndarray) -> Path:
+    """Write a label image as a zlib-compressed TIFF, smallest unsigned/signed dtype, atomically."""
+    import tifffile
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lo, hi = int(labels.min()), int(labels.max())
+    if lo >= 0:
+        dtype = np.uint8 if hi < 256 else np.uint16 if hi < 65536 else np.uint32
+    else:
+        dtype = np.int16 if -32768 <= lo and hi < 32768 else np.int32
+    tmp = path.with_name(path.name + ".tmp")
+    tifffile.imwrite(tmp, labels.astype(dtype), compression="zlib")
+    os.replace(tmp, path)
+    return path
+
+
+def metrics_for(truth: np.ndarray, pred: np.ndarray, points: PointSet | None,
+                seconds: float, **extra) -> dict:
+    """The metrics JSON of the design: miou, pixel_accuracy, per_class_iou, n_points,
+    fraction_labeled, seconds, plus ``extra``. ``truth`` and ``pred`` hold label values."""
+    if truth.shape != pred.shape:
+        raise InputError(f"mask shape {truth.shape} differs from prediction shape {pred.shape}")
+    m = segmentation_metrics(truth, pred)
+    n = 0 if points is None else len(points)
+    m.update({"n_points": n, "fraction_labeled": n / truth.size, "seconds": round(float(seconds), 3)})
+    m.update(extra)
+    return m
+
+
+def write_json(path: str | Path, data: dict) -> Path:
+    """Pretty JSON, written atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=_jsonable))
+    os.replace(tmp, path)
+    return path
+
+
+def _jsonable(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def check_mask(mask: np.ndarray, spatial_shape: tuple[int, ...]) -> np.ndarray:
+    """InputError unless ``mask`` matches ``spatial_shape`` and has >= 2 classes."""
+    mask = np.asarray(mask)
+    if tuple(mask.shape) != tuple(spatial_shape):
+        raise InputError(f"mask shape {mask.shape} differs from the image's spatial shape {tuple(spatial_shape)}")
+    if len(np.unique(mask)) < 2:
+        raise InputError("the mask holds a single class; at least 2 are needed")
+    return mask.astype(np.int64)

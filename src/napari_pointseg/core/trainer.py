@@ -1,0 +1,419 @@
+"""SparseTrainer: train a randomly initialised network on one image from ordered points.
+
+The loss is cross-entropy on the admitted points only. Points are admitted step by step in the
+schedule's order (`schedule.py`); each step trains until the admitted points are fitted (or a
+maximum number of iterations), continuing from the current weights. Training runs as a
+generator so that a GUI worker, the CLI and the oracle drive it the same way: it yields a
+`TrainUpdate` after every iteration, stops between iterations when asked, and picks up new or
+edited points between iterations (thread safe).
+
+Each iteration trains on a mini-batch of crops around admitted points (cost independent of the
+image size), with flips / 90 degree rotations and intensity jitter: on a fixed point set the
+network otherwise memorises the points and the rest of the image stays noisy.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from .errors import InputError
+from .inputs import PreparedImage
+from .models import ModelSpec, build_model, choose_device, setup_torch
+from .points import PointSet
+from .schedule import admission_order, next_step_size
+
+
+@dataclass
+class TrainConfig:
+    """Training recipe. Defaults are the measured CPU recipe (see docs/training.md)."""
+
+    order: str = "correct"
+    points_per_step: int = 1        # minimum points admitted per step
+    step_growth: float = 0.1        # ... or this fraction of the admitted points, if larger
+    iters_per_step: int = 10        # at most this many iterations per step
+    min_iters_per_step: int = 3     # at least this many
+    fit_threshold: float = 1.01     # end a step early once this fraction of points is right (>1: never)
+    final_iters: int = 30           # extra iterations once every point is admitted
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup_iters: int = 10
+    crop_size: int | None = 128     # None: the whole plane every iteration
+    batch_size: int = 4
+    augment: bool = True
+    class_balance: float = 0.5      # class weight = (mean count / count) ** class_balance
+    seed: int = 0
+    wait_for_points: bool = False   # True: when caught up, idle until new points or stop()
+    predict_every_s: float | None = None   # yield a prediction at most this often (seconds)
+    predict_every_steps: int | None = None  # ... or every N steps
+    predict_plane: int = 0          # which plane the live prediction shows (3D stacks)
+    precision: str = "fp32"         # 'fp32' or 'bf16' (autocast)
+    threads: int | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+@dataclass
+class TrainUpdate:
+    """Progress after one iteration. ``prediction``: label values (H, W) of ``plane`` or None."""
+
+    step: int
+    iteration: int
+    loss: float
+    n_active: int
+    n_points: int
+    seconds: float
+    iters_per_second: float
+    fit_accuracy: float
+    device: str
+    waiting: bool = False
+    done: bool = False
+    prediction: np.ndarray | None = field(default=None, repr=False)
+    plane: int | None = None
+
+
+class SparseTrainer:
+    """Trains one network on one image from an ordered point set.
+
+    image: a PreparedImage (2D, or a 3D stack trained plane by plane).
+    points: PointSet with coordinates in the image's spatial axes; labels are label values.
+    classes: label values the network predicts (index i <-> classes[i]); default: the point
+        labels. Oracle mode passes the mask's values so that unseen classes still exist.
+    spec: network architecture (in_channels / classes are filled in).
+    """
+
+    def __init__(self, image: PreparedImage, points: PointSet, classes: Sequence[int] | None = None,
+                 config: TrainConfig | None = None, spec: ModelSpec | None = None,
+                 device: str = "auto", model=None):
+        import torch
+
+        self.config = config or TrainConfig()
+        setup_torch(self.config.threads)
+        self.image = image
+        self.device = choose_device(device)
+        classes = np.unique(points.labels) if classes is None else np.asarray(classes)
+        self.classes = np.asarray(sorted(int(c) for c in classes), dtype=np.int64)
+        if len(self.classes) < 2:
+            raise InputError(f"at least 2 classes are needed to train, got {self.classes.tolist()}")
+        self._check_points(points)
+        spec = ModelSpec(**{**(spec or ModelSpec()).to_dict(),
+                            "in_channels": image.spec.in_channels, "classes": len(self.classes)})
+        self.spec = spec
+        torch.manual_seed(self.config.seed)
+        self.rng = np.random.default_rng(self.config.seed)
+        self.model = (model if model is not None else build_model(spec)).to(self.device)
+        if self.device.type == "cpu":
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.model.train()
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.config.lr,
+                                           weight_decay=self.config.weight_decay)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._pending: PointSet | None = None
+        self.points = points
+        self._perm = admission_order(len(points), self.config.order, self.config.seed)
+        self.n_admitted = 0
+        self.step = 0
+        self.iteration = 0
+        self.final_done = False
+        self._planes: dict[int, object] = {}
+        self._targets: dict[int, object] = {}
+        self._active_cache = None
+        self.history: list[dict] = []
+
+    # -- points (thread safe) ---------------------------------------------------------------
+    def _check_points(self, points: PointSet) -> None:
+        if len(points) == 0:
+            return
+        points.validate(self.image.spatial_shape, min_classes=1)
+        unknown = sorted(set(points.classes.tolist()) - set(self.classes.tolist()))
+        if unknown:
+            raise InputError(
+                f"point label(s) {unknown} are not among the network's classes "
+                f"{self.classes.tolist()}; reset training to add a class"
+            )
+
+    def set_points(self, points: PointSet) -> None:
+        """Replace the point set (moved, deleted, relabelled or new points).
+
+        Takes effect between iterations. Points keep their acquisition order; points already
+        admitted stay admitted, new ones join in order.
+        """
+        self._check_points(points)
+        with self._lock:
+            self._pending = points
+
+    def add_points(self, coords, labels) -> None:
+        """Append points (clicked after the existing ones)."""
+        with self._lock:
+            base = self._pending if self._pending is not None else self.points
+        self.set_points(base.append(coords, labels))
+
+    def stop(self) -> None:
+        """Ask the generator to return after the current iteration."""
+        self._stop.set()
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
+    def _apply_pending(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        old_n = len(self.points)
+        self.points = pending
+        n = len(pending)
+        if self.config.order == "correct":
+            self._perm = np.arange(n, dtype=np.int64)
+            # points deleted before the admitted frontier shift it back
+            self.n_admitted = min(self.n_admitted, n)
+        else:
+            self._perm = admission_order(n, self.config.order, self.config.seed)
+            self.n_admitted = min(self.n_admitted, n)
+        if n > old_n:
+            self.final_done = False
+        self._targets.clear()
+        self._active_cache = None
+
+    # -- data -------------------------------------------------------------------------------
+    def _plane(self, z: int):
+        import torch
+
+        if z not in self._planes:
+            from .images import pad_to_multiple
+
+            x, _ = pad_to_multiple(self.image.plane(z), self.spec.stride)
+            self._planes[z] = torch.from_numpy(np.ascontiguousarray(x)).to(self.device)
+        return self._planes[z]
+
+    def _active(self):
+        """(planes, yx, class index) of admitted points, and which were admitted last step."""
+        if self._active_cache is None:
+            idx = self._perm[: self.n_admitted]
+            pix = self.points.pixel_coords()[idx]
+            cls = np.searchsorted(self.classes, self.points.labels[idx])
+            z = pix[:, 0] if self.image.is_3d else np.zeros(len(idx), np.int64)
+            self._active_cache = (z, pix[:, -2:], cls)
+        return self._active_cache
+
+    def _target(self, z: int):
+        import torch
+
+        if z not in self._targets:
+            zs, yx, cls = self._active()
+            h, w = self._plane(z).shape[-2:]
+            t = torch.full((h, w), -1, dtype=torch.long)
+            sel = zs == z
+            if sel.any():
+                t[torch.from_numpy(yx[sel, 0]), torch.from_numpy(yx[sel, 1])] = torch.from_numpy(cls[sel])
+            self._targets[z] = t.to(self.device)
+        return self._targets[z]
+
+    def _class_weights(self):
+        import torch
+
+        _, _, cls = self._active()
+        counts = np.bincount(cls, minlength=len(self.classes)).astype(np.float64)
+        w = np.ones(len(self.classes))
+        present = counts > 0
+        if self.config.class_balance > 0 and present.any():
+            w[present] = (counts[present].mean() / counts[present]) ** self.config.class_balance
+        return torch.tensor(w, dtype=torch.float32, device=self.device)
+
+    def _batch(self, newest: int):
+        """A batch of crops (B, C, S, S) and targets (B, S, S) around admitted points."""
+        import torch
+
+        zs, yx, _ = self._active()
+        cfg = self.config
+        n = len(zs)
+        h, w = self._plane(int(zs[0])).shape[-2:]
+        stride = self.spec.stride
+        size = cfg.crop_size or max(h, w)
+        size = max(stride, min(size, h, w) // stride * stride)
+        full = size >= h and size >= w
+        bs = 1 if full else cfg.batch_size
+        # half of the crops look at the newest points: they are what this step is about
+        picks = []
+        for b in range(bs):
+            if newest > 0 and b % 2 == 0:
+                picks.append(n - 1 - int(self.rng.integers(newest)))
+            else:
+                picks.append(int(self.rng.integers(n)))
+        xs, ts = [], []
+        for i in picks:
+            z = int(zs[i])
+            x, t = self._plane(z), self._target(z)
+            if full:
+                xc, tc = x, t
+            else:
+                y0 = int(np.clip(yx[i, 0] - self.rng.integers(size), 0, h - size))
+                x0 = int(np.clip(yx[i, 1] - self.rng.integers(size), 0, w - size))
+                xc, tc = x[:, y0:y0 + size, x0:x0 + size], t[y0:y0 + size, x0:x0 + size]
+            if cfg.augment:
+                xc, tc = self._augment(xc, tc, square=xc.shape[-1] == xc.shape[-2])
+            xs.append(xc)
+            ts.append(tc)
+        xb = torch.stack(xs)
+        if self.device.type == "cpu":
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        return xb, torch.stack(ts)
+
+    def _augment(self, x, t, square: bool):
+        import torch
+
+        r = self.rng
+        if r.random() < 0.5:
+            x, t = x.flip(-1), t.flip(-1)
+        if r.random() < 0.5:
+            x, t = x.flip(-2), t.flip(-2)
+        if square and r.random() < 0.5:
+            x, t = x.transpose(-1, -2), t.transpose(-1, -2)
+        c = x.shape[0]
+        gain = torch.from_numpy(r.uniform(0.85, 1.15, (c, 1, 1)).astype(np.float32)).to(x.device)
+        bias = torch.from_numpy(r.normal(0, 0.1, (c, 1, 1)).astype(np.float32)).to(x.device)
+        x = x * gain + bias
+        x = x + 0.05 * torch.randn(x.shape, generator=None, device=x.device)
+        return x, t
+
+    # -- training ---------------------------------------------------------------------------
+    def _lr(self) -> float:
+        cfg = self.config
+        if self.iteration < cfg.warmup_iters:
+            return cfg.lr * (self.iteration + 1) / cfg.warmup_iters
+        return cfg.lr
+
+    def _iterate(self, newest: int) -> tuple[float, float]:
+        import torch
+        import torch.nn.functional as F
+
+        xb, tb = self._batch(newest)
+        for g in self.optimizer.param_groups:
+            g["lr"] = self._lr()
+        use_bf16 = self.config.precision == "bf16"
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            logits = self.model(xb)
+        logits = logits.float()
+        mask = tb >= 0
+        if not mask.any():
+            self.iteration += 1
+            return 0.0, 1.0
+        loss = F.cross_entropy(logits, tb, weight=self._class_weights(), ignore_index=-1)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.iteration += 1
+        with torch.no_grad():
+            acc = (logits.argmax(1)[mask] == tb[mask]).float().mean().item()
+        return float(loss.item()), acc
+
+    def run(self) -> Iterator[TrainUpdate]:
+        """Train; yields a TrainUpdate after every iteration.
+
+        Returns when every point has been admitted and trained (plus ``final_iters``), unless
+        ``wait_for_points``; or when `stop` was called. Call again after adding points to
+        continue from the current weights.
+        """
+        cfg = self.config
+        self._stop.clear()
+        t0 = time.perf_counter()
+        last_pred = t0
+        it0 = self.iteration
+        steps_since_pred = 0
+        while not self._stop.is_set():
+            self._apply_pending()
+            n = len(self.points)
+            if self.n_admitted < n:
+                k = next_step_size(self.n_admitted, cfg.points_per_step, cfg.step_growth)
+                if cfg.order == "entire":
+                    k = n
+                newest = min(k, n - self.n_admitted)
+                self.n_admitted += newest
+                self._targets.clear()
+                self._active_cache = None
+                budget, min_iters = cfg.iters_per_step, cfg.min_iters_per_step
+                if cfg.order == "entire":
+                    # the same total budget as the stepped orders would get
+                    from .schedule import step_sizes
+
+                    steps = len(step_sizes(n, cfg.points_per_step, cfg.step_growth))
+                    budget = min_iters = steps * cfg.iters_per_step
+                self.step += 1
+                steps_since_pred += 1
+            elif not self.final_done and n > 0 and cfg.final_iters > 0:
+                newest, budget, min_iters = 0, cfg.final_iters, cfg.final_iters
+                self.final_done = True
+            else:
+                self.final_done = True
+                if cfg.wait_for_points and not self._stop.is_set():
+                    time.sleep(0.05)
+                    yield self._update(t0, it0, 0.0, 1.0, waiting=True)
+                    continue
+                break
+            if self.n_admitted == 0:
+                continue
+            done_iters = 0
+            while done_iters < budget and not self._stop.is_set():
+                loss, acc = self._iterate(newest)
+                done_iters += 1
+                self.history.append({"iteration": self.iteration, "step": self.step,
+                                     "loss": loss, "n_active": self.n_admitted})
+                pred = None
+                now = time.perf_counter()
+                due_t = cfg.predict_every_s is not None and now - last_pred >= cfg.predict_every_s
+                step_end = done_iters >= budget or (done_iters >= min_iters and acc >= cfg.fit_threshold)
+                due_s = (cfg.predict_every_steps is not None and step_end
+                         and steps_since_pred >= cfg.predict_every_steps)
+                if due_t or due_s:
+                    pred = self.predict(cfg.predict_plane)
+                    last_pred = time.perf_counter()
+                    steps_since_pred = 0
+                yield self._update(t0, it0, loss, acc, prediction=pred)
+                if step_end:
+                    break
+                with self._lock:
+                    if self._pending is not None:
+                        break  # new or edited points: admit them without waiting
+        if not self._stop.is_set():
+            yield self._update(t0, it0, 0.0, 1.0, done=True)
+
+    def _update(self, t0, it0, loss, acc, prediction=None, waiting=False, done=False) -> TrainUpdate:
+        secs = time.perf_counter() - t0
+        return TrainUpdate(
+            step=self.step, iteration=self.iteration, loss=loss, n_active=self.n_admitted,
+            n_points=len(self.points), seconds=secs,
+            iters_per_second=(self.iteration - it0) / secs if secs > 0 else 0.0,
+            fit_accuracy=acc, device=str(self.device), waiting=waiting, done=done,
+            prediction=prediction,
+            plane=self.config.predict_plane if prediction is not None else None)
+
+    def train_all(self) -> "SparseTrainer":
+        """Run to the end (no GUI): consume `run`."""
+        for _ in self.run():
+            pass
+        return self
+
+    # -- inference --------------------------------------------------------------------------
+    def predict_proba(self, z: int = 0) -> np.ndarray:
+        """float32 (K, H, W) class probabilities of plane ``z``."""
+        from .predict import predict_proba
+
+        return predict_proba(self.model, self.image.plane(z), self.device, stride=self.spec.stride)
+
+    def predict(self, z: int | None = None) -> np.ndarray:
+        """Label values (H, W) of plane ``z``; with z None a 3D stack gives (Z, H, W)."""
+        if z is None and self.image.is_3d:
+            return np.stack([self.predict(i) for i in range(self.image.n_planes)])
+        proba = self.predict_proba(z or 0)
+        return self.classes[np.argmax(proba, 0)]
