@@ -110,6 +110,8 @@ class SparseTrainer:
         self.spec = spec
         torch.manual_seed(self.config.seed)
         self.rng = np.random.default_rng(self.config.seed)
+        # own generator: another trainer in the same process must not shift this one's noise
+        self._torch_rng = torch.Generator().manual_seed(self.config.seed)
         self.model = (model if model is not None else build_model(spec)).to(self.device)
         if self.device.type == "cpu":
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -284,7 +286,8 @@ class SparseTrainer:
         gain = torch.from_numpy(r.uniform(0.85, 1.15, (c, 1, 1)).astype(np.float32)).to(x.device)
         bias = torch.from_numpy(r.normal(0, 0.1, (c, 1, 1)).astype(np.float32)).to(x.device)
         x = x * gain + bias
-        x = x + 0.05 * torch.randn(x.shape, generator=None, device=x.device)
+        noise = torch.randn(x.shape, generator=self._torch_rng).to(x.device)
+        x = x + 0.05 * noise
         return x, t
 
     # -- training ---------------------------------------------------------------------------

@@ -1,0 +1,59 @@
+import numpy as np
+import pytest
+
+from _synth import TINY_SPEC, blobs, fast_config, random_points
+from napari_pointseg.core.bundle import load_bundle, predict_with_bundle, save_trainer
+from napari_pointseg.core.errors import InputError
+from napari_pointseg.core.session import make_trainer
+
+
+def test_bundle_round_trip_predicts_identically(tmp_path):
+    image, mask = blobs(64, 2)
+    pts = random_points(mask, 16, 2)
+    tr = make_trainer(image, pts, config=fast_config(), spec=TINY_SPEC, device="cpu").train_all()
+    path = save_trainer(tmp_path / "model", tr)
+    assert path.name == "model.safetensors"
+    b = load_bundle(path)
+    assert b.classes == [1, 2]
+    assert b.spec == tr.spec
+    np.testing.assert_array_equal(b.points.coords, pts.coords)
+    np.testing.assert_array_equal(b.points.order, pts.order)
+    direct = tr.predict()
+    again = predict_with_bundle(b, image, device="cpu", renormalise=False)
+    np.testing.assert_array_equal(direct, again)
+
+
+def test_foreign_and_corrupt_files_give_clear_errors(tmp_path):
+    from safetensors.torch import save_file
+    import torch
+
+    save_file({"w": torch.zeros(2)}, str(tmp_path / "foreign.safetensors"))
+    with pytest.raises(InputError, match="not a napari-pointseg bundle"):
+        load_bundle(tmp_path / "foreign.safetensors")
+    (tmp_path / "corrupt.safetensors").write_bytes(b"\x00\x01garbage" * 10)
+    with pytest.raises(InputError, match="not a readable model bundle"):
+        load_bundle(tmp_path / "corrupt.safetensors")
+    with pytest.raises(InputError, match="not found"):
+        load_bundle(tmp_path / "missing.safetensors")
+
+
+def test_pickle_file_is_not_executed(tmp_path):
+    import pickle
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(tmp_path / "pwned"), "w"))
+
+    (tmp_path / "evil.safetensors").write_bytes(pickle.dumps(Evil()))
+    with pytest.raises(InputError):
+        load_bundle(tmp_path / "evil.safetensors")
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_bundle_rejects_wrong_channel_count(tmp_path):
+    image, mask = blobs(64, 2)
+    tr = make_trainer(image, random_points(mask, 8), config=fast_config(), spec=TINY_SPEC,
+                      device="cpu").train_all()
+    b = load_bundle(save_trainer(tmp_path / "m", tr))
+    with pytest.raises(InputError, match="channel"):
+        predict_with_bundle(b, np.zeros((64, 64, 3), np.uint8), device="cpu")

@@ -1,0 +1,118 @@
+import threading
+
+import numpy as np
+import pytest
+
+from _synth import TINY_SPEC, blobs, fast_config, random_points
+from napari_pointseg.core.errors import InputError
+from napari_pointseg.core.metrics import miou
+from napari_pointseg.core.session import make_trainer
+
+
+def _trainer(n=24, seed=0, **cfg):
+    image, mask = blobs(64, seed)
+    pts = random_points(mask, n, seed)
+    tr = make_trainer(image, pts, config=fast_config(seed=seed, **cfg), spec=TINY_SPEC, device="cpu")
+    return tr, image, mask
+
+
+def test_trains_to_useful_segmentation():
+    tr, image, mask = _trainer(n=40, iters_per_step=6, final_iters=60, crop_size=None)
+    tr.train_all()
+    pred = tr.predict()
+    assert set(np.unique(pred)) <= {1, 2}  # label values, not class indices
+    assert miou(mask, pred) >= 0.8
+
+
+def test_correct_order_admits_points_step_by_step():
+    tr, _, _ = _trainer(n=12, final_iters=0)
+    seen = [u.n_active for u in tr.run()]
+    assert seen[-1] == len(tr.points)
+    # admission grows by points_per_step (4) and never shrinks
+    assert sorted(set(seen)) == [4, 8, 12] and seen == sorted(seen)
+
+
+def test_stop_between_iterations():
+    tr, _, _ = _trainer(n=24)
+    n = 0
+    for u in tr.run():
+        n += 1
+        if n == 3:
+            tr.stop()
+    assert n == 3 and tr.iteration == 3
+    # resume continues from the current weights and state
+    tr.train_all()
+    assert tr.n_admitted == len(tr.points) and tr.iteration > 3
+
+
+def test_stop_from_another_thread():
+    tr, _, _ = _trainer(n=24, wait_for_points=True)
+    timer = threading.Timer(0.5, tr.stop)
+    timer.start()
+    for _ in tr.run():
+        pass
+    timer.join()
+    assert tr.stopped
+
+
+def test_points_appended_while_running_join_in_order():
+    tr, _, mask = _trainer(n=8, final_iters=0)
+    extra = random_points(mask, 6, seed=5)
+    added = False
+    for u in tr.run():
+        if not added and u.n_active == 4:
+            tr.add_points(extra.coords, extra.labels)
+            added = True
+    assert tr.n_admitted == len(tr.points) == 8 + len(extra)
+    # the new points come after the original ones
+    assert tr.points.order.tolist() == list(range(len(tr.points)))
+    np.testing.assert_array_equal(tr.points.coords[-len(extra):], extra.coords)
+
+
+def test_set_points_rejects_unknown_class():
+    tr, _, _ = _trainer(n=8)
+    pts = tr.points.append([[1, 1]], [9])
+    with pytest.raises(InputError, match="not among"):
+        tr.set_points(pts)
+
+
+def test_reproducible_on_cpu():
+    a, _, _ = _trainer(n=12, seed=3)
+    b, _, _ = _trainer(n=12, seed=3)
+    a.train_all()
+    b.train_all()
+    assert [h["loss"] for h in a.history] == [h["loss"] for h in b.history]
+    np.testing.assert_array_equal(a.predict(), b.predict())
+
+
+def test_predictions_yielded_when_due():
+    tr, _, _ = _trainer(n=12, predict_every_steps=1)
+    preds = [u.prediction for u in tr.run() if u.prediction is not None]
+    assert preds and preds[0].shape == (64, 64)
+
+
+def test_3d_stack_trains_on_planes_with_points():
+    image, mask = blobs(48, 1)
+    stack = np.stack([image, image[::-1], image])
+    mstack = np.stack([mask, mask[::-1], mask])
+    coords = np.array([[0, 5, 5], [0, 40, 40], [2, 10, 30], [2, 30, 10], [0, 20, 20], [2, 24, 24]])
+    from napari_pointseg.core.points import PointSet
+
+    pts = PointSet(coords, mstack[tuple(coords.T)])
+    if len(pts.classes) < 2:
+        pytest.skip("synthetic draw gave one class")  # pragma: no cover - deterministic seed
+    # 3 planes would be guessed as channels: say there are none
+    tr = make_trainer(stack, pts, channel_axis=None, config=fast_config(), spec=TINY_SPEC, device="cpu")
+    tr.train_all()
+    assert tr.predict(None).shape == (3, 48, 48)
+    assert tr.predict(1).shape == (48, 48)
+
+
+def test_device_cuda_without_cuda_is_clear():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    image, mask = blobs(32)
+    with pytest.raises(InputError, match="CUDA is not available"):
+        make_trainer(image, random_points(mask, 4), device="cuda")
