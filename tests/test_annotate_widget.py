@@ -1,0 +1,282 @@
+"""The "Annotate & train" widget driven like a user would (pytest-qt, real napari viewer).
+
+Trainings are tiny (128 x 128 image, 64 px crops, 1 thread) and every wait has a generous
+timeout: other CPU-heavy jobs may share the machine.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from napari_pointseg.core.metrics import miou
+from napari_pointseg.core.overlay import label_colour
+from napari_pointseg.napari import annotate_widget as aw
+
+TINY = dict(crop_size=64, batch_size=2, iters_per_step=4, min_iters_per_step=2,
+            final_iters=40, threads=1)
+WAIT = 90_000  # ms
+
+
+@pytest.fixture
+def notes(monkeypatch):
+    """Messages the widget shows as napari notifications."""
+    seen = []
+    monkeypatch.setattr(aw, "_notify", lambda kind, msg: seen.append((kind, msg)))
+    return seen
+
+
+@pytest.fixture
+def setup(make_napari_viewer, qtbot, nuclei_crop, notes):
+    """(viewer, widget, image, mask, coords, labels) with the widget docked."""
+    image, mask, coords, labels = nuclei_crop
+    viewer = make_napari_viewer()
+    viewer.add_image(image, name="nuclei")
+    widget = aw.AnnotateWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Annotate & train")
+    widget.train_overrides = dict(TINY)
+    yield viewer, widget, image, mask, coords, labels
+    widget.stop_training()
+    qtbot.waitUntil(lambda: not widget.is_training and not widget.busy, timeout=WAIT)
+
+
+def _classes_in(widget):
+    return set(np.unique(widget.prediction_layer.data).tolist()) - {0}
+
+
+def test_widget_creates_points_layer_with_features_and_colours(setup):
+    viewer, widget, *_ = setup
+    layer = widget.points_layer
+    assert layer.name == "nuclei points"
+    widget.pick_class(2)
+    layer.add([[10, 10]])
+    widget.pick_class(1)
+    layer.add([[20, 20]])
+    assert layer.features["label"].tolist() == [2, 1]
+    assert layer.features["order"].tolist() == [0, 1]
+    np.testing.assert_allclose(layer.face_color[0][:3], label_colour(2), atol=1e-6)
+    np.testing.assert_allclose(layer.face_color[1][:3], label_colour(1), atol=1e-6)
+    # keys 1-9 on the points layer pick the class for the next click
+    viewer.layers.selection.active = layer
+    viewer.window._qt_viewer._key_map_handler.press_key("2")
+    viewer.window._qt_viewer._key_map_handler.release_key("2")
+    assert widget.classes.current_value() == 2
+    layer.add([[30, 30]])
+    assert layer.features["label"].tolist() == [2, 1, 2]
+    widget.remove_last_point()
+    assert len(layer.data) == 2 and layer.features["order"].tolist() == [0, 1]
+    # buttons that make no sense are disabled
+    assert not widget.stop_button.isEnabled()
+    assert not widget.save_model_button.isEnabled()
+    assert all(b.toolTip() for b in widget.findChildren(type(widget.train_button)))
+
+
+def test_single_class_gives_clear_message(setup, notes):
+    viewer, widget, image, mask, coords, labels = setup
+    one = labels == 1
+    widget.add_points(coords[one][:3], labels[one][:3])
+    assert widget.start_training() is False
+    assert not widget.is_training
+    assert notes and notes[-1][0] == "error"
+    assert "at least 2 classes" in notes[-1][1] and "two classes" in notes[-1][1]
+    assert "at least 2 classes" in widget.status.text()
+
+
+def test_train_reaches_ground_truth(setup, qtbot):
+    viewer, widget, image, mask, coords, labels = setup
+    widget.add_points(coords, labels)
+    assert widget.start_training()
+    assert not widget.train_button.isEnabled() and widget.stop_button.isEnabled()
+    qtbot.waitUntil(lambda: widget.prediction_layer is not None and len(_classes_in(widget)) >= 2,
+                    timeout=WAIT)
+    layer = widget.prediction_layer
+    assert layer.name == "nuclei prediction" and not layer.editable
+    np.testing.assert_allclose(layer.colormap.map(np.array([2]))[0][:3], label_colour(2), atol=1e-3)
+    qtbot.waitUntil(lambda: widget.last_update is not None and widget.last_update.waiting,
+                    timeout=WAIT)
+    assert miou(mask, widget.prediction_layer.data) >= 0.8
+    status = widget.status.text()
+    for part in ("step", "loss", f"points {len(coords)}/{len(coords)}", "it/s", "cpu"):
+        assert part in status
+
+
+def test_points_clicked_while_training_are_used(setup, qtbot):
+    viewer, widget, image, mask, coords, labels = setup
+    widget.add_points(coords[:4], labels[:4])
+    widget.start_training()
+    qtbot.waitUntil(lambda: widget.trainer is not None and widget.last_update is not None, timeout=WAIT)
+    trainer = widget.trainer
+    widget.add_points(coords[4:10], labels[4:10])
+    qtbot.waitUntil(lambda: widget.last_update.n_active == 10, timeout=WAIT)
+    assert widget.trainer is trainer  # no restart
+    np.testing.assert_allclose(trainer.points.coords, coords[:10])  # click order kept
+    # moving, relabelling and deleting reach the trainer too
+    layer = widget.points_layer
+    moved = layer.data.copy()
+    target = np.clip(coords[5] + 3, 0, image.shape[0] - 1) if coords[5, 0] < 64 else coords[5] - 3
+    moved[5] = target
+    layer.data = moved
+    layer.selected_data = {6}
+    widget.relabel_selected(3 - int(labels[6]))
+    qtbot.waitUntil(lambda: np.allclose(trainer.points.coords[5], target)
+                    and trainer.points.labels[6] == 3 - labels[6], timeout=WAIT)
+    # a point dragged outside the image is ignored, the others still count
+    moved = layer.data.copy()
+    moved[7] = (-20, -20)
+    layer.data = moved
+    qtbot.waitUntil(lambda: len(trainer.points) == 9, timeout=WAIT)
+    assert "outside the image" in widget.status.text()
+    moved[7] = coords[7]
+    layer.data = moved
+    qtbot.waitUntil(lambda: len(trainer.points) == 10, timeout=WAIT)
+    layer.selected_data = {2}
+    layer.remove_selected()
+    qtbot.waitUntil(lambda: len(trainer.points) == 9, timeout=WAIT)
+    np.testing.assert_allclose(trainer.points.coords[2], coords[3])
+
+
+def test_stop_resume_reset(setup, qtbot):
+    viewer, widget, image, mask, coords, labels = setup
+    widget.add_points(coords[:6], labels[:6])
+    widget.start_training()
+    qtbot.waitUntil(lambda: widget.last_update is not None and widget.last_update.step >= 2,
+                    timeout=WAIT)
+    first = widget.trainer
+    widget.stop_training()
+    qtbot.waitUntil(lambda: not widget.is_training, timeout=WAIT)
+    assert widget.stop_seconds is not None and widget.stop_seconds < 10
+    assert widget.train_button.text() == "Resume" and widget.train_button.isEnabled()
+    assert not widget.stop_button.isEnabled()
+    it = first.iteration
+    widget.start_training()  # resume: same network, continues
+    qtbot.waitUntil(lambda: first.iteration > it + 2, timeout=WAIT)
+    assert widget.trainer is first
+    widget.reset_training()  # fresh network, replays all points in click order
+    qtbot.waitUntil(lambda: widget.trainer is not None and widget.trainer is not first
+                    and widget.is_training and widget.last_update is not None
+                    and widget.last_update.n_active == 6, timeout=WAIT)
+    assert widget.trainer.step >= 6  # admitted one by one again
+
+
+def test_close_viewer_while_training(make_napari_viewer, qtbot, nuclei_crop):
+    image, mask, coords, labels = nuclei_crop
+    viewer = make_napari_viewer()
+    viewer.add_image(image, name="nuclei")
+    widget = aw.AnnotateWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.train_overrides = dict(TINY)
+    widget.add_points(coords[:6], labels[:6])
+    widget.start_training()
+    qtbot.waitUntil(lambda: widget.trainer is not None and widget.last_update is not None,
+                    timeout=WAIT)
+    trainer = widget.trainer
+    before = {t.ident for t in threading.enumerate()}
+    viewer.close()
+    assert trainer.stopped
+    # the training thread finishes: the trainer makes no more iterations
+    it = trainer.iteration
+    qtbot.wait(1500)
+    assert trainer.iteration <= it + 1
+    from qtpy.QtCore import QThreadPool
+
+    assert QThreadPool.globalInstance().waitForDone(20_000)
+    assert before is not None
+
+
+def test_bundle_round_trip(setup, qtbot, tmp_path):
+    viewer, widget, image, mask, coords, labels = setup
+    widget.add_points(coords, labels)
+    widget.start_training()
+    qtbot.waitUntil(lambda: widget.last_update is not None and widget.last_update.step >= 4,
+                    timeout=WAIT)
+    widget.stop_training()
+    qtbot.waitUntil(lambda: not widget.is_training, timeout=WAIT)
+    expected = widget.trainer.predict(0)
+    path = tmp_path / "model.safetensors"
+    widget.save_model(str(path))
+    qtbot.waitUntil(lambda: widget.saved_model_path is not None and not widget.busy, timeout=WAIT)
+    assert path.is_file()
+    # a second image: the loaded bundle predicts it
+    viewer.add_image(image.copy(), name="other")
+    widget.select_image("other")
+    assert widget.trainer is None
+    widget.load_model(str(path))
+    qtbot.waitUntil(lambda: widget.bundle is not None and not widget.busy, timeout=WAIT)
+    assert widget.model_combo.currentData() == "bundle"
+    assert widget.predict_button.isEnabled()
+    widget.predict_all()
+    qtbot.waitUntil(lambda: widget.prediction_layer is not None and not widget.busy, timeout=WAIT)
+    assert widget.prediction_layer.name == "other prediction"
+    np.testing.assert_array_equal(widget.prediction_layer.data, expected)
+    out = widget.export_prediction(str(tmp_path / "pred.tif"))
+    import tifffile
+
+    np.testing.assert_array_equal(tifffile.imread(out), expected)
+
+
+def test_points_csv_through_widget(setup, tmp_path):
+    viewer, widget, image, mask, coords, labels = setup
+    widget.add_points(coords[:5], labels[:5])
+    widget.save_points(str(tmp_path / "p.csv"))
+    widget.remove_last_point()
+    assert widget.load_points(str(tmp_path / "p.csv"))
+    layer = widget.points_layer
+    np.testing.assert_allclose(layer.data, coords[:5])
+    assert layer.features["label"].tolist() == labels[:5].tolist()
+    assert layer.features["order"].tolist() == list(range(5))
+
+
+def test_stack_trains_on_annotated_slices(make_napari_viewer, qtbot, notes):
+    from napari_pointseg.synthetic import human_like_points, make_stack
+
+    stack, mask = make_stack((8, 64, 64), seed=1)
+    viewer = make_napari_viewer()
+    viewer.add_image(stack, name="stack")
+    widget = aw.AnnotateWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.train_overrides = dict(TINY, final_iters=10)
+    coords, labels = human_like_points(mask.astype(np.int64), 0.002, seed=0)
+    assert widget.points_layer.ndim == 3
+    widget.add_points(coords, labels)
+    z = int(coords[0, 0])
+    viewer.dims.set_current_step(0, z)
+    assert widget.current_plane() == z
+    widget.start_training()
+    qtbot.waitUntil(lambda: widget.prediction_layer is not None
+                    and len(set(np.unique(widget.prediction_layer.data[z]).tolist()) - {0}) >= 2,
+                    timeout=WAIT)
+    assert widget.prediction_layer.data.shape == stack.shape
+    assert widget.predict_button.text() == "Predict all slices"
+    widget.stop_training()
+    qtbot.waitUntil(lambda: not widget.is_training, timeout=WAIT)
+    widget.predict_all()
+    qtbot.waitUntil(lambda: not widget.busy and (widget.prediction_layer.data > 0).all(), timeout=WAIT)
+    assert not notes
+
+
+def test_suggest_and_accept_points(setup, qtbot):
+    pytest.importorskip("napari_pointseg.oracle.samplers")
+    viewer, widget, image, mask, coords, labels = setup
+    widget.uncert_check.setChecked(True)
+    widget.add_points(coords[:8], labels[:8])
+    widget.start_training()
+    qtbot.waitUntil(lambda: widget.last_update is not None and widget.last_update.step >= 4,
+                    timeout=WAIT)
+    widget.suggest_points(5)  # while training: runs in the training thread between iterations
+    qtbot.waitUntil(lambda: widget.suggestions_layer is not None, timeout=WAIT)
+    sugg = widget.suggestions_layer
+    assert sugg.name == "nuclei suggestions" and len(sugg.data) == 5
+    assert not any(np.all(sugg.data[:, None] == coords[None, :8], axis=2).ravel())
+    assert "nuclei uncertainty" in viewer.layers
+    sugg.selected_data = {0, 1}
+    accepted = sugg.data[[0, 1]].copy()
+    viewer.window._qt_viewer._key_map_handler.press_key("2")  # class 2 for the selection
+    viewer.window._qt_viewer._key_map_handler.release_key("2")
+    assert len(sugg.data) == 3
+    layer = widget.points_layer
+    np.testing.assert_allclose(layer.data[-2:], accepted)
+    assert layer.features["label"].tolist()[-2:] == [2, 2]
+    assert layer.features["order"].tolist()[-2:] == [8, 9]
+    qtbot.waitUntil(lambda: len(widget.trainer.points) == 10, timeout=WAIT)
