@@ -1,0 +1,114 @@
+"""Run per-image jobs in-process, in a local process pool, or on a Dask cluster.
+
+All three are generators of job results in completion order, so the caller updates progress
+as results arrive and can stop early (closing the generator cancels what has not started and
+ends the worker processes of a local pool; finished images are already on disk).
+
+Process pool: the 'spawn' context (forking a process that has torch threads running is
+fragile) and ``threads = cores // workers`` torch threads per worker, so that N workers do not
+fight over the same cores. Dask: ``distributed.Client(address)``; each task limits torch to
+``threads`` (default 1: a Dask worker runs one task per thread slot at the same time).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import replace
+from typing import Callable, Iterator, Sequence
+
+from ..core.errors import InputError
+
+
+def threads_per_worker(workers: int) -> int:
+    """CPU threads each of ``workers`` local workers may use (at least 1)."""
+    return max(1, (os.cpu_count() or 1) // max(1, workers))
+
+
+def _init_worker(threads: int) -> None:
+    # before torch is imported in the child: OpenMP reads these once
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    os.environ["MKL_NUM_THREADS"] = str(threads)
+    os.environ["POINTSEG_THREADS"] = str(threads)
+
+
+def run_jobs(fn: Callable, items: Sequence, out_dir, opts, *, workers: int = 1,
+             scheduler: str | None = None, cancel=None) -> Iterator[dict]:
+    """Yield ``fn(item, out_dir, opts)`` for every item, in completion order.
+
+    workers <= 1 and no scheduler: in this process (``fn`` also gets ``cancel=cancel``, a
+    threading.Event checked between training iterations). workers > 1: a spawn process pool.
+    scheduler: address of a dask.distributed scheduler ('tcp://host:8786') or a Client.
+    ``opts`` must be a dataclass with a ``threads`` field (filled in per backend).
+    """
+    if scheduler is not None:
+        yield from _run_dask(fn, items, out_dir, opts, scheduler)
+    elif workers > 1 and len(items) > 1:
+        yield from _run_pool(fn, items, out_dir, opts, workers)
+    else:
+        for item in items:
+            if cancel is not None and cancel.is_set():
+                return
+            yield fn(item, out_dir, opts, cancel=cancel)
+
+
+def _run_pool(fn, items, out_dir, opts, workers: int) -> Iterator[dict]:
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
+
+    threads = opts.threads or threads_per_worker(workers)
+    opts = replace(opts, threads=threads)
+    ex = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
+                             initializer=_init_worker, initargs=(threads,))
+    finished = False
+    try:
+        futures = [ex.submit(fn, item, out_dir, opts) for item in items]
+        for f in as_completed(futures):
+            yield f.result()
+        finished = True
+    except BrokenProcessPool:
+        raise InputError("a worker process died (out of memory, or killed); finished images are "
+                         "kept: run again to resume") from None
+    finally:
+        if not finished:
+            # cancelled (generator closed) or an error: running jobs would otherwise keep
+            # their worker busy until done. Their outputs are written atomically, so ending
+            # them mid-image leaves nothing half-written behind.
+            procs = list(getattr(ex, "_processes", {}).values())
+            ex.shutdown(wait=False, cancel_futures=True)
+            for p in procs:
+                p.terminate()
+        else:
+            ex.shutdown(wait=True)
+
+
+def _run_dask(fn, items, out_dir, opts, scheduler) -> Iterator[dict]:
+    try:
+        from distributed import Client, as_completed
+    except ImportError:
+        raise InputError("--scheduler needs dask.distributed: pip install 'dask[distributed]'") from None
+    own = not isinstance(scheduler, Client)
+    try:
+        client = Client(scheduler, timeout="20s") if own else scheduler
+    except (OSError, TimeoutError, ValueError) as e:
+        raise InputError(f"cannot connect to the Dask scheduler {scheduler}: {e}") from None
+    opts = replace(opts, threads=opts.threads or 1)
+    run_id = uuid.uuid4().hex[:8]  # readable, unique task keys on a shared dashboard
+    futures = []
+    try:
+        futures = [client.submit(fn, item, str(out_dir), opts, pure=False,
+                                 key=f"pseudo-label-{getattr(item, 'name', i)}-{run_id}")
+                   for i, item in enumerate(items)]
+        for f in as_completed(futures):
+            try:
+                yield f.result()
+            except Exception as e:  # noqa: BLE001 - jobs catch their own errors: a worker died
+                raise InputError(f"a Dask task failed ({type(e).__name__}: {e}); finished images "
+                                 "are kept: run again to resume") from None
+        futures = []
+    finally:
+        if futures:
+            client.cancel(futures)
+        if own:
+            client.close()

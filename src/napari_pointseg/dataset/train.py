@@ -1,0 +1,290 @@
+"""Stage 2/3: one network trained from scratch on many pseudo-labelled images.
+
+Loss (per pixel, S4AL eq. 5): cross-entropy against the pseudo-label, weighted by the pseudo-
+label's confidence ``p`` (max softmax probability of the per-image network), so that sure
+pixels count fully and doubtful ones (object borders, unseen structures) little. The clicked
+points are targets at full weight (``point_weight``). Class weights
+``(mean count / count) ** class_balance`` keep a small class from being drowned.
+
+Mini-batches of random crops from random images, flips / 90 degree rotations / intensity
+jitter. Input: the same `InputSpec` mechanism as one-image training (normalised channels +
+filter bank), with the feature standardisation fitted on the whole TRAINING SET and stored in
+the bundle, so `predict_with_bundle` and widget 1 treat any image the same way.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from ..core.errors import InputError
+from ..core.features import FilterBank
+from ..core.images import fit_normalisation, to_channels_first
+from ..core.inputs import InputSpec, PreparedImage
+from ..core.models import ModelSpec
+from ..core.points import PointSet
+
+
+@dataclass
+class DatasetTrainConfig:
+    """Recipe of the dataset network (stored in the bundle's train_config)."""
+
+    iterations: int = 1500
+    batch_size: int = 8
+    crop_size: int = 128
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup_iters: int = 50
+    min_lr_fraction: float = 0.05   # cosine decay to this fraction of lr
+    class_balance: float = 0.5
+    confidence_power: float = 1.0   # weight = p ** power (1: S4AL eq. 5; 0: plain pseudo-labels)
+    point_weight: float = 1.0
+    augment: bool = True
+    seed: int = 0
+    threads: int | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DatasetTrainConfig":
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+@dataclass
+class Sample:
+    """One training image.
+
+    image: raw 2D image (grey or with channels); labels: int (H, W) label values (pseudo or
+    true); confidence: float32 (H, W) in [0, 1] (None = 1 everywhere); points: full-weight
+    clicks (label values), or None.
+    """
+
+    name: str
+    image: np.ndarray
+    labels: np.ndarray
+    confidence: np.ndarray | None = None
+    points: PointSet | None = None
+    meta: dict = field(default_factory=dict)
+
+
+def fit_input_spec(images: Sequence[np.ndarray], channel_axis="auto",
+                   filter_bank: FilterBank | None = None) -> tuple[InputSpec, list[np.ndarray]]:
+    """Feature standardisation pooled over a training set.
+
+    Returns the InputSpec (mean / std per input channel over all pixels of all images) and
+    the unstandardised features of each image, float32 (in_channels, H, W). Every image is
+    percentile-normalised on its own first (as `predict_with_bundle` does at inference).
+    """
+    fb = filter_bank or FilterBank()
+    feats, n_ch = [], None
+    s1 = s2 = None
+    count = 0
+    for img in images:
+        cf = to_channels_first(img, channel_axis)
+        if n_ch is None:
+            n_ch = cf.shape[0]
+        elif cf.shape[0] != n_ch:
+            raise InputError(f"images have {n_ch} and {cf.shape[0]} channels; a data set needs one count")
+        f = fb.apply(fit_normalisation(cf).apply(cf))
+        flat = f.reshape(f.shape[0], -1).astype(np.float64)
+        s1 = flat.sum(1) if s1 is None else s1 + flat.sum(1)
+        s2 = (flat**2).sum(1) if s2 is None else s2 + (flat**2).sum(1)
+        count += flat.shape[1]
+        feats.append(f)
+    if not feats:
+        raise InputError("no training images")
+    mean = s1 / count
+    std = np.sqrt(np.maximum(s2 / count - mean**2, 0.0))
+    spec = InputSpec(n_ch, fb, [float(v) for v in mean], [float(max(v, 1e-4)) for v in std])
+    return spec, feats
+
+
+class DatasetTrainer:
+    """Trains one network on a list of `Sample` (2D images).
+
+    classes: label values of the outputs (index i <-> classes[i]); default: union of labels.
+    encoder_weights: optional LOCAL file initialising the encoder (never downloaded).
+    """
+
+    def __init__(self, samples: Sequence[Sample], classes: Sequence[int] | None = None,
+                 config: DatasetTrainConfig | None = None, spec: ModelSpec | None = None,
+                 filter_bank: FilterBank | None = None, channel_axis="auto", device: str = "auto",
+                 encoder_weights: str | Path | None = None):
+        import torch
+
+        from ..core.models import build_model, choose_device, load_encoder_weights, setup_torch
+
+        if not samples:
+            raise InputError("no images to train the dataset network on")
+        self.config = cfg = config or DatasetTrainConfig()
+        setup_torch(cfg.threads)
+        self.device = choose_device(device)
+        self.channel_axis = channel_axis
+        if classes is None:
+            classes = sorted(set().union(*[set(np.unique(s.labels).tolist()) for s in samples]))
+        self.classes = np.asarray(sorted(int(c) for c in classes), np.int64)
+        if len(self.classes) < 2:
+            raise InputError(f"the pseudo-labels hold one class only {self.classes.tolist()}")
+        self.input_spec, feats = fit_input_spec([s.image for s in samples], channel_axis, filter_bank)
+        self.spec = ModelSpec(**{**(spec or ModelSpec()).to_dict(),
+                                 "in_channels": self.input_spec.in_channels, "classes": len(self.classes)})
+        mean = np.asarray(self.input_spec.feature_mean, np.float32)[:, None, None]
+        std = np.asarray(self.input_spec.feature_std, np.float32)[:, None, None]
+        self.x, self.t, self.w = [], [], []
+        for s, f in zip(samples, feats):
+            f -= mean
+            f /= std
+            t, w = self._targets(s, f.shape[-2:])
+            self.x.append(torch.from_numpy(f))
+            self.t.append(torch.from_numpy(t))
+            self.w.append(torch.from_numpy(w))
+        self.names = [s.name for s in samples]
+        self.class_weights = self._class_weights()
+        torch.manual_seed(cfg.seed)
+        self.rng = np.random.default_rng(cfg.seed)
+        self.model = build_model(self.spec)
+        self.encoder_init = None
+        if encoder_weights:
+            matched, total = load_encoder_weights(self.model, encoder_weights)
+            self.encoder_init = {"file": str(encoder_weights), "matched": matched, "total": total}
+        self.model.to(self.device)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.iteration = 0
+        side = min(min(x.shape[-2:]) for x in self.x)
+        self.crop = max(self.spec.stride, min(cfg.crop_size, side) // self.spec.stride * self.spec.stride)
+        if side < self.spec.stride:
+            raise InputError(f"images must be at least {self.spec.stride} px wide for this network")
+
+    # -- data -------------------------------------------------------------------------------
+    def _targets(self, s: Sample, shape) -> tuple[np.ndarray, np.ndarray]:
+        """int64 class index (-1 = ignore) and float32 weight maps of one sample."""
+        labels = np.asarray(s.labels)
+        if labels.shape != tuple(shape):
+            raise InputError(f"{s.name}: labels {labels.shape} differ from the image {tuple(shape)}")
+        idx = np.searchsorted(self.classes, labels).clip(0, len(self.classes) - 1)
+        t = np.where(self.classes[idx] == labels, idx, -1).astype(np.int64)
+        conf = np.ones(labels.shape, np.float32) if s.confidence is None else np.asarray(s.confidence, np.float32)
+        w = np.clip(conf, 0.0, 1.0) ** self.config.confidence_power
+        if s.points is not None and len(s.points):
+            yx = s.points.pixel_coords()[:, -2:]
+            ok = np.isin(s.points.labels, self.classes)
+            yx, lab = yx[ok], s.points.labels[ok]
+            t[yx[:, 0], yx[:, 1]] = np.searchsorted(self.classes, lab)
+            w[yx[:, 0], yx[:, 1]] = self.config.point_weight
+        w[t < 0] = 0.0
+        return t, w.astype(np.float32)
+
+    def _class_weights(self):
+        import torch
+
+        k = len(self.classes)
+        counts = np.zeros(k)
+        for t, w in zip(self.t, self.w):
+            tt, ww = t.numpy().ravel(), w.numpy().ravel()
+            ok = tt >= 0
+            counts += np.bincount(tt[ok], weights=ww[ok], minlength=k)
+        cw = np.ones(k)
+        present = counts > 0
+        if self.config.class_balance > 0 and present.any():
+            cw[present] = (counts[present].mean() / counts[present]) ** self.config.class_balance
+        return torch.tensor(cw, dtype=torch.float32, device=self.device)
+
+    def _batch(self):
+        import torch
+
+        xs, ts, ws = [], [], []
+        s = self.crop
+        for _ in range(self.config.batch_size):
+            i = int(self.rng.integers(len(self.x)))
+            x, t, w = self.x[i], self.t[i], self.w[i]
+            h, wd = x.shape[-2:]
+            y0, x0 = int(self.rng.integers(h - s + 1)), int(self.rng.integers(wd - s + 1))
+            xc, tc, wc = x[:, y0:y0 + s, x0:x0 + s], t[y0:y0 + s, x0:x0 + s], w[y0:y0 + s, x0:x0 + s]
+            if self.config.augment:
+                xc, tc, wc = self._augment(xc, tc, wc)
+            xs.append(xc)
+            ts.append(tc)
+            ws.append(wc)
+        xb = torch.stack(xs).to(self.device)
+        if self.device.type == "cpu":
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        return xb, torch.stack(ts).to(self.device), torch.stack(ws).to(self.device)
+
+    def _augment(self, x, t, w):
+        import torch
+
+        r = self.rng
+        for dim in (-1, -2):
+            if r.random() < 0.5:
+                x, t, w = x.flip(dim), t.flip(dim), w.flip(dim)
+        if r.random() < 0.5:  # with the flips: all 8 rotations / reflections of the square
+            x, t, w = x.transpose(-1, -2), t.transpose(-1, -2), w.transpose(-1, -2)
+        c = x.shape[0]
+        gain = torch.from_numpy(r.uniform(0.85, 1.15, (c, 1, 1)).astype(np.float32))
+        bias = torch.from_numpy(r.normal(0, 0.1, (c, 1, 1)).astype(np.float32))
+        x = x * gain + bias + 0.05 * torch.randn(x.shape)
+        return x, t, w
+
+    # -- training ---------------------------------------------------------------------------
+    def _lr(self) -> float:
+        cfg = self.config
+        if self.iteration < cfg.warmup_iters:
+            return cfg.lr * (self.iteration + 1) / cfg.warmup_iters
+        span = max(1, cfg.iterations - cfg.warmup_iters)
+        prog = min(1.0, (self.iteration - cfg.warmup_iters) / span)
+        lo = cfg.min_lr_fraction
+        return cfg.lr * (lo + (1 - lo) * 0.5 * (1 + math.cos(math.pi * prog)))
+
+    def step(self) -> float:
+        """One optimisation step on a fresh mini-batch; returns the loss."""
+        import torch.nn.functional as F
+
+        self.model.train()
+        xb, tb, wb = self._batch()
+        for g in self.optimizer.param_groups:
+            g["lr"] = self._lr()
+        logits = self.model(xb).float()
+        pix = F.cross_entropy(logits, tb.clamp(min=0), weight=self.class_weights, reduction="none")
+        loss = (pix * wb).sum() / wb.sum().clamp(min=1e-6)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.iteration += 1
+        return float(loss.item())
+
+    def run(self, cancel=None) -> Iterator[float]:
+        """Train up to ``config.iterations``; yields the loss after every iteration.
+
+        Stops early when ``cancel`` (a threading.Event) is set or the consumer stops iterating.
+        """
+        while self.iteration < self.config.iterations:
+            if cancel is not None and cancel.is_set():
+                return
+            yield self.step()
+
+    # -- inference / saving -----------------------------------------------------------------
+    def predict_proba(self, image: np.ndarray) -> np.ndarray:
+        """float32 (K, H, W) class probabilities of a raw 2D image."""
+        from ..core.predict import predict_proba
+
+        prep = PreparedImage(image, self.channel_axis, spec=self.input_spec)
+        return predict_proba(self.model, prep.plane(0), self.device, stride=self.spec.stride)
+
+    def predict(self, image: np.ndarray) -> np.ndarray:
+        """int64 (H, W) label values of a raw 2D image."""
+        return self.classes[np.argmax(self.predict_proba(image), 0)]
+
+    def save(self, path: str | Path, extra: dict | None = None) -> Path:
+        """Write the network as a bundle (core/bundle.py format; `pointseg predict`, widget 1)."""
+        from ..core.bundle import save_bundle
+
+        ex = {"kind": "dataset", "train_images": self.names, **(extra or {})}
+        if self.encoder_init:
+            ex["encoder_init"] = self.encoder_init
+        return save_bundle(path, self.model, self.spec, self.classes.tolist(), self.input_spec,
+                           None, None, self.config.to_dict(), ex)

@@ -1,0 +1,114 @@
+"""Widget 2 "Dataset training" (run under Xvfb: xvfb-run -a python -m pytest ...)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from test_dataset import TINY_DATASET, TINY_IMAGE, TINY_SPEC
+
+pytest.importorskip("napari")
+
+TIMEOUT_MS = 240_000
+OVERRIDES = dict(image_config=TINY_IMAGE, dataset_config={**TINY_DATASET}, spec=TINY_SPEC,
+                 device="cpu", threads=1)
+
+
+@pytest.fixture(scope="module")
+def two(tmp_path_factory):
+    """train/ with 2 clicked images, test/ with 1 image + mask."""
+    import shutil
+
+    from napari_pointseg.synthetic import make_dataset
+
+    root = tmp_path_factory.mktemp("dsw")
+    make_dataset(root / "train", n_images=2, size=64, seed=5)
+    make_dataset(root / "test", n_images=1, size=64, seed=6)
+    shutil.rmtree(root / "test" / "points")
+    return root
+
+
+@pytest.fixture
+def widget(make_napari_viewer, monkeypatch):
+    from napari_pointseg.napari import dataset_widget as mod
+
+    notes = []
+    monkeypatch.setattr(mod, "_notify", lambda kind, msg: notes.append((kind, msg)))
+    viewer = make_napari_viewer()
+    w = mod.DatasetWidget(viewer)
+    w.overrides = {k: (dict(v) if isinstance(v, dict) else v) for k, v in OVERRIDES.items()}
+    w.notes = notes
+    return viewer, w
+
+
+def test_folder_run_opens_results_and_bundle(widget, two, tmp_path, qtbot):
+    viewer, w = widget
+    w.data_edit.setText(str(two / "train"))
+    w.test_edit.setText(str(two / "test"))
+    w.out_edit.setText(str(tmp_path / "out"))
+    assert w.run_button.isEnabled() and not w.cancel_button.isEnabled()
+    assert w.run_button.toolTip() and w.cancel_button.toolTip()
+    w.run()
+    assert w.is_running and not w.run_button.isEnabled() and w.cancel_button.isEnabled()
+    qtbot.waitUntil(lambda: not w.is_running, timeout=TIMEOUT_MS)
+    assert w.summary is not None, w.log.toPlainText()
+    assert 0 <= w.summary["miou"] <= 1
+    assert w.stage_label.text() == "finished" and w.progress_bar.value() == w.progress_bar.maximum()
+    names = [ly.name for ly in viewer.layers]
+    assert "img_000" in names and "img_000 prediction" in names
+    assert w.run_button.isEnabled() and w.load_button.isEnabled()
+    from napari_pointseg.core.bundle import load_bundle, predict_with_bundle
+
+    b = load_bundle(w.bundle_path)  # what widget 1's "Load model" does
+    pred = predict_with_bundle(b, viewer.layers["img_000"].data, device="cpu")
+    assert pred.shape == (64, 64)
+
+
+def test_layer_mode_predicts_open_images(widget, two, tmp_path, qtbot):
+    import tifffile
+
+    from napari_pointseg.core.points import PointSet
+
+    viewer, w = widget
+    for i in range(2):
+        img = tifffile.imread(two / "train" / "images" / f"img_00{i}.tif")
+        viewer.add_image(img, name=f"cells {i}")
+    pts = PointSet.from_csv(two / "train" / "points" / "img_000.csv")
+    viewer.add_points(pts.coords, name="cells 0 points",
+                      features={"label": pts.labels, "order": pts.order})
+    w.layers_radio.setChecked(True)
+    assert not w.data_edit.isEnabled()
+    w.out_edit.setText(str(tmp_path / "out"))
+    w.run()
+    qtbot.waitUntil(lambda: not w.is_running, timeout=TIMEOUT_MS)
+    assert w.summary is not None, w.log.toPlainText()
+    assert w.summary["n_annotated"] == 1 and w.summary["n_self_labelled"] == 1
+    qtbot.waitUntil(lambda: "cells 1 dataset prediction" in viewer.layers, timeout=30_000)
+    pred = viewer.layers["cells 0 dataset prediction"].data
+    assert pred.shape == (64, 64) and set(np.unique(pred)) <= {1, 2}
+
+
+def test_cancel_stops_and_reenables(widget, two, tmp_path, qtbot):
+    viewer, w = widget
+    w.data_edit.setText(str(two / "train"))
+    w.out_edit.setText(str(tmp_path / "out"))
+    w.overrides["dataset_config"]["iterations"] = 100_000
+    w.run()
+    qtbot.waitUntil(lambda: "dataset network" in w.stage_label.text(), timeout=TIMEOUT_MS)
+    w.cancel()
+    qtbot.waitUntil(lambda: not w.is_running, timeout=60_000)
+    assert w.stage_label.text() == "cancelled" and w.summary is None
+    assert w.run_button.isEnabled() and not w.cancel_button.isEnabled()
+    assert not (tmp_path / "out" / "metrics.json").exists()
+    assert (tmp_path / "out" / "pseudo" / "img_000.json").is_file()  # stage 1 kept
+
+
+def test_bad_input_is_a_notification(widget, tmp_path, qtbot):
+    viewer, w = widget
+    w.run()  # no folders
+    assert not w.is_running and w.notes and w.notes[-1][0] == "error"
+    w.data_edit.setText(str(tmp_path / "missing"))
+    w.out_edit.setText(str(tmp_path / "out"))
+    w.run()
+    qtbot.waitUntil(lambda: not w.is_running, timeout=60_000)
+    assert w.notes[-1][0] == "error" and "not found" in w.notes[-1][1]
