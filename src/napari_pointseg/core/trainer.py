@@ -35,14 +35,16 @@ class TrainConfig:
     order: str = "correct"
     points_per_step: int = 1        # minimum points admitted per step
     step_growth: float = 0.1        # ... or this fraction of the admitted points, if larger
-    iters_per_step: int = 10        # at most this many iterations per step
-    min_iters_per_step: int = 3     # at least this many
-    fit_threshold: float = 1.01     # end a step early once this fraction of points is right (>1: never)
+    iters_per_step: int = 12        # at most this many iterations per step
+    min_iters_per_step: int = 2     # at least this many
+    fit_threshold: float = 1.0      # end a step early once this fraction of points is right (>1: never)
     final_iters: int = 30           # extra iterations once every point is admitted
+    final_lr_floor: float = 0.1     # lr falls linearly to lr * this over the final iterations (1: flat)
+    ema_decay: float = 0.9          # >0: predict with an exponential moving average of the weights
     lr: float = 2e-3
     weight_decay: float = 1e-4
     warmup_iters: int = 10
-    crop_size: int | None = 128     # None: the whole plane every iteration
+    crop_size: int | None = 96      # None: the whole plane every iteration
     batch_size: int = 4
     augment: bool = True
     class_balance: float = 0.5      # class weight = (mean count / count) ** class_balance
@@ -51,7 +53,7 @@ class TrainConfig:
     predict_every_s: float | None = None   # yield a prediction at most this often (seconds)
     predict_every_steps: int | None = None  # ... or every N steps
     predict_plane: int = 0          # which plane the live prediction shows (3D stacks)
-    precision: str = "fp32"         # 'fp32' or 'bf16' (autocast)
+    precision: str = "auto"         # 'fp32', 'bf16' (autocast) or 'auto' (bf16 on CPUs with native bf16)
     threads: int | None = None
 
     def to_dict(self) -> dict:
@@ -112,12 +114,25 @@ class SparseTrainer:
         self.rng = np.random.default_rng(self.config.seed)
         # own generator: another trainer in the same process must not shift this one's noise
         self._torch_rng = torch.Generator().manual_seed(self.config.seed)
-        self.model = (model if model is not None else build_model(spec)).to(self.device)
+        # ``net`` is the network the optimiser trains; ``model`` is the one predictions and
+        # bundles use: a weight average (EMA) of ``net`` when ``ema_decay`` > 0, else ``net``
+        # itself. Single-image training at a high lr jitters from iteration to iteration; the
+        # average predicts more stably (see docs/training.md).
+        self.net = (model if model is not None else build_model(spec)).to(self.device)
         if self.device.type == "cpu":
-            self.model = self.model.to(memory_format=torch.channels_last)
-        self.model.train()
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.config.lr,
+            self.net = self.net.to(memory_format=torch.channels_last)
+        self.net.train()
+        self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=self.config.lr,
                                            weight_decay=self.config.weight_decay)
+        self.model = self.net
+        self.ema_model = None
+        if self.config.ema_decay > 0:
+            import copy
+
+            self.ema_model = copy.deepcopy(self.net).eval()
+            for p in self.ema_model.parameters():
+                p.requires_grad_(False)
+            self.model = self.ema_model
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._pending: PointSet | None = None
@@ -130,6 +145,7 @@ class SparseTrainer:
         self._planes: dict[int, object] = {}
         self._targets: dict[int, object] = {}
         self._active_cache = None
+        self._final_left: int | None = None  # iterations left in the final phase (else None)
         self.history: list[dict] = []
 
     # -- points (thread safe) ---------------------------------------------------------------
@@ -295,7 +311,28 @@ class SparseTrainer:
         cfg = self.config
         if self.iteration < cfg.warmup_iters:
             return cfg.lr * (self.iteration + 1) / cfg.warmup_iters
+        if self._final_left is not None and cfg.final_iters > 0:
+            # anneal over the final iterations: a constant lr leaves the prediction jittering
+            frac = self._final_left / cfg.final_iters
+            return cfg.lr * (cfg.final_lr_floor + (1.0 - cfg.final_lr_floor) * frac)
         return cfg.lr
+
+    def _use_bf16(self) -> bool:
+        p = self.config.precision
+        if p == "auto":
+            if self.device.type != "cpu":
+                return False
+            if not hasattr(self, "_bf16_native"):
+                import torch
+
+                # bf16 autocast is 1.6-2x faster where the CPU has bf16 instructions, and
+                # much slower where it does not
+                try:
+                    self._bf16_native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+                except (AttributeError, RuntimeError):
+                    self._bf16_native = False
+            return self._bf16_native
+        return p == "bf16"
 
     def _iterate(self, newest: int) -> tuple[float, float]:
         import torch
@@ -304,9 +341,9 @@ class SparseTrainer:
         xb, tb = self._batch(newest)
         for g in self.optimizer.param_groups:
             g["lr"] = self._lr()
-        use_bf16 = self.config.precision == "bf16"
+        use_bf16 = self._use_bf16()
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            logits = self.model(xb)
+            logits = self.net(xb)
         logits = logits.float()
         mask = tb >= 0
         if not mask.any():
@@ -316,6 +353,10 @@ class SparseTrainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
+        if self.ema_model is not None:
+            with torch.no_grad():
+                torch._foreach_lerp_(list(self.ema_model.parameters()), list(self.net.parameters()),
+                                     1.0 - self.config.ema_decay)
         self.iteration += 1
         with torch.no_grad():
             acc = (logits.argmax(1)[mask] == tb[mask]).float().mean().item()
@@ -338,6 +379,7 @@ class SparseTrainer:
             self._apply_pending()
             n = len(self.points)
             if self.n_admitted < n:
+                self._final_left = None
                 k = next_step_size(self.n_admitted, cfg.points_per_step, cfg.step_growth)
                 if cfg.order == "entire":
                     k = n
@@ -357,6 +399,7 @@ class SparseTrainer:
             elif not self.final_done and n > 0 and cfg.final_iters > 0:
                 newest, budget, min_iters = 0, cfg.final_iters, cfg.final_iters
                 self.final_done = True
+                self._final_left = cfg.final_iters
             else:
                 self.final_done = True
                 if cfg.wait_for_points and not self._stop.is_set():
@@ -370,6 +413,8 @@ class SparseTrainer:
             while done_iters < budget and not self._stop.is_set():
                 loss, acc = self._iterate(newest)
                 done_iters += 1
+                if self._final_left is not None:
+                    self._final_left = max(self._final_left - 1, 0)
                 self.history.append({"iteration": self.iteration, "step": self.step,
                                      "loss": loss, "n_active": self.n_admitted})
                 pred = None
@@ -412,7 +457,12 @@ class SparseTrainer:
         """float32 (K, H, W) class probabilities of plane ``z``."""
         from .predict import predict_proba
 
-        return predict_proba(self.model, self.image.plane(z), self.device, stride=self.spec.stride)
+        return predict_proba(self.inference_model(), self.image.plane(z), self.device,
+                             stride=self.spec.stride)
+
+    def inference_model(self):
+        """The network predictions and bundles use (``model``: the EMA if enabled, else ``net``)."""
+        return self.model
 
     def predict(self, z: int | None = None) -> np.ndarray:
         """Label values (H, W) of plane ``z``; with z None a 3D stack gives (Z, H, W)."""
