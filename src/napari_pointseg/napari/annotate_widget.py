@@ -799,6 +799,10 @@ class AnnotateWidget(QWidget):
                     return False
         source = self.trainer if self.trainer is not None else self._make_request(pts)
         self._start_worker(source)
+        # add the (still empty) prediction layer while the worker builds the network: adding
+        # a layer takes up to ~1 s of main-thread time on a software-OpenGL display, which
+        # would otherwise delay the first prediction the user sees
+        self._ensure_prediction_layer(np.uint8 if int(pts.labels.max()) < 256 else np.uint16)
         return True
 
     def _start_worker(self, source) -> None:
