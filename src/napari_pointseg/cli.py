@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from .cli_common import CliError, add_model_options, model_options, run_training
+from .cli_common import CliError, add_model_options, model_options, print_table, run_training
 from .core.errors import InputError
 
 # modules that contribute subcommands with a `register(subparsers)` function
@@ -105,13 +105,6 @@ def cmd_models(args) -> int:
     print("architectures:", ", ".join(ARCHITECTURES))
     print("encoders:", ", ".join(encoder_names()))
     return 0
-
-
-def print_table(rows) -> None:
-    """Two-column table on stdout."""
-    w = max(len(str(k)) for k, _ in rows)
-    for k, v in rows:
-        print(f"{str(k):<{w}}  {v}")
 
 
 def build_parser() -> argparse.ArgumentParser:

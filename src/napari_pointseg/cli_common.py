@@ -86,3 +86,12 @@ def run_training(trainer, quiet: bool, desc: str = "training"):
             if u.iteration % 5 == 0:
                 bar.set_postfix_str(f"loss {u.loss:.3f} it {u.iteration}")
     return trainer
+
+
+def print_table(rows, title: str | None = None, indent: str = "") -> None:
+    """Rows of (name, value, ...) on stdout, names padded to one width, under ``title``."""
+    if title:
+        print(title)
+    w = max(len(str(r[0])) for r in rows)
+    for r in rows:
+        print(f"{indent}{str(r[0]):<{w}}  " + "  ".join(str(x) for x in r[1:]))

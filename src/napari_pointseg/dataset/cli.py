@@ -172,7 +172,7 @@ def _fmt(v, pct=False) -> str:
 
 def print_summary(s: dict) -> None:
     """The end-of-run table on stdout (skipped images with their reasons)."""
-    from ..cli import print_table
+    from ..cli_common import print_table
 
     rows = [("annotated images", s["n_annotated"]), ("self-labelled images", s["n_self_labelled"]),
             ("labelled pixels / image", _fmt(s["fraction_labeled"], pct=True)),

@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..cli_common import CliError, add_model_options, model_options, progress
+from ..cli_common import CliError, add_model_options, model_options, print_table, progress
 
 SAMPLE_2D = ("nuclei", "cells", "tissue")
 
@@ -63,7 +63,6 @@ def _check_budget(args) -> None:
 
 
 def cmd_oracle(args) -> int:
-    from ..cli import print_table
     from ..core.bundle import save_trainer
     from ..core.images import read_image, read_mask
     from ..core.overlay import save_overlay
@@ -140,10 +139,7 @@ def _load_images(args) -> list[tuple]:
 
 
 def _print_summary(title: str, rows: list[tuple]) -> None:
-    print(title)
-    w = max(len(str(r[0])) for r in rows)
-    for r in rows:
-        print(f"  {str(r[0]):<{w}}  " + "  ".join(str(x) for x in r[1:]))
+    print_table(rows, title=title, indent="  ")
 
 
 def _fmt(d: dict) -> str:
