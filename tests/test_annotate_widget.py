@@ -39,7 +39,8 @@ def setup(make_napari_viewer, qtbot, nuclei_crop, notes):
     widget.train_overrides = dict(TINY)
     yield viewer, widget, image, mask, coords, labels
     widget.stop_training()
-    qtbot.waitUntil(lambda: not widget.is_training and not widget.busy, timeout=WAIT)
+    qtbot.waitUntil(lambda: not widget.is_training and not widget.busy and not widget.preparing,
+                    timeout=WAIT)
 
 
 def _classes_in(widget):
@@ -71,6 +72,24 @@ def test_widget_creates_points_layer_with_features_and_colours(setup):
     assert not widget.stop_button.isEnabled()
     assert not widget.save_model_button.isEnabled()
     assert all(b.toolTip() for b in widget.findChildren(type(widget.train_button)))
+
+
+def test_input_prepared_ahead_of_train_is_used(setup, qtbot):
+    """Picking an image prepares its network input in the background; Train reuses it."""
+    viewer, widget, image, mask, coords, labels = setup
+    qtbot.waitUntil(lambda: widget.input_prepared, timeout=WAIT)
+    prepared = widget._prepared[1]
+    assert prepared.plane(0).shape[-2:] == image.shape
+    assert widget.train_button.isEnabled()
+    widget.add_points(coords[:8], labels[:8])
+    assert widget.start_training()
+    qtbot.waitUntil(lambda: widget.trainer is not None, timeout=WAIT)
+    assert widget.trainer.image is prepared
+    # a channel setting that resolves to the same axis (grey image: none == auto) keeps it
+    widget.stop_training()
+    qtbot.waitUntil(lambda: not widget.is_training, timeout=WAIT)
+    widget.channel_combo.setCurrentText("none")  # same as auto for a grey image: still valid
+    assert widget.input_prepared
 
 
 def test_single_class_gives_clear_message(setup, notes):

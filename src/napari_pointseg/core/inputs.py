@@ -70,11 +70,15 @@ class PreparedImage:
             )
         self.spec = spec
         self._cache: dict[int, np.ndarray] = {}
+        self._unscaled: dict[int, np.ndarray] = {}
         if spec.feature_mean is None:
-            ref = self._raw_plane(self.n_planes // 2)
+            z_ref = self.n_planes // 2
+            ref = self._raw_plane(z_ref)
             flat = ref.reshape(ref.shape[0], -1)
             spec.feature_mean = [float(v) for v in flat.mean(1)]
             spec.feature_std = [float(max(v, 1e-4)) for v in flat.std(1)]
+            # the filter bank is the costly part: `plane` standardises this one in place
+            self._unscaled[z_ref] = ref
 
     @property
     def n_planes(self) -> int:
@@ -91,7 +95,9 @@ class PreparedImage:
     def plane(self, z: int = 0) -> np.ndarray:
         """float32 (in_channels, H, W) standardised network input of plane ``z``."""
         if z not in self._cache:
-            x = self._raw_plane(z)
+            x = self._unscaled.pop(z, None)
+            if x is None:
+                x = self._raw_plane(z)
             mean = np.asarray(self.spec.feature_mean, np.float32)[:, None, None]
             std = np.asarray(self.spec.feature_std, np.float32)[:, None, None]
             x -= mean

@@ -24,17 +24,19 @@ from .trainer import SparseTrainer, TrainConfig
 def make_trainer(image: np.ndarray, points: PointSet, *, channel_axis="auto", rgb=None,
                  classes=None, config: TrainConfig | None = None, spec: ModelSpec | None = None,
                  device: str = "auto", filter_bank: FilterBank | None = None,
-                 min_classes: int = 2) -> SparseTrainer:
+                 min_classes: int = 2, prepared: PreparedImage | None = None) -> SparseTrainer:
     """Validate and build a trainer.
 
     image: raw array (2D grey, 2D + channels, 3D stack, 3D + channels).
     points: coordinates in the image's spatial axes; labels = label values.
     classes: label values of the network outputs (default: the point labels).
+    prepared: the PreparedImage of ``image`` made earlier (same channel_axis / rgb), e.g. by
+        the widget while the user was clicking; ``image`` is then not read again.
     Raises InputError for any inconsistency, before a network is built.
     """
     spec = spec or ModelSpec()
     validate_spec(ModelSpec(**{**spec.to_dict(), "classes": max(spec.classes, 2)}))
-    prep = PreparedImage(image, channel_axis, rgb, filter_bank=filter_bank)
+    prep = prepared or PreparedImage(image, channel_axis, rgb, filter_bank=filter_bank)
     points.validate(prep.spatial_shape, min_classes=min_classes)
     return SparseTrainer(prep, points, classes=classes, config=config, spec=spec, device=device)
 

@@ -37,6 +37,7 @@ class TrainRequest:
     config: Any                # TrainConfig
     spec: Any                  # ModelSpec
     device: str = "auto"
+    prepared: Any = None       # PreparedImage made in advance (`prepare_input`), or None
 
 
 @dataclass
@@ -72,9 +73,53 @@ def build_trainer(req: TrainRequest):
     import_torch()
     from ..core.session import make_trainer
 
-    return make_trainer(as_array(req.image), req.points, channel_axis=req.channel_axis,
+    image = req.image if req.prepared is not None else as_array(req.image)
+    return make_trainer(image, req.points, channel_axis=req.channel_axis,
                         rgb=req.rgb, classes=req.classes, config=req.config, spec=req.spec,
-                        device=req.device)
+                        device=req.device, prepared=req.prepared)
+
+
+def prepare_input(image, channel_axis, rgb: bool, plane: int, spec, n_classes: int,
+                  config, device: str = "auto"):
+    """Network input of ``image`` made ahead of Train, while the user is still clicking.
+
+    Computes the normalisation and filter bank of ``plane`` and runs a throw-away network of
+    ``spec`` once through a training iteration and a full-plane prediction of that size: the
+    first pass of each shape costs torch/oneDNN about a second of set-up, which the first
+    live prediction would otherwise wait for. Returns the PreparedImage (worker thread).
+    """
+    import_torch()
+    import torch
+    import torch.nn.functional as F
+
+    from ..core.inputs import PreparedImage
+    from ..core.models import ModelSpec, build_model, choose_device, setup_torch
+    from ..core.predict import predict_proba
+    from ..core.trainer import use_bf16
+
+    setup_torch(config.threads)
+    prep = PreparedImage(as_array(image), channel_axis, rgb)
+    x = prep.plane(plane)
+    dev = choose_device(device)
+    spec = ModelSpec(**{**spec.to_dict(), "in_channels": prep.spec.in_channels,
+                        "classes": max(2, n_classes)})
+    # private RNG state: the real network's seeded initialisation must not depend on this
+    with torch.random.fork_rng(devices=[]):
+        net = build_model(spec).to(dev)
+    if dev.type == "cpu":
+        net = net.to(memory_format=torch.channels_last)
+    size = max(spec.stride, min(config.crop_size or max(x.shape[-2:]), *x.shape[-2:])
+               // spec.stride * spec.stride)
+    xb = torch.zeros((config.batch_size, x.shape[0], size, size), device=dev)
+    if dev.type == "cpu":
+        xb = xb.contiguous(memory_format=torch.channels_last)
+    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16(config.precision, dev)):
+        out = net(xb)
+    F.cross_entropy(out.float(), torch.zeros(out.shape[0], *out.shape[2:], dtype=torch.long,
+                                             device=dev)).backward()
+    net.eval()
+    predict_proba(net, x, dev, stride=spec.stride)
+    return prep
 
 
 def _run_jobs(control: LoopControl, model):

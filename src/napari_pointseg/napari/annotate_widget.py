@@ -98,6 +98,9 @@ class AnnotateWidget(QWidget):
         self._closed = False
         self._stopping_at: float | None = None
         self._start_requested = False
+        self._prepared = None            # (key, PreparedImage) of the chosen image, made ahead
+        self._preparing_key = None
+        self._background: set = set()    # input preparation: never blocks a button
         self._next_order = 0
         self._connected_points = None
         self._connected_image = None
@@ -131,6 +134,7 @@ class AnnotateWidget(QWidget):
 
         worker = create_worker(warm_up, _start_thread=False)
         worker.errored.connect(lambda e: None)  # a real problem shows up again at Train
+        worker.returned.connect(lambda _: self._prepare_input())
         worker.finished.connect(lambda w=worker: self._job_workers.discard(w))
         self._warm_up_worker = worker
         worker.start()
@@ -292,6 +296,7 @@ class AnnotateWidget(QWidget):
         self.channel_combo.setToolTip("Which axis of the image holds channels. auto: RGB, or a "
                                       "first / last axis of size <= 4; none: grey or 3D stack")
         self.channel_combo.addItems(["auto", "none"])
+        self.channel_combo.currentIndexChanged.connect(self._prepare_input)
         self.interval_spin = QDoubleSpinBox()
         self.interval_spin.setRange(0.2, 30.0)
         self.interval_spin.setSingleStep(0.5)
@@ -390,6 +395,7 @@ class AnnotateWidget(QWidget):
         self._refresh_model_choices()
         self._update_counts()
         self._update_buttons()
+        self._prepare_input()
 
     def _find_layer(self, name):
         return self.viewer.layers[name] if name in self.viewer.layers else None
@@ -746,7 +752,8 @@ class AnnotateWidget(QWidget):
     def is_training(self) -> bool:
         return self._worker is not None
 
-    def _make_request(self, points: PointSet) -> TrainRequest:
+    def _train_settings(self):
+        """(TrainConfig, ModelSpec) from the widget's options."""
         from ..core.models import ModelSpec
         from ..core.trainer import TrainConfig
 
@@ -760,11 +767,71 @@ class AnnotateWidget(QWidget):
         spec = ModelSpec(**{"arch": self.arch_combo.currentText(),
                             "encoder": self.encoder_combo.currentText().strip(),
                             **self.model_overrides})
+        return cfg, spec
+
+    def _make_request(self, points: PointSet) -> TrainRequest:
+        cfg, spec = self._train_settings()
         classes = sorted(set(self.classes.values()) | set(points.labels.tolist()))
         ca = self.channel_axis()
+        key = self._prepare_key()
+        prepared = self._prepared[1] if self._prepared and self._prepared[0] == key else None
         return TrainRequest(image=self._image.data, rgb=bool(self._image.rgb),
                             channel_axis=ca, points=points, classes=classes, config=cfg,
-                            spec=spec, device=self.device_combo.currentText())
+                            spec=spec, device=self.device_combo.currentText(),
+                            prepared=prepared)
+
+    # -- input prepared ahead of Train -------------------------------------------------------
+    def _prepare_key(self):
+        """What a prepared input depends on: layer, its data array, channel axis, RGB."""
+        if self._image is None:
+            return None
+        try:
+            ca = self.channel_axis()
+            self.spatial_shape()
+        except (InputError, ValueError, IndexError):
+            return None
+        return (id(self._image), id(self._image.data), ca, bool(self._image.rgb))
+
+    def _prepare_input(self, *_) -> None:
+        """Compute the chosen image's network input (filter bank) and warm up the network's
+        kernels in the background while the user clicks: Train then starts with the first
+        iteration instead of ~1-2 s of set-up. Needs torch imported (the warm-up calls this
+        again when it is done)."""
+        import sys
+
+        if self._closed or self.is_training or "segmentation_models_pytorch" not in sys.modules:
+            return
+        key = self._prepare_key()
+        if key is None or key == self._preparing_key or (self._prepared and self._prepared[0] == key):
+            return
+        self._prepared = None
+        from napari.qt.threading import create_worker
+
+        from ._worker import prepare_input
+
+        cfg, spec = self._train_settings()
+        worker = create_worker(prepare_input, self._image.data, key[2], key[3],
+                               self.current_plane(), spec, max(2, len(self.classes.values())), cfg,
+                               self.device_combo.currentText(), _start_thread=False)
+        worker.returned.connect(lambda prep, k=key: self._on_prepared(k, prep))
+        worker.errored.connect(lambda e: None)  # Train reports a real problem with the image
+        worker.finished.connect(lambda w=worker: self._prepare_finished(w))
+        self._background.add(worker)
+        self._preparing_key = key
+        worker.start()
+
+    @property
+    def input_prepared(self) -> bool:
+        """True once the chosen image's network input has been made ahead of Train."""
+        return bool(self._prepared) and self._prepared[0] == self._prepare_key()
+
+    def _on_prepared(self, key, prep) -> None:
+        if not self._closed and key == self._prepare_key():
+            self._prepared = (key, prep)
+
+    def _prepare_finished(self, worker) -> None:
+        self._background.discard(worker)
+        self._preparing_key = None
 
     def start_training(self) -> bool:
         """Train (or resume). Returns False (with a message) when it cannot start."""
@@ -973,6 +1040,11 @@ class AnnotateWidget(QWidget):
     @property
     def busy(self) -> bool:
         return bool(self._job_workers)
+
+    @property
+    def preparing(self) -> bool:
+        """True while the chosen image's input is being prepared in the background."""
+        return bool(self._background)
 
     # -- prediction ------------------------------------------------------------------------
     def _label_colormap(self):
@@ -1460,7 +1532,7 @@ class AnnotateWidget(QWidget):
                 trainer.stop()
         for c in list(self._controls):
             c.abort = True
-        for w in [self._worker, *self._job_workers]:
+        for w in [self._worker, *self._job_workers, *self._background]:
             if w is not None:
                 try:
                     w.quit()
