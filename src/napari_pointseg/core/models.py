@@ -205,3 +205,25 @@ def setup_torch(threads: int | None = None) -> None:
     if not _SET_UP:
         torch.set_flush_denormal(True)
         _SET_UP = True
+
+
+_BF16_NATIVE: bool | None = None
+
+
+def use_bf16(precision: str, device) -> bool:
+    """Whether the network runs under bf16 autocast (training and prediction): ``precision``
+    'bf16', or 'auto' on a CPU with native bf16 instructions (1.6-3x faster there, much slower
+    elsewhere). ``device``: a torch.device."""
+    global _BF16_NATIVE
+    if precision != "auto":
+        return precision == "bf16"
+    if device.type != "cpu":
+        return False
+    if _BF16_NATIVE is None:
+        import torch
+
+        try:
+            _BF16_NATIVE = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except (AttributeError, RuntimeError):
+            _BF16_NATIVE = False
+    return _BF16_NATIVE

@@ -16,21 +16,27 @@ def _tile_starts(length: int, tile: int, step: int) -> list[int]:
 
 
 def predict_proba(model, x: np.ndarray, device, stride: int = 32, tile: int = 1024,
-                  overlap: int = 64, channels_last: bool = True) -> np.ndarray:
+                  overlap: int = 64, channels_last: bool = True,
+                  precision: str = "auto") -> np.ndarray:
     """Class probabilities of one plane.
 
     x: float32 (C, H, W) network input. Returns float32 (K, H, W), softmax over K classes.
     Planes larger than ``tile`` are cut into tiles overlapping by ``overlap`` pixels, blended
     with a weight that falls off towards tile borders (where context is missing).
+    precision: 'auto' runs the network under bf16 autocast on CPUs with native bf16 (1.7-3x
+    faster at 512², the same labels on >99 % of pixels), 'fp32' or 'bf16' force it.
     """
     import torch
+
+    from .models import use_bf16
 
     was_training = model.training
     model.eval()
     h, w = x.shape[-2:]
     tile = max(stride, tile - tile % stride)
+    bf16 = use_bf16(precision, device)
     try:
-        with torch.no_grad():
+        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             if h <= tile and w <= tile:
                 xp, _ = pad_to_multiple(x, stride)
                 return _forward(model, xp, device, channels_last)[:, :h, :w]

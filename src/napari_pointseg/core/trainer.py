@@ -23,7 +23,7 @@ import numpy as np
 
 from .errors import InputError
 from .inputs import PreparedImage
-from .models import ModelSpec, build_model, choose_device, setup_torch
+from .models import ModelSpec, build_model, choose_device, setup_torch, use_bf16
 from .points import PointSet
 from .schedule import admission_order, next_step_size
 
@@ -62,27 +62,6 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
-
-
-_BF16_NATIVE: bool | None = None
-
-
-def use_bf16(precision: str, device) -> bool:
-    """Whether training runs under bf16 autocast: ``precision`` 'bf16', or 'auto' on a CPU
-    with native bf16 instructions (1.6-2x faster there, much slower elsewhere)."""
-    global _BF16_NATIVE
-    if precision != "auto":
-        return precision == "bf16"
-    if device.type != "cpu":
-        return False
-    if _BF16_NATIVE is None:
-        import torch
-
-        try:
-            _BF16_NATIVE = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-        except (AttributeError, RuntimeError):
-            _BF16_NATIVE = False
-    return _BF16_NATIVE
 
 
 @dataclass
@@ -143,8 +122,9 @@ class SparseTrainer:
         if self.device.type == "cpu":
             self.net = self.net.to(memory_format=torch.channels_last)
         self.net.train()
+        # foreach: torch picks the per-tensor loop on CPU by default, ~8 ms slower per iteration
         self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=self.config.lr,
-                                           weight_decay=self.config.weight_decay)
+                                           weight_decay=self.config.weight_decay, foreach=True)
         self.model = self.net
         self.ema_model = None
         if self.config.ema_decay > 0:
@@ -154,6 +134,8 @@ class SparseTrainer:
             for p in self.ema_model.parameters():
                 p.requires_grad_(False)
             self.model = self.ema_model
+            # listed once: walking the module tree every iteration cost ~1 ms
+            self._ema_pairs = (list(self.ema_model.parameters()), list(self.net.parameters()))
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._pending: PointSet | None = None
@@ -362,8 +344,7 @@ class SparseTrainer:
         self.optimizer.step()
         if self.ema_model is not None:
             with torch.no_grad():
-                torch._foreach_lerp_(list(self.ema_model.parameters()), list(self.net.parameters()),
-                                     1.0 - self.config.ema_decay)
+                torch._foreach_lerp_(*self._ema_pairs, 1.0 - self.config.ema_decay)
         self.iteration += 1
         with torch.no_grad():
             acc = (logits.argmax(1)[mask] == tb[mask]).float().mean().item()
@@ -465,7 +446,7 @@ class SparseTrainer:
         from .predict import predict_proba
 
         return predict_proba(self.inference_model(), self.image.plane(z), self.device,
-                             stride=self.spec.stride)
+                             stride=self.spec.stride, precision=self.config.precision)
 
     def inference_model(self):
         """The network predictions and bundles use (``model``: the EMA if enabled, else ``net``)."""

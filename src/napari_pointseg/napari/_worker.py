@@ -93,9 +93,8 @@ def prepare_input(image, channel_axis, rgb: bool, plane: int, spec, n_classes: i
     import torch.nn.functional as F
 
     from ..core.inputs import PreparedImage
-    from ..core.models import ModelSpec, build_model, choose_device, setup_torch
+    from ..core.models import ModelSpec, build_model, choose_device, setup_torch, use_bf16
     from ..core.predict import predict_proba
-    from ..core.trainer import use_bf16
 
     setup_torch(config.threads)
     prep = PreparedImage(as_array(image), channel_axis, rgb)
