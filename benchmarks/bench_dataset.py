@@ -67,7 +67,9 @@ def train_and_test(root: Path, out: Path, source: str, pseudo_dir: Path, iterati
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default="/tmp/bench_dataset")
+    ap.add_argument("--out", default="/tmp/bench_dataset", help="working folder (images, runs)")
+    ap.add_argument("--results", default=str(Path(__file__).with_name("results") / "bench_dataset.json"),
+                    help="where the JSON table goes")
     ap.add_argument("--n-train", type=int, default=12)
     ap.add_argument("--n-test", type=int, default=4)
     ap.add_argument("--size", type=int, default=192)
@@ -98,6 +100,10 @@ def main(argv=None) -> int:
         "image_config": IMAGE_CONFIG, "spec": SPEC,
     }
     (root / "bench.json").write_text(json.dumps(result, indent=2))
+    results = Path(a.results)
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(json.dumps(result, indent=2))
+    print(f"wrote {results}")
     print()
     print("| labelled pixels / image | pseudo-label mIoU (train) | test mIoU pseudo | test mIoU full masks "
           "| ratio | stage 1 s/img, 1 worker | stage 1 s/img, 2 workers |")
