@@ -64,6 +64,18 @@ class TrainConfig:
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
+def crop_batch_shape(config: TrainConfig, plane_shape, stride: int) -> tuple[int, int, int]:
+    """(batch, height, width) of one training iteration on a plane padded to ``stride``:
+    ``config.batch_size`` square crops of ``config.crop_size`` (a multiple of the stride, at
+    most the plane), or the whole plane once when the crop would cover it."""
+    h, w = plane_shape
+    size = config.crop_size or max(h, w)
+    size = max(stride, min(size, h, w) // stride * stride)
+    if size >= h and size >= w:
+        return 1, h, w
+    return config.batch_size, size, size
+
+
 @dataclass
 class TrainUpdate:
     """Progress after one iteration. ``prediction``: label values (H, W) of ``plane`` or None."""
@@ -260,11 +272,8 @@ class SparseTrainer:
         cfg = self.config
         n = len(zs)
         h, w = self._plane(int(zs[0])).shape[-2:]
-        stride = self.spec.stride
-        size = cfg.crop_size or max(h, w)
-        size = max(stride, min(size, h, w) // stride * stride)
-        full = size >= h and size >= w
-        bs = 1 if full else cfg.batch_size
+        bs, size, width = crop_batch_shape(cfg, (h, w), self.spec.stride)
+        full = (size, width) == (h, w)
         # half of the crops look at the newest points: they are what this step is about
         picks = []
         for b in range(bs):

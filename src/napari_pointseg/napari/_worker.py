@@ -95,6 +95,7 @@ def prepare_input(image, channel_axis, rgb: bool, plane: int, spec, n_classes: i
     from ..core.inputs import PreparedImage
     from ..core.models import ModelSpec, build_model, choose_device, setup_torch, use_bf16
     from ..core.predict import predict_proba
+    from ..core.trainer import crop_batch_shape
 
     setup_torch(config.threads)
     prep = PreparedImage(as_array(image), channel_axis, rgb)
@@ -107,9 +108,9 @@ def prepare_input(image, channel_axis, rgb: bool, plane: int, spec, n_classes: i
         net = build_model(spec).to(dev)
     if dev.type == "cpu":
         net = net.to(memory_format=torch.channels_last)
-    size = max(spec.stride, min(config.crop_size or max(x.shape[-2:]), *x.shape[-2:])
-               // spec.stride * spec.stride)
-    xb = torch.zeros((config.batch_size, x.shape[0], size, size), device=dev)
+    padded = [-(-n // spec.stride) * spec.stride for n in x.shape[-2:]]  # as the trainer pads
+    bs, ch, cw = crop_batch_shape(config, padded, spec.stride)
+    xb = torch.zeros((bs, x.shape[0], ch, cw), device=dev)
     if dev.type == "cpu":
         xb = xb.contiguous(memory_format=torch.channels_last)
     with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16(config.precision, dev)):

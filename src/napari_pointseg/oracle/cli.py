@@ -146,19 +146,26 @@ def _fmt(d: dict) -> str:
     return "n/a" if d["mean"] is None else f"{d['mean']:.4f} ± {d['std']:.4f} (n={d['n']})"
 
 
-def cmd_orders(args) -> int:
-    from .experiments import run_orders
-
+def _run_experiment(args, run) -> tuple[dict, float]:
+    """Shared part of `orders` and `samplers`: check, load, run ``run(items, seeds, **kw)``;
+    returns (table, seconds)."""
     _check_budget(args)
     items = _load_images(args)
     spec, cfg, _ = model_options(args)
     log = None if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
     t0 = time.perf_counter()
-    table = run_orders(items, list(range(args.seed, args.seed + args.seeds)), budget=args.budget,
-                       target=args.target, config=cfg, spec=spec, device=args.device,
-                       out_dir=args.out, progress=log)
+    table = run(items, list(range(args.seed, args.seed + args.seeds)), budget=args.budget,
+                target=args.target, config=cfg, spec=spec, device=args.device,
+                out_dir=args.out, progress=log)
+    return table, time.perf_counter() - t0
+
+
+def cmd_orders(args) -> int:
+    from .experiments import run_orders
+
+    table, secs = _run_experiment(args, run_orders)
     if not args.quiet:
-        _print_summary(f"mIoU per order ({time.perf_counter() - t0:.0f} s; {args.out}/orders.json)",
+        _print_summary(f"mIoU per order ({secs:.0f} s; {args.out}/orders.json)",
                        [(o, _fmt(s)) for o, s in table["summary"].items()])
     return 0
 
@@ -166,16 +173,9 @@ def cmd_orders(args) -> int:
 def cmd_samplers(args) -> int:
     from .experiments import run_samplers
 
-    _check_budget(args)
-    items = _load_images(args)
-    spec, cfg, _ = model_options(args)
-    log = None if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
-    t0 = time.perf_counter()
-    table = run_samplers(items, list(range(args.seed, args.seed + args.seeds)), budget=args.budget,
-                         target=args.target, config=cfg, spec=spec, device=args.device,
-                         out_dir=args.out, progress=log)
+    table, secs = _run_experiment(args, run_samplers)
     if not args.quiet:
-        _print_summary(f"mIoU per sampler: network | random forest ({time.perf_counter() - t0:.0f} s; "
+        _print_summary(f"mIoU per sampler: network | random forest ({secs:.0f} s; "
                        f"{args.out}/samplers.json)",
                        [(m, _fmt(s["net"]), "|", _fmt(s["rf"])) for m, s in table["summary"].items()])
     return 0

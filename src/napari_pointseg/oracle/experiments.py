@@ -184,14 +184,7 @@ def _plot_orders(table: dict, path: Path) -> None:
             ax.scatter([r["fraction_labeled"] * 100], [m], color=c, marker=markers.get(o, "x"), s=30)
     for o, mk in markers.items():
         ax.scatter([], [], color="k", marker=mk, label=o)
-    ax.set_xlabel("labelled pixels (%)")
-    ax.set_ylabel("mIoU")
-    ax.set_title("Order experiment (Table 1)")
-    ax.legend(fontsize=7, ncol=2)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _finish_plot(fig, ax, "Order experiment (Table 1)", path)
 
 
 def _plot_samplers(table: dict, path: Path) -> None:
@@ -215,9 +208,16 @@ def _plot_samplers(table: dict, path: Path) -> None:
                 ax.scatter([r["fraction_labeled"] * 100], [d["miou"]], color=c, s=25,
                            label=method if first else None)
                 first = False
+    _finish_plot(fig, ax, "Samplers (Table 3): fresh network per method; lines = active loops", path)
+
+
+def _finish_plot(fig, ax, title: str, path: Path) -> None:
+    """Axes labels, legend and grid shared by the experiment plots; save and close."""
+    import matplotlib.pyplot as plt
+
     ax.set_xlabel("labelled pixels (%)")
     ax.set_ylabel("mIoU")
-    ax.set_title("Samplers (Table 3): fresh network per method; lines = active loops")
+    ax.set_title(title)
     ax.legend(fontsize=7, ncol=2)
     ax.grid(alpha=0.3)
     fig.tight_layout()
