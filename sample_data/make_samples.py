@@ -20,7 +20,7 @@ except ImportError:  # running from a source checkout without the package instal
 from napari_pointseg.core.points import PointSet
 
 SEED = 0
-POINTS_FRACTION = 0.0015
+POINTS_FRACTION = 0.003
 
 # name -> (generator call, image is RGB)
 SAMPLES = {

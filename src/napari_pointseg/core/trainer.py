@@ -48,6 +48,8 @@ class TrainConfig:
     batch_size: int = 4
     augment: bool = True
     class_balance: float = 0.5      # class weight = (mean count / count) ** class_balance
+    entropy_weight: float = 0.3     # weight of the mean prediction entropy over every crop pixel
+    entropy_ramp_iters: int = 100   # ... reached linearly over this many iterations
     seed: int = 0
     wait_for_points: bool = False   # True: when caught up, idle until new points or stop()
     predict_every_s: float | None = None   # yield a prediction at most this often (seconds)
@@ -348,6 +350,13 @@ class SparseTrainer:
             self.iteration += 1
             return 0.0, 1.0
         loss = F.cross_entropy(logits, tb, weight=self._class_weights(), ignore_index=-1)
+        if self.config.entropy_weight > 0:
+            # entropy minimisation on the unlabelled pixels too (Grandvalet & Bengio 2004): the
+            # decision boundary moves away from dense regions of unlabelled pixels (bright
+            # background, halos) towards edges; off at first, while the points alone shape it
+            lp = F.log_softmax(logits, 1)
+            ramp = min(1.0, self.iteration / max(self.config.entropy_ramp_iters, 1))
+            loss = loss + self.config.entropy_weight * ramp * -(lp.exp() * lp).sum(1).mean()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
