@@ -3,7 +3,8 @@
 On a synthetic nuclei data set (``synthetic.make_dataset``: N train + M held-back test images)
 it measures
 
-* stage 1 (one network per image from its human-like clicks, ~0.2 % of the pixels) in seconds
+* stage 1 (one network per image from its human-like clicks, 0.3 % of the pixels by default,
+  as in the bundled example points; ``--points-fraction``) in seconds
   per image with 1 worker (in-process) and with 2 workers (spawn pool), each on half of the
   training images (the halves are statistically alike; this keeps the benchmark short);
 * the test mIoU of the dataset network trained on those pseudo-labels (confidence-weighted,
@@ -21,14 +22,18 @@ import os
 import time
 from pathlib import Path
 
-# per-image recipe: a lighter network and shorter steps than the interactive defaults, so
-# that the benchmark fits a shared 2-core machine (~20 min)
-IMAGE_CONFIG = dict(iters_per_step=5, min_iters_per_step=2, step_growth=0.2, final_iters=20,
-                    crop_size=96, batch_size=4)
-SPEC = dict(encoder_depth=3, decoder_channels=[64, 32, 16])
+# recipes: "default" = the TrainConfig / ModelSpec defaults (what `pointseg dataset` runs);
+# "light" = a lighter network and shorter steps, for a shared, loaded 2-core machine
+RECIPES = {
+    "default": (dict(), dict()),
+    "light": (dict(iters_per_step=5, min_iters_per_step=2, step_growth=0.2, final_iters=20,
+                   crop_size=96, batch_size=4),
+              dict(encoder_depth=3, decoder_channels=[64, 32, 16])),
+}
 
 
-def stage1(train_dir: Path, pseudo_dir: Path, threads: int) -> dict:
+def stage1(train_dir: Path, pseudo_dir: Path, threads: int, image_config: dict, spec: dict,
+           seed: int) -> dict:
     """Seconds per image with 1 worker (first half) and 2 workers (second half)."""
     from napari_pointseg.dataset.layout import scan_folder
     from napari_pointseg.dataset.pseudo_labels import PseudoLabelOptions, pseudo_label_job
@@ -36,7 +41,7 @@ def stage1(train_dir: Path, pseudo_dir: Path, threads: int) -> dict:
 
     items = scan_folder(train_dir).items
     half = len(items) // 2
-    opts = PseudoLabelOptions(source="points", config=IMAGE_CONFIG, spec=SPEC, threads=threads)
+    opts = PseudoLabelOptions(source="points", config=image_config, spec=spec, threads=threads, seed=seed)
     out = {}
     for workers, part in ((1, items[:half]), (2, items[half:])):
         t0 = time.perf_counter()
@@ -51,14 +56,14 @@ def stage1(train_dir: Path, pseudo_dir: Path, threads: int) -> dict:
 
 
 def train_and_test(root: Path, out: Path, source: str, pseudo_dir: Path, iterations: int,
-                   threads: int) -> dict:
+                   threads: int, image_config: dict, spec: dict, seed: int) -> dict:
     from napari_pointseg.dataset.pipeline import PipelineOptions, run_pipeline
 
     opts = PipelineOptions(data=root / "train", out=out, test=root / "test", source=source,
-                           image_config=IMAGE_CONFIG, spec=SPEC, device="cpu", threads=threads,
+                           image_config=image_config, spec=spec, device="cpu", threads=threads,
                            dataset_config=dict(iterations=iterations, batch_size=8, crop_size=96,
                                                threads=threads),
-                           pseudo_dir=pseudo_dir)
+                           pseudo_dir=pseudo_dir, seed=seed)
     t0 = time.perf_counter()
     s = run_pipeline(opts)
     print(f"{source}: test mIoU {s['miou']:.4f} ({time.perf_counter() - t0:.0f} s)", flush=True)
@@ -73,6 +78,12 @@ def main(argv=None) -> int:
     ap.add_argument("--n-train", type=int, default=12)
     ap.add_argument("--n-test", type=int, default=4)
     ap.add_argument("--size", type=int, default=192)
+    ap.add_argument("--points-fraction", type=float, default=0.003,
+                    help="clicked fraction of each training image's pixels (default 0.003 = 0.3 %%)")
+    ap.add_argument("--recipe", choices=sorted(RECIPES), default="default",
+                    help="per-image and network recipe: default (as `pointseg dataset`) or light")
+    ap.add_argument("--seed", type=int, default=0,
+                    help="replicate S: other images (make_dataset seeds 100 S and 1000 + 100 S) and training seeds S")
     ap.add_argument("--iterations", type=int, default=400, help="dataset network iterations")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads per process (1: the machine is shared; see README)")
@@ -82,14 +93,26 @@ def main(argv=None) -> int:
     root = Path(a.out)
     load0 = os.getloadavg()
     t_all = time.perf_counter()
-    if not (root / "train" / "images").is_dir():
-        make_dataset(root / "train", n_images=a.n_train, size=a.size, seed=0, points_fraction=0.002)
-        make_dataset(root / "test", n_images=a.n_test, size=a.size, seed=1000)
-    s1 = stage1(root / "train", root / "pseudo_points", a.threads)
-    pseudo = train_and_test(root, root / "run_pseudo", "points", root / "pseudo_points", a.iterations, a.threads)
-    full = train_and_test(root, root / "run_full", "mask", root / "pseudo_full", a.iterations, a.threads)
+    made = root / "made_with.json"
+    recipe = {"recipe": a.recipe, "seed": a.seed, "n_train": a.n_train, "n_test": a.n_test, "size": a.size, "points_fraction": a.points_fraction}
+    if not made.is_file() or json.loads(made.read_text()) != recipe:
+        # a working folder from other settings: start it afresh (runs there are stale too)
+        import shutil
+
+        shutil.rmtree(root, ignore_errors=True)
+        make_dataset(root / "train", n_images=a.n_train, size=a.size, seed=100 * a.seed,
+                     points_fraction=a.points_fraction)
+        make_dataset(root / "test", n_images=a.n_test, size=a.size, seed=1000 + 100 * a.seed)
+        made.write_text(json.dumps(recipe))
+    image_config, spec = RECIPES[a.recipe]
+    s1 = stage1(root / "train", root / "pseudo_points", a.threads, image_config, spec, a.seed)
+    pseudo = train_and_test(root, root / "run_pseudo", "points", root / "pseudo_points", a.iterations,
+                            a.threads, image_config, spec, a.seed)
+    full = train_and_test(root, root / "run_full", "mask", root / "pseudo_full", a.iterations,
+                          a.threads, image_config, spec, a.seed)
     result = {
         "images": {"train": a.n_train, "test": a.n_test, "size": a.size},
+        "points_fraction": a.points_fraction,
         "labelled_pixels_per_image": pseudo["fraction_labeled"],
         "pseudo_label_miou": pseudo["pseudo_label_miou"],
         "test_miou_pseudo": pseudo["miou"], "test_miou_full": full["miou"],
@@ -97,7 +120,7 @@ def main(argv=None) -> int:
         "stage1": s1, "dataset_iterations": a.iterations, "threads": a.threads,
         "seconds_total": round(time.perf_counter() - t_all, 1),
         "loadavg_before": load0, "loadavg_after": os.getloadavg(), "cpus": os.cpu_count(),
-        "image_config": IMAGE_CONFIG, "spec": SPEC,
+        "recipe": a.recipe, "seed": a.seed, "image_config": image_config, "spec": spec,
     }
     (root / "bench.json").write_text(json.dumps(result, indent=2))
     results = Path(a.results)
