@@ -47,6 +47,15 @@ def test_train_writes_outputs_and_predict_uses_bundle(files, capsys):
     assert (again == pred).mean() > 0.95  # renormalised on the same image: (nearly) the same
 
 
+def test_entropy_weight_option_reaches_the_bundle(files):
+    from napari_pointseg.core.bundle import load_bundle
+
+    out = files / "no_entropy"
+    assert main(["train", str(files / "img.tif"), str(files / "pts.csv"), "--out", str(out),
+                 "--entropy-weight", "0", *FAST]) == 0
+    assert load_bundle(out / "model.safetensors").train_config["entropy_weight"] == 0.0
+
+
 def test_every_subcommand_has_help():
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")
@@ -81,12 +90,14 @@ def _bad_inputs(tmp):
         "unknown arch": ([img, pts, "--arch", "transformer9000"], "unknown architecture"),
         "unknown encoder": ([img, pts, "--encoder", "resnet9999"], "unknown encoder"),
         "missing mask": ([img, pts, "--mask", str(tmp / "nomask.tif")], "not found"),
+        "negative entropy weight": ([img, pts, "--entropy-weight", "-1"], "--entropy-weight must be >= 0"),
     }
 
 
 @pytest.mark.parametrize("case", [
     "missing image", "unreadable image", "missing points", "nan image", "inf image", "5d image",
-    "points outside", "one class", "malformed csv", "unknown arch", "unknown encoder", "missing mask"])
+    "points outside", "one class", "malformed csv", "unknown arch", "unknown encoder", "missing mask",
+    "negative entropy weight"])
 def test_bad_input_is_one_line_exit_2(files, capsys, case):
     args, msg = _bad_inputs(files)[case]
     code = main(["train", *args, "--out", str(files / "o"), "--quiet", "--device", "cpu"])

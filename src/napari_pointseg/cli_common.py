@@ -30,6 +30,9 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lr", type=float, default=c.lr, help=f"learning rate (default {c.lr})")
     g.add_argument("--crop-size", type=int, default=c.crop_size,
                    help="training crop size; 0 = whole image every iteration")
+    g.add_argument("--entropy-weight", type=float, default=c.entropy_weight,
+                   help=f"weight of the prediction-entropy term on unlabelled pixels; 0 = off "
+                        f"(default {c.entropy_weight})")
     g.add_argument("--no-filters", action="store_true",
                    help="feed only the raw channels (no fixed filter bank)")
     g.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
@@ -43,6 +46,9 @@ def model_options(args: argparse.Namespace, **overrides):
 
     spec = ModelSpec(arch=args.arch, encoder=args.encoder, encoder_depth=args.encoder_depth)
     cfg = dict(seed=args.seed, lr=args.lr, crop_size=args.crop_size or None, threads=args.threads)
+    if args.entropy_weight < 0:
+        raise CliError("--entropy-weight must be >= 0")
+    cfg["entropy_weight"] = args.entropy_weight
     if args.iters_per_point is not None:
         if args.iters_per_point <= 0:
             raise CliError("--iters-per-point must be > 0")
