@@ -94,8 +94,9 @@ def main(argv=None) -> int:
     load0 = os.getloadavg()
     t_all = time.perf_counter()
     made = root / "made_with.json"
-    recipe = {"recipe": a.recipe, "seed": a.seed, "n_train": a.n_train, "n_test": a.n_test, "size": a.size, "points_fraction": a.points_fraction}
-    if not made.is_file() or json.loads(made.read_text()) != recipe:
+    settings = {"recipe": a.recipe, "seed": a.seed, "n_train": a.n_train, "n_test": a.n_test,
+                "size": a.size, "points_fraction": a.points_fraction}
+    if not made.is_file() or json.loads(made.read_text()) != settings:
         # a working folder from other settings: start it afresh (runs there are stale too)
         import shutil
 
@@ -103,7 +104,7 @@ def main(argv=None) -> int:
         make_dataset(root / "train", n_images=a.n_train, size=a.size, seed=100 * a.seed,
                      points_fraction=a.points_fraction)
         make_dataset(root / "test", n_images=a.n_test, size=a.size, seed=1000 + 100 * a.seed)
-        made.write_text(json.dumps(recipe))
+        made.write_text(json.dumps(settings))
     image_config, spec = RECIPES[a.recipe]
     s1 = stage1(root / "train", root / "pseudo_points", a.threads, image_config, spec, a.seed)
     pseudo = train_and_test(root, root / "run_pseudo", "points", root / "pseudo_points", a.iterations,

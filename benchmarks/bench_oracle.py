@@ -49,6 +49,7 @@ def main(argv=None) -> int:
                    help="TrainConfig.entropy_weight (0 = the recipe before the entropy term)")
     p.add_argument("--out", default=str(RESULTS))
     args = p.parse_args(argv)
+    config = TrainConfig(entropy_weight=args.entropy_weight)
 
     rows = []
     loads = [os.getloadavg()[0]]
@@ -56,8 +57,7 @@ def main(argv=None) -> int:
         image, mask, ca = load(name)
         t0 = time.perf_counter()
         res = run_oracle(image, mask, budget=args.budget, target=args.target, seed=args.seed,
-                         channel_axis=ca, device="cpu",
-                         config=TrainConfig(entropy_weight=args.entropy_weight))
+                         channel_axis=ca, device="cpu", config=config)
         m = res.metrics
         rf_pred, rf_s = rf_baseline(image, res.points, channel_axis=ca, seed=args.seed)
         rf_m = miou(mask, rf_pred, np.unique(mask))
@@ -84,7 +84,7 @@ def main(argv=None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({
         "budget": args.budget, "target": args.target, "seed": args.seed, "rows": rows,
-        "summary": summary, "config": TrainConfig(entropy_weight=args.entropy_weight).to_dict(), "spec": ModelSpec().to_dict(),
+        "summary": summary, "config": config.to_dict(), "spec": ModelSpec().to_dict(),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                     "python": sys.version.split()[0], "load_1min": loads,
                     "threads_env": os.environ.get("POINTSEG_THREADS")},
