@@ -45,7 +45,7 @@ class ModelSpec:
     in_channels: int = 1
     classes: int = 2
     encoder_depth: int = 4
-    decoder_channels: list[int] = field(default_factory=lambda: [128, 64, 32, 16])
+    decoder_channels: list[int] = field(default_factory=lambda: [64, 32, 16, 16])
     norm: str = "group"
 
     def to_dict(self) -> dict:
@@ -186,25 +186,48 @@ def choose_device(name: str = "auto"):
 
 
 _SET_UP = False
+_AUTO_THREADS = False
 
 
 def setup_torch(threads: int | None = None) -> None:
     """Once per process: CPU thread count and flushing denormals.
 
     Denormal floats made one CPU training run 20x slower; flushing them must happen before the
-    first parallel op. ``threads`` None keeps torch's default (all cores) unless the
-    POINTSEG_THREADS environment variable says otherwise.
+    first parallel op. ``threads`` None: the POINTSEG_THREADS environment variable if set,
+    else a fair share of the cores between the training processes running on this machine
+    (`cpu_share`; kept up to date by `rebalance_threads` while training).
     """
-    global _SET_UP
+    global _SET_UP, _AUTO_THREADS
     import torch
 
     if threads is None and os.environ.get("POINTSEG_THREADS"):
         threads = int(os.environ["POINTSEG_THREADS"])
     if threads:
         torch.set_num_threads(int(threads))
+        _AUTO_THREADS = False
+    else:
+        from . import cpu_share
+
+        cpu_share.register()
+        _AUTO_THREADS = True
+        torch.set_num_threads(cpu_share.fair_threads())
     if not _SET_UP:
         torch.set_flush_denormal(True)
         _SET_UP = True
+
+
+def rebalance_threads() -> None:
+    """Re-read how many trainings share the machine and adjust torch's threads (no-op when
+    the thread count was given explicitly). Cheap: a directory listing."""
+    if not _AUTO_THREADS:
+        return
+    import torch
+
+    from . import cpu_share
+
+    n = cpu_share.fair_threads()
+    if n != torch.get_num_threads():
+        torch.set_num_threads(n)
 
 
 _BF16_NATIVE: bool | None = None

@@ -23,7 +23,8 @@ import numpy as np
 
 from .errors import InputError
 from .inputs import PreparedImage
-from .models import ModelSpec, build_model, choose_device, setup_torch, use_bf16
+from .models import (ModelSpec, build_model, choose_device, rebalance_threads, setup_torch,
+                     use_bf16)
 from .points import PointSet
 from .schedule import admission_order, next_step_size
 
@@ -34,21 +35,25 @@ class TrainConfig:
 
     order: str = "correct"
     points_per_step: int = 1        # minimum points admitted per step
-    step_growth: float = 0.1        # ... or this fraction of the admitted points, if larger
-    iters_per_step: int = 12        # at most this many iterations per step
+    step_growth: float = 0.15       # ... or this fraction of the admitted points, if larger
+    iters_per_step: int = 8         # at most this many iterations per step
     min_iters_per_step: int = 2     # at least this many
     fit_threshold: float = 1.0      # end a step early once this fraction of points is right (>1: never)
-    final_iters: int = 30           # extra iterations once every point is admitted
+    final_iters: int = 20           # extra iterations once every point is admitted
+    honour_target: float = 0.995    # after the final phase: share of admitted points the prediction must honour
+    polish_iters: int = 40          # ... at most this many extra iterations on the points it gets wrong
+    polish_lr: float = 1.0          # ... at lr x this, without augmentation
     final_lr_floor: float = 0.1     # lr falls linearly to lr * this over the final iterations (1: flat)
     ema_decay: float = 0.9          # >0: predict with an exponential moving average of the weights
     lr: float = 2e-3
     weight_decay: float = 1e-4
     warmup_iters: int = 10
-    crop_size: int | None = 96      # None: the whole plane every iteration
-    batch_size: int = 4
+    crop_size: int | None = 256     # None: the whole plane every iteration
+    batch_size: int = 1
     augment: bool = True
     class_balance: float = 0.5      # class weight = (mean count / count) ** class_balance
-    entropy_weight: float = 0.3     # weight of the mean prediction entropy over every crop pixel
+    hard_weight: float = 1.0        # + this x the mean loss of the points currently predicted wrong
+    entropy_weight: float = 0.0     # weight of the mean prediction entropy over every crop pixel
     entropy_ramp_iters: int = 100   # ... reached linearly over this many iterations
     seed: int = 0
     wait_for_points: bool = False   # True: when caught up, idle until new points or stop()
@@ -163,6 +168,13 @@ class SparseTrainer:
         self._targets: dict[int, object] = {}
         self._active_cache = None
         self._final_left: int | None = None  # iterations left in the final phase (else None)
+        # which admitted points (indices into `_active`) the last full-plane prediction got
+        # wrong: crops are centred on them half of the time, and the polish phase only on them
+        self._wrong = np.zeros(0, np.int64)
+        self._polish_left: int | None = None  # polish iterations left (None: not polished yet)
+        self._polishing = False
+        self._proba_cache: tuple | None = None  # (iteration, plane, proba) of the last prediction
+        self._noise_bank = None
         self.history: list[dict] = []
 
     # -- points (thread safe) ---------------------------------------------------------------
@@ -218,6 +230,8 @@ class SparseTrainer:
             self.n_admitted = min(self.n_admitted, n)
         if n > old_n:
             self.final_done = False
+        self._polish_left = None
+        self._wrong = np.zeros(0, np.int64)
         self._targets.clear()
         self._active_cache = None
 
@@ -277,10 +291,14 @@ class SparseTrainer:
         bs, size, width = crop_batch_shape(cfg, (h, w), self.spec.stride)
         full = (size, width) == (h, w)
         # half of the crops look at the newest points: they are what this step is about
+        # (polishing: only the points the prediction gets wrong; otherwise half of the rest)
+        wrong = self._wrong[self._wrong < n]
         picks = []
         for b in range(bs):
             if newest > 0 and b % 2 == 0:
                 picks.append(n - 1 - int(self.rng.integers(newest)))
+            elif len(wrong) and (self._polishing or self.rng.random() < 0.5):
+                picks.append(int(wrong[self.rng.integers(len(wrong))]))
             else:
                 picks.append(int(self.rng.integers(n)))
         xs, ts = [], []
@@ -293,7 +311,7 @@ class SparseTrainer:
                 y0 = int(np.clip(yx[i, 0] - self.rng.integers(size), 0, h - size))
                 x0 = int(np.clip(yx[i, 1] - self.rng.integers(size), 0, w - size))
                 xc, tc = x[:, y0:y0 + size, x0:x0 + size], t[y0:y0 + size, x0:x0 + size]
-            if cfg.augment:
+            if cfg.augment and not self._polishing:
                 xc, tc = self._augment(xc, tc, square=xc.shape[-1] == xc.shape[-2])
             xs.append(xc)
             ts.append(tc)
@@ -316,15 +334,31 @@ class SparseTrainer:
         gain = torch.from_numpy(r.uniform(0.85, 1.15, (c, 1, 1)).astype(np.float32)).to(x.device)
         bias = torch.from_numpy(r.normal(0, 0.1, (c, 1, 1)).astype(np.float32)).to(x.device)
         x = x * gain + bias
-        noise = torch.randn(x.shape, generator=self._torch_rng).to(x.device)
-        x = x + 0.05 * noise
+        x = x + 0.05 * self._noise(x.shape)
         return x, t
+
+    def _noise(self, shape):
+        """Gaussian noise of ``shape`` (C, h, w): a random window of a bank drawn once
+        (drawing ~2 M fresh values per 256² crop cost ~10 % of an iteration)."""
+        import torch
+
+        c, h, w = shape
+        bank = self._noise_bank
+        if bank is None or bank.shape[0] != c or bank.shape[1] < h or bank.shape[2] < w:
+            side = max(h, w) + 64
+            bank = torch.randn((c, side, side), generator=self._torch_rng).to(self.device)
+            self._noise_bank = bank
+        y0 = int(self.rng.integers(bank.shape[1] - h + 1))
+        x0 = int(self.rng.integers(bank.shape[2] - w + 1))
+        return bank[:, y0:y0 + h, x0:x0 + w]
 
     # -- training ---------------------------------------------------------------------------
     def _lr(self) -> float:
         cfg = self.config
         if self.iteration < cfg.warmup_iters:
             return cfg.lr * (self.iteration + 1) / cfg.warmup_iters
+        if self._polishing:
+            return cfg.lr * cfg.polish_lr
         if self._final_left is not None and cfg.final_iters > 0:
             # anneal over the final iterations: a constant lr leaves the prediction jittering
             frac = self._final_left / cfg.final_iters
@@ -349,7 +383,16 @@ class SparseTrainer:
         if not mask.any():
             self.iteration += 1
             return 0.0, 1.0
-        loss = F.cross_entropy(logits, tb, weight=self._class_weights(), ignore_index=-1)
+        weights = self._class_weights()
+        loss = F.cross_entropy(logits, tb, weight=weights, ignore_index=-1)
+        if self.config.hard_weight > 0:
+            # the points the network still gets wrong get extra weight: a mean over all points
+            # lets a few hard clicks (the ones a user makes to correct it) stay wrong for long
+            with torch.no_grad():
+                hard = mask & (logits.argmax(1) != tb)
+            if hard.any():
+                ce = F.cross_entropy(logits, tb.clamp(min=0), weight=weights, reduction="none")
+                loss = loss + self.config.hard_weight * ce[hard].mean()
         if self.config.entropy_weight > 0:
             # entropy minimisation on the unlabelled pixels too (Grandvalet & Bengio 2004): the
             # decision boundary moves away from dense regions of unlabelled pixels (bright
@@ -381,11 +424,18 @@ class SparseTrainer:
         last_pred = t0
         it0 = self.iteration
         steps_since_pred = 0
+        last_share = t0
         while not self._stop.is_set():
             self._apply_pending()
+            if time.perf_counter() - last_share > 3.0:
+                # another training may have started or ended on this machine
+                rebalance_threads()
+                last_share = time.perf_counter()
             n = len(self.points)
+            self._polishing = False
             if self.n_admitted < n:
                 self._final_left = None
+                self._polish_left = None
                 k = next_step_size(self.n_admitted, cfg.points_per_step, cfg.step_growth)
                 if cfg.order == "entire":
                     k = n
@@ -406,6 +456,14 @@ class SparseTrainer:
                 newest, budget, min_iters = 0, cfg.final_iters, cfg.final_iters
                 self.final_done = True
                 self._final_left = cfg.final_iters
+                self._polish_left = cfg.polish_iters
+            elif (self._polish_left is not None and self._polish_left > 0
+                  and self.honoured() < cfg.honour_target):
+                # a prediction that contradicts the user's own click is a bug: train on the
+                # points it gets wrong until it honours (nearly) all of them, within a budget
+                newest, self._polishing = 0, True
+                budget = min_iters = min(10, self._polish_left)
+                self._polish_left -= budget
             else:
                 self.final_done = True
                 if cfg.wait_for_points and not self._stop.is_set():
@@ -419,7 +477,7 @@ class SparseTrainer:
             while done_iters < budget and not self._stop.is_set():
                 loss, acc = self._iterate(newest)
                 done_iters += 1
-                if self._final_left is not None:
+                if self._final_left is not None and newest == 0:
                     self._final_left = max(self._final_left - 1, 0)
                 self.history.append({"iteration": self.iteration, "step": self.step,
                                      "loss": loss, "n_active": self.n_admitted})
@@ -460,11 +518,40 @@ class SparseTrainer:
 
     # -- inference --------------------------------------------------------------------------
     def predict_proba(self, z: int = 0) -> np.ndarray:
-        """float32 (K, H, W) class probabilities of plane ``z``."""
+        """float32 (K, H, W) class probabilities of plane ``z``.
+
+        Also records which admitted points of that plane the prediction gets wrong (the
+        trainer then trains harder on them). Computed once per plane and iteration.
+        """
         from .predict import predict_proba
 
-        return predict_proba(self.inference_model(), self.image.plane(z), self.device,
-                             stride=self.spec.stride, precision=self.config.precision)
+        c = self._proba_cache
+        if c is not None and c[0] == self.iteration and c[1] == z:
+            return c[2]
+        proba = predict_proba(self.inference_model(), self.image.plane(z), self.device,
+                              stride=self.spec.stride, precision=self.config.precision)
+        self._proba_cache = (self.iteration, z, proba)
+        self._note_prediction(z, proba)
+        return proba
+
+    def _note_prediction(self, z: int, proba: np.ndarray) -> None:
+        if self.n_admitted == 0:
+            return
+        zs, yx, cls = self._active()
+        sel = np.flatnonzero(zs == z)
+        wrong = sel[proba.argmax(0)[yx[sel, 0], yx[sel, 1]] != cls[sel]]
+        keep = self._wrong[(self._wrong < len(zs)) & (zs[np.minimum(self._wrong, len(zs) - 1)] != z)]
+        self._wrong = np.union1d(keep, wrong).astype(np.int64)
+
+    def honoured(self) -> float:
+        """Share of the admitted points whose predicted class is their own label (predicts
+        every plane that holds admitted points)."""
+        if self.n_admitted == 0:
+            return 1.0
+        zs, _, _ = self._active()
+        for z in np.unique(zs):
+            self.predict_proba(int(z))
+        return 1.0 - len(self._wrong) / len(zs)
 
     def inference_model(self):
         """The network predictions and bundles use (``model``: the EMA if enabled, else ``net``)."""

@@ -34,17 +34,18 @@ def rf_features(image: np.ndarray, channel_axis="auto", rgb=None) -> np.ndarray:
 
 
 def rf_baseline(image: np.ndarray, points: PointSet, channel_axis="auto", rgb=None,
-                seed: int = 0) -> tuple[np.ndarray, float]:
+                seed: int = 0, features: np.ndarray | None = None) -> tuple[np.ndarray, float]:
     """Random forest on ``points`` -> (prediction (H, W) with the points' label values, seconds).
 
     image: raw 2D image; points: 2D PointSet (labels are label values, >= 2 classes).
-    Seconds include feature computation, fitting and prediction.
+    features: `rf_features` of ``image`` computed earlier (then not counted in the seconds).
+    Seconds include feature computation (unless given), fitting and prediction.
     """
     from sklearn.ensemble import RandomForestClassifier
     from skimage.future import fit_segmenter, predict_segmenter
 
     t0 = time.perf_counter()
-    feats = rf_features(image, channel_axis, rgb)
+    feats = rf_features(image, channel_axis, rgb) if features is None else features
     points.validate(feats.shape[:2], min_classes=2)
     classes = points.classes
     # fit_segmenter wants labels >= 1 with 0 = unlabelled: map label values to 1..C

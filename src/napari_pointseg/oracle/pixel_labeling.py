@@ -301,8 +301,9 @@ def run_active(image: np.ndarray, mask: np.ndarray, picker, *, budget: float, ta
                             spec=spec, device=device)
     curve: list[dict] = []
     step = 0
+    n_revealed = len(points)  # trainer.points lags: new points join it inside run()
     while True:
-        last_round = len(trainer.points) >= n_budget
+        last_round = n_revealed >= n_budget
         trainer.config.final_iters = final_iters if last_round else 0
         for _ in trainer.run():
             pass
@@ -325,6 +326,7 @@ def run_active(image: np.ndarray, mask: np.ndarray, picker, *, budget: float, ta
             break  # every pixel revealed
         revealed[new[:, 0], new[:, 1]] = True
         trainer.add_points(new.astype(np.float64), truth[new[:, 0], new[:, 1]])
+        n_revealed += len(new)
     trainer.config.final_iters = final_iters
     seconds = time.perf_counter() - t0
     pts = trainer.points

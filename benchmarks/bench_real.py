@@ -1,0 +1,220 @@
+"""Benchmark on real images: the network against the random forest on the same clicks.
+
+Over the development images (``<data>/<set>/image_<i>.png`` + ``mask_<i>.png``, see the data
+folder's README; not shipped with the project), per image, side by side in one process:
+
+- ``oracle3`` / ``oracle1``: the oracle (Algorithm 1) at 0.3 % / 0.1 % of the pixels;
+- ``user``: a simulated correcting user (5 random clicks per class, then 5 clicks per round at
+  the centres of the largest wrong regions, continuing from the current weights) up to 0.3 %,
+  reported after 0.05 %, 0.1 % and 0.3 %;
+
+and for each: the network's mIoU and per-class IoU, the random forest (ilastik-style features
++ 100 trees) on exactly the same points, the share of the run's own points that each final
+prediction honours, and seconds. Prints a table and the medians, writes
+``benchmarks/results/bench_real.json`` (rewritten after every image).
+
+    python benchmarks/bench_real.py [--data ../shared/devdata] [--sets nerve_us,acdc_mri]
+        [--images 0,1,2] [--crop 256] [--modes oracle3,oracle1,user] [--seed 0]
+
+Quick slice while tuning: ``--images 0 --crop 256``. Run it alone: two trainings on 2 cores
+slow each other far more than 2x. Not a test: the whole set takes the better part of an hour.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from napari_pointseg.core.metrics import segmentation_metrics
+from napari_pointseg.core.models import ModelSpec
+from napari_pointseg.core.trainer import TrainConfig
+from napari_pointseg.oracle.baseline import rf_baseline, rf_features
+from napari_pointseg.oracle.correcting_user import (honoured_fraction, max_drop_after,
+                                                    run_correcting_user)
+from napari_pointseg.oracle.pixel_labeling import run_oracle
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results" / "bench_real.json"
+DEFAULT_DATA = HERE.parent.parent / "shared" / "devdata"
+MODES = ("oracle3", "oracle1", "user")
+USER_MARKS = (0.0005, 0.001, 0.003)
+
+
+def load_pair(folder: Path, i: int, crop: int | None):
+    """(image, mask) as numpy; a centre crop of ``crop`` px when given."""
+    from skimage import io
+
+    image = np.asarray(io.imread(folder / f"image_{i}.png"))
+    mask = np.asarray(io.imread(folder / f"mask_{i}.png")).astype(np.int64)
+    if crop:
+        h, w = mask.shape
+        y0, x0 = max((h - crop) // 2, 0), max((w - crop) // 2, 0)
+        image, mask = image[y0:y0 + crop, x0:x0 + crop], mask[y0:y0 + crop, x0:x0 + crop]
+    return image, mask
+
+
+def score(mask, pred, points, classes) -> dict:
+    m = segmentation_metrics(mask, pred, labels=classes)
+    return {"miou": m["miou"], "per_class_iou": m["per_class_iou"],
+            "honoured": honoured_fraction(pred, points)}
+
+
+def rf_row(image, mask, points, classes, feats, feat_s, seed) -> dict:
+    pred, s = rf_baseline(image, points, seed=seed, features=feats)
+    out = score(mask, pred, points, classes)
+    out["seconds"] = round(s + feat_s, 3)
+    return {"rf_" + k: v for k, v in out.items()}
+
+
+def run_image(name, image, mask, modes, args, config, spec) -> dict:
+    classes = np.unique(mask)
+    t = time.perf_counter()
+    feats = rf_features(image)
+    feat_s = time.perf_counter() - t
+    row = {"image": name, "shape": list(mask.shape), "n_classes": int(len(classes))}
+    for mode in modes:
+        if mode.startswith("oracle"):
+            budget = {"oracle3": 0.003, "oracle1": 0.001}[mode]
+            res = run_oracle(image, mask, budget=budget, target=1.0, seed=args.seed,
+                             device=args.device, config=config, spec=spec)
+            r = score(mask, res.prediction, res.points, classes)
+            r.update({"n_points": len(res.points), "seconds": res.metrics["seconds"],
+                      "iterations": res.metrics["iterations"], "steps": res.metrics["steps"]})
+            r.update(rf_row(image, mask, res.points, classes, feats, feat_s, args.seed))
+            row[mode] = r
+        elif mode == "user":
+            res = run_correcting_user(image, mask, budget=USER_MARKS[-1], checkpoints=USER_MARKS,
+                                      seed=args.seed, device=args.device, config=config,
+                                      spec=spec)
+            cps = {}
+            for cp in res.checkpoints:
+                r = score(mask, cp["prediction"], cp["points"], classes)
+                r.update({"n_points": cp["n_points"], "seconds": cp["seconds"],
+                          "iterations": cp["iterations"]})
+                r.update(rf_row(image, mask, cp["points"], classes, feats, feat_s, args.seed))
+                cps[f"{cp['fraction'] * 100:.2f}%"] = r
+            row["user"] = {"checkpoints": cps, "max_drop_after_0.8": max_drop_after(res.curve),
+                           "rounds": len(res.curve), "curve": res.curve}
+    return row
+
+
+def fmt(r: dict) -> str:
+    return (f"{r['miou']:.3f} (rf {r['rf_miou']:.3f}) hon {r['honoured']:.2f}/{r['rf_honoured']:.2f}"
+            f" {r['seconds']:5.1f}s")
+
+
+def summarise(rows: list[dict], modes) -> dict:
+    out = {}
+    entries = []
+    for mode in modes:
+        if mode == "user":
+            for mark in USER_MARKS:
+                key = f"{mark * 100:.2f}%"
+                entries.append((f"user@{key}", [r["user"]["checkpoints"][key] for r in rows
+                                                if "user" in r and key in r["user"]["checkpoints"]]))
+        else:
+            entries.append((mode, [r[mode] for r in rows if mode in r]))
+    for key, rs in entries:
+        if not rs:
+            continue
+        out[key] = {
+            "n": len(rs),
+            "median_miou": float(np.median([r["miou"] for r in rs])),
+            "median_rf_miou": float(np.median([r["rf_miou"] for r in rs])),
+            "min_miou": float(np.min([r["miou"] for r in rs])),
+            "beats_rf": int(sum(r["miou"] > r["rf_miou"] for r in rs)),
+            "median_honoured": float(np.median([r["honoured"] for r in rs])),
+            "min_honoured": float(np.min([r["honoured"] for r in rs])),
+            "median_seconds": float(np.median([r["seconds"] for r in rs])),
+            "median_rf_seconds": float(np.median([r["rf_seconds"] for r in rs])),
+        }
+    secs512 = [r["oracle3"]["seconds"] * 512 * 512 / np.prod(r["shape"])
+               for r in rows if "oracle3" in r]
+    if secs512:
+        out["oracle3"]["median_seconds_per_512sq"] = float(np.median(secs512))
+    drops = [r["user"]["max_drop_after_0.8"] for r in rows if "user" in r]
+    if drops:
+        out["user_max_drop_after_0.8"] = {"max": float(np.max(drops)),
+                                          "median": float(np.median(drops))}
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", default=os.environ.get("POINTSEG_DEVDATA", str(DEFAULT_DATA)))
+    p.add_argument("--sets", default="", help="comma-separated folder names (default: all)")
+    p.add_argument("--images", default="0,1,2", help="comma-separated pair indices")
+    p.add_argument("--crop", type=int, default=0, help="centre crop size (0: whole image)")
+    p.add_argument("--modes", default=",".join(MODES))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", default=str(RESULTS))
+    args = p.parse_args(argv)
+    data = Path(args.data)
+    if not data.is_dir():
+        print(f"error: no development data at {data} (--data)", file=sys.stderr)
+        return 2
+    sets = [s for s in args.sets.split(",") if s] or sorted(
+        d.name for d in data.iterdir() if d.is_dir() and (d / "image_0.png").exists())
+    idx = [int(i) for i in args.images.split(",") if i != ""]
+    modes = [m for m in args.modes.split(",") if m]
+    bad = set(modes) - set(MODES)
+    if bad:
+        print(f"error: unknown mode(s) {sorted(bad)}; choose from {MODES}", file=sys.stderr)
+        return 2
+    config, spec = TrainConfig(), ModelSpec()
+    rows = []
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    t_all = time.perf_counter()
+    for s in sets:
+        for i in idx:
+            image, mask = load_pair(data / s, i, args.crop or None)
+            name = f"{s}/{i}"
+            row = run_image(name, image, mask, modes, args, config, spec)
+            row["load_1min_after"] = os.getloadavg()[0]
+            rows.append(row)
+            parts = [f"{name:18s} {mask.shape[0]}x{mask.shape[1]}"]
+            for m in modes:
+                if m == "user":
+                    c = row["user"]["checkpoints"]
+                    parts.append("user " + " | ".join(f"{k} {fmt(v)}" for k, v in c.items())
+                                 + f" drop {row['user']['max_drop_after_0.8']:.2f}")
+                else:
+                    parts.append(f"{m} {fmt(row[m])}")
+            print("  ".join(parts), flush=True)
+            out.write_text(json.dumps({
+                "args": vars(args), "rows": rows, "summary": summarise(rows, modes),
+                "config": config.to_dict(), "spec": spec.to_dict(),
+                "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                            "python": sys.version.split()[0],
+                            "threads_env": os.environ.get("POINTSEG_THREADS")},
+                "total_seconds": round(time.perf_counter() - t_all, 1),
+            }, indent=1, default=float))
+    summary = summarise(rows, modes)
+    print("\nmode          n  median net  median RF  min net  net>RF  honoured med/min   s net  s RF")
+    for key, v in summary.items():
+        if key.startswith("user_max"):
+            continue
+        print(f"{key:12s} {v['n']:2d}  {v['median_miou']:.3f}       {v['median_rf_miou']:.3f}      "
+              f"{v['min_miou']:.3f}    {v['beats_rf']:2d}/{v['n']:<2d}   {v['median_honoured']:.3f}/"
+              f"{v['min_honoured']:.3f}      {v['median_seconds']:5.1f}  {v['median_rf_seconds']:4.1f}")
+    if "oracle3" in summary and "median_seconds_per_512sq" in summary["oracle3"]:
+        print(f"oracle 0.3 %: median {summary['oracle3']['median_seconds_per_512sq']:.1f} s per 512²")
+    if "user_max_drop_after_0.8" in summary:
+        d = summary["user_max_drop_after_0.8"]
+        print(f"user: largest mIoU drop between rounds after 0.8: max {d['max']:.3f}, "
+              f"median {d['median']:.3f}")
+    print(f"wrote {out}  ({time.perf_counter() - t_all:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

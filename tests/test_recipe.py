@@ -1,0 +1,145 @@
+"""The real-data recipe's guarantees: clicks are honoured, the oracle's final phase runs, the
+filter bank on the channel mean, the simulated correcting user, CPU sharing between trainings."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from _synth import TINY_SPEC, blobs, fast_config, random_points
+from napari_pointseg.core import cpu_share
+from napari_pointseg.core.features import FilterBank
+from napari_pointseg.core.points import PointSet
+from napari_pointseg.core.session import make_trainer
+from napari_pointseg.oracle.correcting_user import (first_clicks, honoured_fraction,
+                                                    max_drop_after, region_centres,
+                                                    run_correcting_user)
+from napari_pointseg.oracle.pixel_labeling import run_oracle
+
+
+def _hard_points(mask, seed=0):
+    """Random points plus points right on the class borders (the clicks a user makes to
+    correct a prediction, the hardest to fit)."""
+    pts = random_points(mask, 30, seed)
+    edge = np.argwhere((mask != np.roll(mask, 1, 0)) | (mask != np.roll(mask, 1, 1)))
+    edge = edge[np.random.default_rng(seed).choice(len(edge), 20, replace=False)]
+    return pts.append(edge.astype(float), mask[edge[:, 0], edge[:, 1]])
+
+
+def test_final_prediction_honours_the_points():
+    """After training, the prediction agrees with (nearly) every point it was trained on, even
+    border points, and `honoured` says so; without the polish phase and the hard-point term the
+    same run leaves more of them contradicted."""
+    image, mask = blobs(64, 1)
+    pts = _hard_points(mask)
+
+    def run(**cfg):
+        tr = make_trainer(image, pts, config=fast_config(crop_size=None, **cfg), spec=TINY_SPEC,
+                          device="cpu")
+        tr.train_all()
+        return tr, honoured_fraction(tr.predict(), tr.points)
+
+    tr, share = run()
+    assert share >= 0.98
+    assert tr.honoured() == pytest.approx(share)
+    _, share_off = run(polish_iters=0, hard_weight=0.0, final_iters=2)
+    assert share_off <= share
+
+
+def test_wrong_points_are_tracked_from_predictions():
+    image, mask = blobs(64, 2)
+    pts = random_points(mask, 20, 2)
+    tr = make_trainer(image, pts, config=fast_config(final_iters=0), spec=TINY_SPEC, device="cpu")
+    tr.train_all()
+    proba = tr.predict_proba(0)
+    wrong = tr.classes[proba.argmax(0)][tuple(pts.pixel_coords().T)] != pts.labels
+    assert sorted(tr._wrong.tolist()) == np.flatnonzero(wrong).tolist()
+    assert tr.predict_proba(0) is proba  # one prediction per iteration and plane
+
+
+def test_oracle_runs_its_final_phase():
+    """The oracle's last round trains ``final_iters`` more iterations (it used to stop one
+    round early, before they ran)."""
+    from napari_pointseg.core.trainer import TrainConfig
+
+    image, mask = blobs(48, 3)
+    cfg = TrainConfig(iters_per_step=1, min_iters_per_step=1, final_iters=15, polish_iters=0,
+                      crop_size=None, warmup_iters=2)
+    res = run_oracle(image, mask, budget=0.004, target=1.0, config=cfg, spec=TINY_SPEC,
+                     device="cpu")
+    assert res.trainer.final_done
+    assert res.metrics["iterations"] >= res.metrics["steps"] + 15
+
+
+def test_filter_bank_on_the_channel_mean():
+    rgb = np.random.default_rng(0).random((3, 32, 32)).astype(np.float32)
+    fb = FilterBank((1.0, 2.0))
+    out = fb.apply(rgb)
+    assert out.shape == (3 + 10, 32, 32) and fb.n_outputs(3) == 13
+    np.testing.assert_array_equal(out[:3], rgb)          # raw channels first
+    per_channel = FilterBank((1.0, 2.0), on_mean=False)
+    assert per_channel.apply(rgb).shape[0] == per_channel.n_outputs(3) == 33
+    grey = rgb[:1]
+    assert fb.apply(grey).shape[0] == fb.n_outputs(1) == 11
+    # a bundle written before the option existed filtered every channel
+    assert FilterBank.from_dict({"sigmas": [1.0]}).on_mean is False
+    assert FilterBank.from_dict(fb.to_dict()) == fb
+
+
+def test_region_centres_pick_the_largest_wrong_regions():
+    truth = np.zeros((40, 40), np.int64)
+    truth[5:25, 5:25] = 1
+    pred = np.zeros_like(truth)                 # the 20x20 square is missed ...
+    pred[30:33, 30:33] = 1                      # ... and a 3x3 false positive
+    clicked = np.zeros(truth.shape, bool)
+    c = region_centres(pred, truth, 5, clicked)
+    assert c.tolist()[0] in ([14, 14], [14, 15], [15, 14], [15, 15])
+    assert c.tolist()[1] == [31, 31] and len(c) == 2
+    clicked[31, 31] = True                      # a clicked pixel is not clicked again
+    assert [31, 31] not in region_centres(pred, truth, 5, clicked).tolist()
+    assert len(region_centres(truth, truth, 5, clicked)) == 0
+
+
+def test_first_clicks_cover_every_class():
+    _, mask = blobs(32, 0)
+    yx = first_clicks(mask, 5, np.random.default_rng(0))
+    assert len(yx) == 10 and set(mask[yx[:, 0], yx[:, 1]]) == {1, 2}
+
+
+def test_correcting_user_run():
+    image, mask = blobs(48, 4)
+    cfg = fast_config(crop_size=None, final_iters=4, polish_iters=10)
+    res = run_correcting_user(image, mask, budget=0.02, checkpoints=(0.01, 0.02), seed=0,
+                              config=cfg, spec=TINY_SPEC, device="cpu")
+    assert all(c["n_points"] >= int(f * mask.size) for c, f in zip(res.checkpoints, (0.01, 0.02)))
+    assert len(res.checkpoints) == 2 and res.curve
+    assert res.checkpoints[-1]["miou"] > 0.5
+    assert 0.0 <= res.checkpoints[-1]["honoured"] <= 1.0
+    assert set(np.unique(res.points.labels)) <= {1, 2}
+    assert max_drop_after([{"miou": 0.7}, {"miou": 0.85}, {"miou": 0.8}, {"miou": 0.9}]) == \
+        pytest.approx(0.05)
+
+
+def test_cpu_share_counts_live_trainings(tmp_path, monkeypatch):
+    monkeypatch.setenv("POINTSEG_RUN_DIR", str(tmp_path))
+    monkeypatch.setattr(cpu_share, "_REGISTERED", None)
+    assert cpu_share.running_trainings() == 1           # nobody registered: still "1"
+    cpu_share.register()
+    (tmp_path / "999999999.trainer").write_text("")     # a process that died uncleanly
+    assert cpu_share.running_trainings() == 1
+    assert not (tmp_path / "999999999.trainer").exists()
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        (tmp_path / f"{sleeper.pid}.trainer").write_text("")
+        assert cpu_share.running_trainings() == 2
+        assert cpu_share.fair_threads(4) == 2 and cpu_share.fair_threads(2) == 1
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert cpu_share.running_trainings() == 1
+    cpu_share.unregister()
+    assert not (tmp_path / f"{os.getpid()}.trainer").exists()
