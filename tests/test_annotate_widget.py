@@ -1,6 +1,6 @@
 """The "Annotate & train" widget driven like a user would (pytest-qt, real napari viewer).
 
-Trainings are tiny (128 x 128 image, 64 px crops, 1 thread) and every wait has a generous
+Trainings are tiny (128 x 128 image, whole-plane iterations as the recipe does up to 256 px, 1 thread) and every wait has a generous
 timeout: other CPU-heavy jobs may share the machine.
 """
 
@@ -15,7 +15,7 @@ from napari_pointseg.core.metrics import miou
 from napari_pointseg.core.overlay import label_colour
 from napari_pointseg.napari import annotate_widget as aw
 
-TINY = dict(crop_size=64, batch_size=2, iters_per_step=4, min_iters_per_step=2,
+TINY = dict(iters_per_step=4, min_iters_per_step=2,
             final_iters=40, threads=1)
 WAIT = 90_000  # ms
 

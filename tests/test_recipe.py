@@ -143,3 +143,41 @@ def test_cpu_share_counts_live_trainings(tmp_path, monkeypatch):
     assert cpu_share.running_trainings() == 1
     cpu_share.unregister()
     assert not (tmp_path / f"{os.getpid()}.trainer").exists()
+
+
+def test_bench_real_writes_its_table(tmp_path, capsys):
+    """benchmarks/bench_real.py on a tiny stand-in for the development data: one row per
+    image with the network, the RF on the same points, clicks honoured and seconds."""
+    import importlib.util
+    from pathlib import Path
+
+    from skimage import io
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_real", Path(__file__).resolve().parent.parent / "benchmarks" / "bench_real.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    data = tmp_path / "data"
+    for k, name in enumerate(("grey_set", "rgb_set")):
+        image, mask = blobs(64, k)
+        (data / name).mkdir(parents=True)
+        img8 = (np.clip(image, 0, 1) * 255).astype(np.uint8)
+        io.imsave(data / name / "image_0.png", img8 if k == 0 else np.stack([img8] * 3, -1),
+                  check_contrast=False)
+        io.imsave(data / name / "mask_0.png", (mask - 1).astype(np.uint8), check_contrast=False)
+    out = tmp_path / "bench.json"
+    assert bench.main(["--data", str(data), "--images", "0", "--modes", "oracle3,user",
+                       "--user-budget", "0.003", "--out", str(out)]) == 0
+    import json
+
+    result = json.loads(out.read_text())
+    assert [r["image"] for r in result["rows"]] == ["grey_set/0", "rgb_set/0"]
+    for row in result["rows"]:
+        o = row["oracle3"]
+        assert o["n_points"] == int(0.003 * 64 * 64)
+        for key in ("miou", "rf_miou", "honoured", "rf_honoured", "seconds", "rf_seconds"):
+            assert 0 <= o[key] and (key.endswith("seconds") or o[key] <= 1)
+        assert set(row["user"]["checkpoints"]) == {"0.05%", "0.10%", "0.30%"}
+    assert result["summary"]["oracle3"]["n"] == 2
+    assert "median net" in capsys.readouterr().out
+    assert bench.main(["--data", str(tmp_path / "missing")]) == 2

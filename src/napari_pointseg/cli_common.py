@@ -35,7 +35,9 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
                         f"(default {c.entropy_weight})")
     g.add_argument("--no-filters", action="store_true",
                    help="feed only the raw channels (no fixed filter bank)")
-    g.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    g.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch (default: the cores shared fairly between the "
+                        "pointseg trainings running on this machine)")
 
 
 def model_options(args: argparse.Namespace, **overrides):

@@ -205,6 +205,8 @@ def setup_torch(threads: int | None = None) -> None:
     if threads:
         torch.set_num_threads(int(threads))
         _AUTO_THREADS = False
+    elif _SET_UP and not _AUTO_THREADS:
+        pass  # a count given earlier in this process stays (same threads, same bf16 results)
     else:
         from . import cpu_share
 

@@ -36,13 +36,13 @@ class TrainConfig:
     order: str = "correct"
     points_per_step: int = 1        # minimum points admitted per step
     step_growth: float = 0.15       # ... or this fraction of the admitted points, if larger
-    iters_per_step: int = 8         # at most this many iterations per step
+    iters_per_step: int = 10        # at most this many iterations per step
     min_iters_per_step: int = 2     # at least this many
     fit_threshold: float = 1.0      # end a step early once this fraction of points is right (>1: never)
-    final_iters: int = 20           # extra iterations once every point is admitted
+    final_iters: int = 30           # extra iterations once every point is admitted
     honour_target: float = 0.995    # after the final phase: share of admitted points the prediction must honour
     polish_iters: int = 40          # ... at most this many extra iterations on the points it gets wrong
-    polish_lr: float = 1.0          # ... at lr x this, without augmentation
+    polish_lr: float = 0.3          # ... at lr x this, without augmentation
     final_lr_floor: float = 0.1     # lr falls linearly to lr * this over the final iterations (1: flat)
     ema_decay: float = 0.9          # >0: predict with an exponential moving average of the weights
     lr: float = 2e-3
@@ -52,7 +52,7 @@ class TrainConfig:
     batch_size: int = 1
     augment: bool = True
     class_balance: float = 0.5      # class weight = (mean count / count) ** class_balance
-    hard_weight: float = 1.0        # + this x the mean loss of the points currently predicted wrong
+    hard_weight: float = 0.0        # + this x the mean loss of the points currently predicted wrong (off: see docs/training.md)
     entropy_weight: float = 0.0     # weight of the mean prediction entropy over every crop pixel
     entropy_ramp_iters: int = 100   # ... reached linearly over this many iterations
     seed: int = 0

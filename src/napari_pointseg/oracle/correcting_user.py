@@ -155,13 +155,7 @@ def run_correcting_user(image: np.ndarray, mask: np.ndarray, *, budget: float = 
         curve.append(row)
         if callback is not None:
             callback(row)
-        for mark in at_mark:
-            done.append({"mark": mark, "fraction": mark / truth.size, "n_points": n,
-                         "miou": m["miou"], "per_class_iou": m["per_class_iou"],
-                         "pixel_accuracy": m["pixel_accuracy"],
-                         "honoured": honoured_fraction(pred, trainer.points),
-                         "seconds": row["seconds"], "iterations": trainer.iteration,
-                         "points": trainer.points.copy(), "prediction": pred})
+        done += [_checkpoint(mark, truth.size, m, pred, trainer, row) for mark in at_mark]
         if last:
             break
         new = region_centres(pred, truth, min(per_round, n_budget - n), clicked)
@@ -171,17 +165,21 @@ def run_correcting_user(image: np.ndarray, mask: np.ndarray, *, budget: float = 
         trainer.add_points(new.astype(np.float64), truth[new[:, 0], new[:, 1]])
         n += len(new)
     # marks never reached (nothing left to correct): the final state stands for them
-    for mark in marks:
-        if mark not in {d["mark"] for d in done}:
-            done.append({"mark": mark, "fraction": mark / truth.size, "n_points": n,
-                         "miou": m["miou"], "per_class_iou": m["per_class_iou"],
-                         "pixel_accuracy": m["pixel_accuracy"],
-                         "honoured": honoured_fraction(pred, trainer.points),
-                         "seconds": row["seconds"], "iterations": trainer.iteration,
-                         "points": trainer.points.copy(), "prediction": pred})
+    done += [_checkpoint(mark, truth.size, m, pred, trainer, row) for mark in marks
+             if mark not in {d["mark"] for d in done}]
     trainer.config.final_iters = final_iters
     done.sort(key=lambda d: d["mark"])
     return UserResult(trainer.points, done, curve, trainer)
+
+
+def _checkpoint(mark: int, n_pixels: int, m: dict, pred: np.ndarray, trainer, row: dict) -> dict:
+    """The state recorded at one checkpoint (see `UserResult`)."""
+    return {"mark": mark, "fraction": mark / n_pixels, "n_points": len(trainer.points),
+            "miou": m["miou"], "per_class_iou": m["per_class_iou"],
+            "pixel_accuracy": m["pixel_accuracy"],
+            "honoured": honoured_fraction(pred, trainer.points), "seconds": row["seconds"],
+            "iterations": trainer.iteration, "points": trainer.points.copy(),
+            "prediction": pred}
 
 
 def max_drop_after(curve: list[dict], level: float = 0.8) -> float:
