@@ -64,7 +64,6 @@ def main(argv=None) -> int:
         work = Path(d)
         # a private registry so that other trainings on the machine do not count
         os.environ["POINTSEG_RUN_DIR"] = str(work / "registry")
-        run_many(1, args.threads, work)  # warm-up: file caches, first import
         alone = run_many(1, args.threads, work)[0]
         both = run_many(2, args.threads, work)
     ratios = [t / alone for t in both]
