@@ -477,7 +477,7 @@ class SparseTrainer:
             while done_iters < budget and not self._stop.is_set():
                 loss, acc = self._iterate(newest)
                 done_iters += 1
-                if self._final_left is not None and newest == 0:
+                if self._final_left is not None:
                     self._final_left = max(self._final_left - 1, 0)
                 self.history.append({"iteration": self.iteration, "step": self.step,
                                      "loss": loss, "n_active": self.n_admitted})
@@ -540,8 +540,9 @@ class SparseTrainer:
         zs, yx, cls = self._active()
         sel = np.flatnonzero(zs == z)
         wrong = sel[proba.argmax(0)[yx[sel, 0], yx[sel, 1]] != cls[sel]]
-        keep = self._wrong[(self._wrong < len(zs)) & (zs[np.minimum(self._wrong, len(zs) - 1)] != z)]
-        self._wrong = np.union1d(keep, wrong).astype(np.int64)
+        others = self._wrong[self._wrong < len(zs)]
+        others = others[zs[others] != z]  # what earlier predictions said of other planes
+        self._wrong = np.union1d(others, wrong).astype(np.int64)
 
     def honoured(self) -> float:
         """Share of the admitted points whose predicted class is their own label (predicts
