@@ -45,30 +45,104 @@ def test_dask_local_cluster(four, tmp_path):
     assert (tmp_path / "img_001_confidence.tif").is_file()
 
 
-def test_kill_and_resume(four, tmp_path):
-    """Kill the CLI (and its spawn pool) once the first image is complete; the rerun skips the
-    finished images and completes the run."""
+def _descendants(pid: int) -> list:
+    psutil = pytest.importorskip("psutil")
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _alive(procs) -> list:
+    """The processes of ``procs`` still running (a zombie has ended: only its pid is left)."""
+    import psutil
+
+    out = []
+    for p in procs:
+        try:
+            if p.status() != psutil.STATUS_ZOMBIE:
+                out.append(p)
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_kill_and_resume(four, tmp_path, workers):
+    """SIGKILL of the CLI process alone (not its group: that is what an OOM killer or
+    `kill -9 PID` does) once the first image is complete: no worker process outlives it, and
+    the rerun keeps the finished images and completes the run."""
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "napari_pointseg", "dataset", str(four), "--out", str(out),
-           "--workers", "2", *TINY_CLI]
+           "--workers", str(workers), *TINY_CLI]
+    # own session: the finally clause can end any leftover of a failed run by its group
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             start_new_session=True)
-    first = out / "pseudo" / "img_000.json"
-    deadline = time.time() + 120
-    while not first.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    assert first.exists(), proc.stderr.read().decode() if proc.poll() is not None else "timeout"
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    try:
+        first = out / "pseudo" / "img_000.json"
+        deadline = time.time() + 120
+        while not first.exists() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        assert first.exists(), proc.stderr.read().decode() if proc.poll() is not None else "timeout"
+        children = _descendants(proc.pid)
+        if workers > 1:
+            assert len(children) >= workers  # the pool's workers (+ multiprocessing's tracker)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        import psutil
+
+        psutil.wait_procs(children, timeout=5)
+        left = _alive(children)
+        assert not left, f"worker processes outlived the killed run: {[p.pid for p in left]}"
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     assert not (out / "metrics.json").exists()  # it was really interrupted
     done_before = sorted(p.stem for p in (out / "pseudo").glob("*.json"))
+    assert "img_000" in done_before
+    stamps = {}
     for name in done_before:  # a record means complete, readable outputs
         assert tifffile.imread(out / "pseudo" / f"{name}_confidence.tif").shape == (64, 64)
+        stamps[name] = (out / "pseudo" / f"{name}.json").stat().st_mtime_ns
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     for name in done_before:
         assert f"{name}: complete outputs found, skipped" in r.stderr
+        assert (out / "pseudo" / f"{name}.json").stat().st_mtime_ns == stamps[name]  # not redone
     m = json.loads((out / "metrics.json").read_text())
     assert m["n_annotated"] == 3 and m["n_computed_stage1"] == 3 - len(done_before)
+    assert sorted(p.stem for p in (out / "pseudo").glob("*.json")) == ["img_000", "img_001", "img_002"]
     assert (out / "model.safetensors").is_file()
     assert not list(out.rglob("*.tmp"))  # leftovers of the killed writers are cleaned up
+
+
+def test_parent_watchdog_ends_an_orphaned_worker(tmp_path):
+    """The watchdog alone: a grandchild whose parent is SIGKILLed exits within a second."""
+    psutil = pytest.importorskip("psutil")
+    code = (
+        "import os, subprocess, sys, time\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import os, time\\n"
+        "from napari_pointseg.dataset.runner import start_parent_watchdog\\n"
+        "start_parent_watchdog(os.getppid(), 0.1)\\n"
+        "print(\\'ready\\', flush=True)\\n"
+        "time.sleep(60)'])\n"
+        "print(child.pid, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        child = psutil.Process(int(proc.stdout.readline()))
+        assert proc.stdout.readline().strip() == "ready"  # the child's watchdog runs
+        assert child.is_running()
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        psutil.wait_procs([child], timeout=3)
+        assert not _alive([child])
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

@@ -6,13 +6,17 @@ ends the worker processes of a local pool; finished images are already on disk).
 
 Process pool: the 'spawn' context (forking a process that has torch threads running is
 fragile) and ``threads = cores // workers`` torch threads per worker, so that N workers do not
-fight over the same cores. Dask: ``distributed.Client(address)``; each task limits torch to
+fight over the same cores. Each worker runs a watchdog thread that ends the worker as soon as
+its parent is gone: a SIGKILL of the parent (which runs no cleanup) must not leave workers
+training on (and holding ~1 GB each) for nobody. Dask: ``distributed.Client(address)``; each task limits torch to
 ``threads`` (default 1: a Dask worker runs one task per thread slot at the same time).
 """
 
 from __future__ import annotations
 
 import os
+import threading
+import time
 import uuid
 from dataclasses import replace
 from typing import Callable, Iterator, Sequence
@@ -25,11 +29,35 @@ def threads_per_worker(workers: int) -> int:
     return max(1, (os.cpu_count() or 1) // max(1, workers))
 
 
-def _init_worker(threads: int) -> None:
+WATCHDOG_INTERVAL_S = 0.5
+
+
+def _init_worker(threads: int, parent_pid: int | None = None) -> None:
     # before torch is imported in the child: OpenMP reads these once
     os.environ["OMP_NUM_THREADS"] = str(threads)
     os.environ["MKL_NUM_THREADS"] = str(threads)
     os.environ["POINTSEG_THREADS"] = str(threads)
+    if parent_pid is not None:
+        start_parent_watchdog(parent_pid)
+
+
+def start_parent_watchdog(parent_pid: int, interval: float = WATCHDOG_INTERVAL_S) -> threading.Thread:
+    """End this process (exit code 1) within ``interval`` seconds of ``parent_pid`` dying.
+
+    A daemon thread polls the parent pid: when the parent is SIGKILLed this process is
+    re-parented (``os.getppid()`` changes), so polling needs no help from the dead parent and
+    works whatever the worker is doing (torch releases the GIL in its kernels). ``os._exit``:
+    no cleanup can run that would wait for the dead parent; outputs are written atomically, so
+    an image in progress leaves only a temp file that the next run removes.
+    """
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(interval)
+        os._exit(1)
+
+    t = threading.Thread(target=watch, name="pointseg-parent-watchdog", daemon=True)
+    t.start()
+    return t
 
 
 def run_jobs(fn: Callable, items: Sequence, out_dir, opts, *, workers: int = 1,
@@ -60,7 +88,7 @@ def _run_pool(fn, items, out_dir, opts, workers: int) -> Iterator[dict]:
     threads = opts.threads or threads_per_worker(workers)
     opts = replace(opts, threads=threads)
     ex = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
-                             initializer=_init_worker, initargs=(threads,))
+                             initializer=_init_worker, initargs=(threads, os.getpid()))
     finished = False
     try:
         futures = [ex.submit(fn, item, out_dir, opts) for item in items]
