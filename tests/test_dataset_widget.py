@@ -112,3 +112,66 @@ def test_bad_input_is_a_notification(widget, tmp_path, qtbot):
     w.run()
     qtbot.waitUntil(lambda: not w.is_running, timeout=60_000)
     assert w.notes[-1][0] == "error" and "not found" in w.notes[-1][1]
+
+
+def test_uncertainty_layers_are_not_offered_as_images(widget):
+    """The annotate widget's "<image> uncertainty" Image layers are outputs, not inputs."""
+    viewer, w = widget
+    img = np.zeros((32, 32), np.uint16)
+    viewer.add_image(img, name="cells")
+    viewer.add_image(np.zeros((32, 32), np.float32), name="cells uncertainty")
+    assert [im.name for im in w._layer_images()] == ["cells"]
+
+
+def test_layer_predictions_use_the_chosen_device(monkeypatch, tmp_path):
+    """Layer-mode predictions run on the run's device (they used to be forced to the CPU)."""
+    import threading
+    from types import SimpleNamespace
+
+    import napari_pointseg.core.bundle as bundle_mod
+    import napari_pointseg.core.models as models_mod
+    from napari_pointseg.napari._dataset_worker import LayerImage, predict_layers
+
+    seen = {}
+
+    class FakeBundle:
+        def build(self, device):
+            seen["build"] = device
+            return "net"
+
+    def fake_predict(b, data, channel_axis, rgb=None, device="auto", model=None):
+        seen["predict"] = (device, model)
+        return np.ones(data.shape, np.int64)
+
+    monkeypatch.setattr(bundle_mod, "load_bundle", lambda path: FakeBundle())
+    monkeypatch.setattr(bundle_mod, "predict_with_bundle", fake_predict)
+    monkeypatch.setattr(models_mod, "choose_device", lambda name: f"resolved {name}")
+    layers = [LayerImage("cells", np.zeros((8, 8), np.uint16))]
+    opts = SimpleNamespace(device="cuda", channel_axis="auto")
+    res = predict_layers(tmp_path / "model.safetensors", {"cells": "cells"}, layers, opts,
+                         threading.Event())
+    assert seen == {"build": "resolved cuda", "predict": ("cuda", "net")}
+    assert res.predictions["cells"].shape == (8, 8)
+
+
+def test_close_viewer_during_a_run_cancels_it(widget, two, tmp_path, qtbot):
+    """Closing the viewer (a dock widget gets no closeEvent then) cancels the run; its thread
+    ends, and its late events touch nothing."""
+    from qtpy.QtCore import QThreadPool
+
+    from napari_pointseg.napari._threads import live_workers
+
+    viewer, w = widget
+    qtbot.waitUntil(lambda: live_workers() == 0, timeout=60_000)
+    pool_before = QThreadPool.globalInstance().activeThreadCount()
+    w.data_edit.setText(str(two / "train"))
+    w.out_edit.setText(str(tmp_path / "out"))
+    w.overrides["dataset_config"]["iterations"] = 100_000
+    w.run()
+    qtbot.waitUntil(lambda: w.stage_label.text() != "idle", timeout=TIMEOUT_MS)
+    viewer.close()
+    assert w._cancel.is_set()
+    qtbot.waitUntil(lambda: live_workers() == 0, timeout=60_000)
+    assert QThreadPool.globalInstance().activeThreadCount() <= pool_before
+    assert not (tmp_path / "out" / "metrics.json").exists()
+    assert not [n for n in w.notes if n[0] == "error"], w.notes

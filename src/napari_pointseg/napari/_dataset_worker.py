@@ -106,20 +106,34 @@ def dataset_loop(opts, cancel, grid=None, layers: list[LayerImage] | None = None
         if events is not None:
             events.close()
     if layers and done is not None and not grid:
-        from ..core.bundle import load_bundle, predict_with_bundle
+        try:
+            res = predict_layers(done.summary["bundle"], mapping, layers, opts, cancel)
+        except (InputError, OSError, RuntimeError) as e:
+            yield Message(f"predicting the layers failed: {e}", "error")
+            return
+        if res is not None:
+            yield res
 
-        bundle_path = done.summary["bundle"]
-        b = load_bundle(bundle_path)
-        model = b.build("cpu")
-        res = LayerResults(bundle=bundle_path)
-        rgb = {im.name: im.rgb for im in layers}
-        for stem, name in mapping.items():
-            if cancel.is_set():
-                return
-            data = next(im.data for im in layers if im.name == name)
-            try:
-                res.predictions[name] = predict_with_bundle(b, np.asarray(data), opts.channel_axis,
-                                                            rgb=rgb[name] or None, device="cpu", model=model)
-            except Exception:  # noqa: BLE001 - an image the network cannot take (logged in the run)
-                continue
-        yield res
+
+def predict_layers(bundle_path, mapping: dict, layers: list[LayerImage], opts, cancel):
+    """Predict every exported layer with the final bundle on the run's device (``opts.device``,
+    as the pipeline trained: a GPU run must not predict on the CPU). Returns the
+    LayerResults, or None when cancelled."""
+    from ..core.bundle import load_bundle, predict_with_bundle
+    from ..core.models import choose_device
+
+    b = load_bundle(bundle_path)
+    model = b.build(choose_device(opts.device))
+    res = LayerResults(bundle=str(bundle_path))
+    rgb = {im.name: im.rgb for im in layers}
+    for name in mapping.values():
+        if cancel.is_set():
+            return None
+        data = next(im.data for im in layers if im.name == name)
+        try:
+            res.predictions[name] = predict_with_bundle(b, np.asarray(data), opts.channel_axis,
+                                                        rgb=rgb[name] or None, device=opts.device,
+                                                        model=model)
+        except Exception:  # noqa: BLE001 - an image the network cannot take (logged in the run)
+            continue
+    return res

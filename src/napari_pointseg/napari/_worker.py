@@ -61,6 +61,17 @@ class LoopControl:
     jobs: "queue.Queue[Job]" = field(default_factory=queue.Queue)
 
 
+UNCERTAINTY_SUFFIX = " uncertainty"   # "<image> uncertainty": an Image layer the widget makes
+
+
+def is_input_image(layer) -> bool:
+    """True for an Image layer a user would segment; False for the uncertainty maps that
+    "Annotate & train" adds as Image layers (they are outputs, not images to learn from)."""
+    from napari.layers import Image
+
+    return isinstance(layer, Image) and not layer.name.endswith(UNCERTAINTY_SUFFIX)
+
+
 def as_array(data) -> np.ndarray:
     """A napari layer's data as numpy (level 0 of a multiscale image)."""
     if isinstance(data, (list, tuple)):

@@ -44,7 +44,11 @@ from ..core.images import guess_channel_axis
 from ..core.models import ARCHITECTURES
 from ..core.points import PointSet
 from ._classes import ClassList
-from ._worker import BundleModel, Job, LoopControl, TrainRequest, job_runner, training_loop
+from ._threads import add_stopper, on_viewer_close, start_worker
+from ._worker import (
+    UNCERTAINTY_SUFFIX, BundleModel, Job, LoopControl, TrainRequest, is_input_image, job_runner,
+    training_loop,
+)
 
 DEVICES = ("auto", "cuda", "mps", "cpu")
 ENCODERS = ("resnet18", "resnet34", "resnet50", "mobilenet_v2", "efficientnet-b0", "vgg11")
@@ -137,7 +141,7 @@ class AnnotateWidget(QWidget):
         worker.returned.connect(lambda _: self._prepare_input())
         worker.finished.connect(lambda w=worker: self._job_workers.discard(w))
         self._warm_up_worker = worker
-        worker.start()
+        start_worker(worker)
 
     # =========================================================================== UI ======
     def _build_ui(self) -> None:
@@ -320,10 +324,7 @@ class AnnotateWidget(QWidget):
 
     # ================================================================ image & layers ======
     def _image_layers(self):
-        from napari.layers import Image
-
-        return [ly for ly in self.viewer.layers if isinstance(ly, Image)
-                and not ly.name.endswith(" uncertainty")]
+        return [ly for ly in self.viewer.layers if is_input_image(ly)]
 
     def _refresh_image_choices(self, event=None) -> None:
         if self._closed:
@@ -385,7 +386,7 @@ class AnnotateWidget(QWidget):
         self._bundle_model = None
         self._pred = self._find_layer(f"{name} prediction") if layer is not None else None
         self._suggest = self._find_layer(f"{name} suggestions") if layer is not None else None
-        self._uncert = self._find_layer(f"{name} uncertainty") if layer is not None else None
+        self._uncert = self._find_layer(f"{name}{UNCERTAINTY_SUFFIX}") if layer is not None else None
         self._update_channel_choices()
         if layer is not None:
             self._ensure_points_layer()
@@ -818,7 +819,7 @@ class AnnotateWidget(QWidget):
         worker.finished.connect(lambda w=worker: self._prepare_finished(w))
         self._background.add(worker)
         self._preparing_key = key
-        worker.start()
+        start_worker(worker)
 
     @property
     def input_prepared(self) -> bool:
@@ -877,7 +878,9 @@ class AnnotateWidget(QWidget):
 
         control = LoopControl()
         worker = create_worker(training_loop, source, control, _start_thread=False)
-        worker.yielded.connect(self._on_message)
+        worker.image_layer = self._image   # whose network it trains (see _on_message)
+        worker.discarded = False           # set by Reset: its network is thrown away
+        worker.yielded.connect(lambda msg, w=worker: self._on_message(msg, w))
         worker.errored.connect(self._on_train_error)
         worker.finished.connect(lambda w=worker: self._on_worker_finished(w))
         self._worker, self._control = worker, control
@@ -885,10 +888,13 @@ class AnnotateWidget(QWidget):
         self.last_update = None
         self._set_status("starting…" if source is self.trainer else "preparing the image and a new network…")
         self._update_buttons()
-        worker.start()
+        start_worker(worker)
 
     def stop_training(self) -> None:
         """Ask the training to stop after the current iteration (returns at once)."""
+        # Stop after Reset (while the old loop is still ending) cancels the pending restart:
+        # the user's last word is Stop, so nothing may start training afterwards
+        self._restart_after = None
         if self._worker is None:
             return
         self._stopping_at = time.perf_counter()
@@ -908,6 +914,7 @@ class AnnotateWidget(QWidget):
         self.trainer = None
         if was_training:
             self.stop_training()
+            old.discarded = True
             self._restart_after = old
         else:
             self._restart_after = None
@@ -915,10 +922,15 @@ class AnnotateWidget(QWidget):
 
     _restart_after = None
 
-    def _on_message(self, msg) -> None:
+    def _on_message(self, msg, worker=None) -> None:
         if self._closed:
             return
         kind, payload = msg
+        if worker is not None and kind in ("update", "trainer") and (
+                worker.discarded or worker.image_layer is not self._image):
+            # a loop that is ending after Reset, or after its image was removed / another
+            # image was picked: its network and predictions belong to no layer shown now
+            return
         if kind == "update":
             self._on_update(payload)
         elif kind == "trainer":
@@ -961,10 +973,9 @@ class AnnotateWidget(QWidget):
         if self._stopping_at is not None:
             self.stop_seconds = time.perf_counter() - self._stopping_at
             self._stopping_at = None
-            if self.trainer is not None:
-                u = self.last_update
-                self._set_status("stopped" + (f" at step {u.step} · loss {u.loss:.3f} · points "
-                                              f"{u.n_active}/{u.n_points}" if u else ""))
+            u = self.last_update if self.trainer is not None else None
+            self._set_status("stopped" + (f" at step {u.step} · loss {u.loss:.3f} · points "
+                                          f"{u.n_active}/{u.n_points}" if u else ""))
         # jobs that arrived after the loop's last look run on their own
         if control is not None:
             while not control.jobs.empty():
@@ -1015,7 +1026,7 @@ class AnnotateWidget(QWidget):
         worker.finished.connect(lambda w=worker: self._job_done(w))
         self._job_workers.add(worker)
         self._update_buttons()
-        worker.start()
+        start_worker(worker)
 
     def _job_done(self, worker) -> None:
         self._job_workers.discard(worker)
@@ -1126,7 +1137,7 @@ class AnnotateWidget(QWidget):
         self.run_job(Job(fn, done, label="prediction"))
 
     def _show_uncertainty(self, unc: np.ndarray, plane: int | None = None) -> None:
-        name = f"{self._image.name} uncertainty"
+        name = f"{self._image.name}{UNCERTAINTY_SUFFIX}"
         shape = self.spatial_shape()
         layer = self._uncert if self._uncert is not None and self._uncert in self.viewer.layers else self._find_layer(name)
         if layer is None or tuple(layer.data.shape) != shape:
@@ -1399,7 +1410,7 @@ class AnnotateWidget(QWidget):
         worker.finished.connect(lambda w=worker: self._job_done(w))
         self._job_workers.add(worker)
         self._update_buttons()
-        worker.start()
+        start_worker(worker)
 
     def _model_loaded(self, bundle, path) -> None:
         if self._closed:
@@ -1475,25 +1486,8 @@ class AnnotateWidget(QWidget):
 
     # ============================================================== shutdown ==============
     def _install_close_hooks(self) -> None:
-        from qtpy.QtCore import QObject, QEvent
-        from qtpy.QtWidgets import QApplication
-
-        widget = self
-
-        class _CloseFilter(QObject):
-            def eventFilter(self, obj, event):  # noqa: N802 - Qt API
-                if event.type() == QEvent.Close:
-                    widget.shutdown()
-                return False
-
-        self._close_filter = _CloseFilter(self)
-        try:
-            self.viewer.window._qt_window.installEventFilter(self._close_filter)
-        except (AttributeError, RuntimeError):
-            pass
-        app = QApplication.instance()
-        if app is not None:
-            app.aboutToQuit.connect(self.shutdown)
+        on_viewer_close(self, self.viewer, self.shutdown)
+        add_stopper(self.shutdown)  # a script that exits without closing its viewer
         # if the widget is deleted without a close event, still stop the training threads
         controls = self._controls
 

@@ -21,6 +21,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..core.errors import InputError
+from ._threads import add_stopper, on_viewer_close, start_worker
 
 MAX_RESULT_LAYERS = 4   # folder mode: open at most this many images + predictions
 
@@ -50,8 +51,12 @@ class DatasetWidget(QWidget):
         self._cancel: threading.Event | None = None
         self._stage_total = 0
         self._layer_mode_run = False
+        self._closed = False
         self._build_ui()
         self._update_buttons()
+        # a dock widget gets no closeEvent when the viewer closes: stop a run then, or at exit
+        on_viewer_close(self, self.viewer, self.shutdown)
+        add_stopper(self.shutdown)
 
     # ------------------------------------------------------------------------------ UI ----
     def _build_ui(self) -> None:
@@ -241,11 +246,12 @@ class DatasetWidget(QWidget):
 
     def _layer_images(self):
         """Open Image layers (+ their '<name> points' layers), captured in the main thread."""
-        from napari.layers import Image, Points
+        from napari.layers import Points
 
         from ._dataset_worker import LayerImage
+        from ._worker import is_input_image
 
-        images = [ly for ly in self.viewer.layers if isinstance(ly, Image)]
+        images = [ly for ly in self.viewer.layers if is_input_image(ly)]
         if not images:
             raise InputError("no Image layer is open")
         out = []
@@ -286,7 +292,7 @@ class DatasetWidget(QWidget):
         worker.finished.connect(self._on_finished)
         self.worker = worker
         self._update_buttons()
-        worker.start()
+        start_worker(worker)
 
     def cancel(self) -> None:
         """Ask the run to stop (between images / iterations)."""
@@ -302,6 +308,8 @@ class DatasetWidget(QWidget):
         from ..dataset.events import Advance, Done, Message, Stage
         from ._dataset_worker import LayerResults
 
+        if self._closed:  # late events of a run stopped by closing the viewer
+            return
         if isinstance(ev, Stage):
             self._stage_total = ev.total
             self.progress_bar.setRange(0, max(1, ev.total))
@@ -387,6 +395,8 @@ class DatasetWidget(QWidget):
             self.viewer.add_labels(labels, name=name, opacity=0.5)
 
     def _on_error(self, e: BaseException) -> None:
+        if self._closed:
+            return
         text = str(e) if isinstance(e, InputError) else f"{type(e).__name__}: {e}"
         self._say(f"error: {text}")
         _notify("error", f"Dataset training: {text}")
@@ -394,6 +404,8 @@ class DatasetWidget(QWidget):
     def _on_finished(self) -> None:
         cancelled = self._cancel is not None and self._cancel.is_set()
         self.worker = None
+        if self._closed:
+            return
         self.stage_label.setText("cancelled" if cancelled else "idle" if self.summary is None else "finished")
         self._update_buttons()
 
@@ -410,8 +422,22 @@ class DatasetWidget(QWidget):
             _notify("warning", f"could not open Annotate & train ({type(e).__name__}: {e}); "
                                f"load {self.bundle_path} there with 'Load model'")
 
-    def closeEvent(self, event) -> None:  # noqa: N802 - Qt API
+    def shutdown(self) -> None:
+        """Stop a run (the viewer is closing, or Python exits). Safe to call more than once."""
+        if self._closed:
+            return
+        self._closed = True
         if self.worker is not None:
             self._cancel.set()
             self.worker.quit()
+        from qtpy.QtWidgets import QApplication
+
+        app = QApplication.instance()
+        try:
+            app.aboutToQuit.disconnect(self.shutdown)
+        except (TypeError, RuntimeError, AttributeError):
+            pass
+
+    def closeEvent(self, event) -> None:  # noqa: N802 - Qt API
+        self.shutdown()
         super().closeEvent(event)
