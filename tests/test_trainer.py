@@ -59,12 +59,24 @@ def test_stop_between_iterations():
 
 
 def test_stop_from_another_thread():
-    tr, _, _ = _trainer(n=24, wait_for_points=True)
-    timer = threading.Timer(0.5, tr.stop)
-    timer.start()
-    for _ in tr.run():
-        pass
-    timer.join()
+    """stop() from another thread ends run() while it waits for new points (how the widget
+    stops it). run() goes on in a daemon thread: a regression fails after a timeout instead
+    of hanging the suite (run() with wait_for_points never ends on its own)."""
+    tr, _, _ = _trainer(n=8, wait_for_points=True, final_iters=2)
+    waiting = threading.Event()
+    ended = threading.Event()
+
+    def consume():
+        for u in tr.run():
+            if u.waiting:
+                waiting.set()
+        ended.set()
+
+    threading.Thread(target=consume, daemon=True).start()
+    assert waiting.wait(60), "run() never reached the waiting state"
+    assert not ended.wait(0.3)  # waiting for points: it does not end by itself
+    tr.stop()
+    assert ended.wait(10), "run() did not end after stop() from another thread"
     assert tr.stopped
 
 
