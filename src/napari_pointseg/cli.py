@@ -10,10 +10,33 @@ import argparse
 import importlib
 import sys
 import time
+import warnings
 from pathlib import Path
 
-from .cli_common import CliError, add_model_options, model_options, print_table, run_training
+from .cli_common import (CliError, add_model_options, check_inputs, check_options, check_out_dir,
+                         model_options, print_table, run_training, unique_output_names)
 from .core.errors import InputError
+
+# what each subcommand writes in --out; `precheck` refuses, before any work, an --out that
+# would overwrite one of the inputs (`pointseg dataset` checks its folders in its own module)
+_OUTPUTS = {
+    "train": lambda a: ("prediction.tif", "model.safetensors", "overlay.png", "metrics.json"),
+    "predict": lambda a: unique_output_names(a.images, "_prediction.tif"),
+    "oracle": lambda a: ("points.csv", "prediction.tif", "metrics.json", "overlay.png",
+                         "model.safetensors"),
+    "orders": lambda a: ("orders.json", "orders.png"),
+    "samplers": lambda a: ("samplers.json", "samplers.png"),
+}
+_INPUTS = (("image", "image"), ("points", "points"), ("mask", "mask"), ("bundle", "model bundle"),
+           ("images", "image"), ("pairs", "input"))
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with the package's error convention: one line on stderr, exit code 2 (the
+    default prints the whole usage block first)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see {self.prog} --help)\n")
 
 # modules that contribute subcommands with a `register(subparsers)` function
 _PLUGINS = ("napari_pointseg.oracle.cli", "napari_pointseg.dataset.cli")
@@ -41,17 +64,20 @@ def cmd_train(args) -> int:
     from .core.overlay import save_overlay
     from .core.session import check_mask, make_trainer, metrics_for, write_json, write_labels
 
+    # options, files and --out were checked by `precheck`; the inputs are read before training
+    spec, cfg, fb = model_options(args, order=args.order)
+    out = Path(args.out)
     image = read_image(args.image)
     points = PointSet.from_csv(args.points)
-    spec, cfg, fb = model_options(args, order=args.order)
+    mask = read_mask(args.mask) if args.mask else None
     t0 = time.perf_counter()
     trainer = make_trainer(image, points, channel_axis=args.channel_axis, config=cfg, spec=spec,
                            device=args.device, filter_bank=fb)
-    mask = check_mask(read_mask(args.mask), trainer.image.spatial_shape) if args.mask else None
+    if mask is not None:
+        mask = check_mask(mask, trainer.image.spatial_shape, labels=points.labels)
     run_training(trainer, args.quiet, f"training ({args.order} order)")
     pred = trainer.predict(None)
     seconds = time.perf_counter() - t0
-    out = Path(args.out)
     write_labels(out / "prediction.tif", pred)
     save_trainer(out / "model.safetensors", trainer, extra={"source_image": str(args.image)})
     metrics = None
@@ -83,16 +109,19 @@ def cmd_predict(args) -> int:
     from .core.session import write_labels
     from .cli_common import progress
 
+    # NAME_prediction.tif with the full stem: img.v1.tif and img.v2.tif stay apart; two inputs
+    # that would share a name were refused by `precheck` (see unique_output_names)
+    names = unique_output_names(args.images, "_prediction.tif")
+    out = Path(args.out)
     bundle = load_bundle(args.bundle)
     dev = choose_device(args.device)
     model = bundle.build(dev)
-    out = Path(args.out)
     written = []
     with progress(len(args.images), "predicting", args.quiet, unit="img") as bar:
-        for path in args.images:
+        for path, name in zip(args.images, names):
             image = read_image(path)
             pred = predict_with_bundle(bundle, image, args.channel_axis, device=str(dev), model=model)
-            written.append(write_labels(out / (Path(path).name.split(".")[0] + "_prediction.tif"), pred))
+            written.append(write_labels(out / name, pred))
             bar.update(1)
     if not args.quiet:
         print_table([(Path(p).name, str(w)) for p, w in zip(args.images, written)])
@@ -108,7 +137,7 @@ def cmd_models(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="pointseg",
         description="Train a segmentation network from scratch on one image from a few clicked points.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
@@ -152,17 +181,58 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def precheck(args) -> None:
+    """The checks every subcommand gets before its own code runs (so before any long work):
+    numeric options finite and in range, input files present and readable, --out a writable
+    folder whose outputs replace no input. CliError (one line) otherwise."""
+    check_options(args)
+    inputs = []
+    for attr, what in _INPUTS:
+        value = getattr(args, attr, None)
+        values = value if isinstance(value, list) else [value]
+        check_inputs(*values, what=what)
+        inputs += [v for v in values if v is not None]
+    if args.command in _OUTPUTS:
+        check_out_dir(args.out, _OUTPUTS[args.command](args), inputs=inputs)
+
+
 def main(argv=None) -> int:
+    """Run ``pointseg`` with ``argv`` (default: sys.argv); returns the exit code.
+
+    Bad input (InputError, an argparse error, an OS error on a user-named file, memory
+    exhausted by a huge input) is exactly one line on stderr and exit code 2. Warnings raised
+    while the command runs are shown after it succeeds and dropped when it fails, so the
+    error line is never buried under numpy or torch text.
+    """
     parser = build_parser()
-    args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
-    except InputError as e:
-        print(f"pointseg {args.command}: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"pointseg {args.command}: interrupted", file=sys.stderr)
-        return 130
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help (0) or a usage error (2, already printed as one line)
+        return e.code if isinstance(e.code, int) else 2
+    with warnings.catch_warnings(record=True) as caught:
+        try:
+            precheck(args)
+            code = int(args.func(args) or 0)
+        except InputError as e:
+            return _fail(args.command, str(e))
+        except (OSError, MemoryError) as e:
+            what = "out of memory" if isinstance(e, MemoryError) else type(e).__name__
+            return _fail(args.command, f"{what}: {e}")
+        except KeyboardInterrupt:
+            print(f"pointseg {args.command}: interrupted", file=sys.stderr)
+            return 130
+    for w in caught:
+        warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    return code
+
+
+def _fail(command: str, message: str) -> int:
+    """The one error line (a multi-line message from a library is joined); exit code 2."""
+    text = " ".join(message.split()) or "failed"
+    if len(text) > 600:
+        text = text[:600] + "..."
+    print(f"pointseg {command}: error: {text}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -3,14 +3,150 @@
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
 from contextlib import contextmanager
+from pathlib import Path
 
 from .core.errors import InputError
 
 
 class CliError(InputError):
     """Bad command-line input; printed as one line, exit code 2."""
+
+
+# Every numeric option of every subcommand, by argparse ``dest``: (integer?, low, high,
+# low exclusive?). `check_options` applies the rows whose option the subcommand has, so a
+# new subcommand reusing an option name is checked for free. The upper bounds only stop
+# absurd values (typos, overflow) before any long work; they are far above useful settings.
+_OPTION_RANGES = {
+    "seed": (True, 0, 2**32 - 1, False),
+    "seeds": (True, 1, 1000, False),
+    "encoder_depth": (True, 1, 5, False),
+    "crop_size": (True, 0, 65536, False),            # 0 = the whole image
+    "threads": (True, 1, 4096, False),
+    "iters_per_point": (False, 0, 1e6, True),
+    "lr": (False, 0, 10, True),
+    "entropy_weight": (False, 0, 1e6, False),
+    "budget": (False, 0, 1, True),
+    "target": (False, 0, 1, True),
+    "points_per_step": (True, 1, 10**7, False),
+    "iters_per_step": (True, 1, 10**6, False),
+    "rate": (False, 0, 1, True),
+    "fraction": (False, 0, 1, True),
+    "workers": (True, 1, 1024, False),
+    "iterations": (True, 1, 10**7, False),
+    "batch_size": (True, 1, 4096, False),
+    "dataset_crop_size": (True, 16, 65536, False),
+    "dataset_lr": (False, 0, 10, True),
+    "confidence_power": (False, 0, 100, False),
+    "fractions": (False, 0, 1, True),
+    "rates": (False, 0, 1, True),
+}
+
+
+def check_options(args: argparse.Namespace) -> None:
+    """CliError (one line) unless every numeric option present in ``args`` is a finite number
+    within its range (see ``_OPTION_RANGES``): NaN, inf, negative seeds... never reach the
+    training code."""
+    for dest, (integer, low, high, low_open) in _OPTION_RANGES.items():
+        value = getattr(args, dest, None)
+        if value is None:
+            continue
+        for v in value if isinstance(value, (list, tuple)) else [value]:
+            ok = isinstance(v, (int, float)) and math.isfinite(v) and v <= high
+            ok = ok and (v > low if low_open else v >= low)
+            if ok and integer:
+                ok = float(v).is_integer()
+            if not ok:
+                lo = f"> {_num(low)}" if low_open else f">= {_num(low)}"
+                kind = " (an integer)" if integer else ""
+                raise CliError(f"--{dest.replace('_', '-')} must be {lo} and <= {_num(high)}{kind}, "
+                               f"got {_num(v)}")
+
+
+def _num(v) -> str:
+    """A number as a user typed it (no ``np.float64(...)``, no ``1000000.0``)."""
+    if isinstance(v, float) and v.is_integer() and abs(v) < 1e16:
+        return str(int(v))
+    return str(v) if isinstance(v, int) else f"{float(v):g}"
+
+
+def _same_file_key(p) -> str:
+    """A comparable identity of a path (symlinks resolved, case folded: a case-insensitive
+    file system would merge ``IMG.tif`` and ``img.tif``)."""
+    return os.path.normcase(os.path.realpath(p)).casefold()
+
+
+def check_inputs(*paths, what: str = "input") -> None:
+    """CliError unless every path (None skipped) is an existing, readable regular file."""
+    for p in paths:
+        if p is None:
+            continue
+        p = Path(p)
+        if not p.exists():
+            raise CliError(f"{what} file not found: {p}")
+        if not p.is_file():
+            raise CliError(f"{what} {p} is not a file")
+        if not os.access(p, os.R_OK):
+            raise CliError(f"{what} file {p} is not readable")
+
+
+def check_out_dir(out, outputs=(), inputs=(), generated_dirs=()) -> Path:
+    """Refuse, before any long work, an output folder the run could not write or that would
+    overwrite an input.
+
+    out: the --out folder. outputs: file names the run writes in it. inputs: input files.
+    generated_dirs: sub-folders of ``out`` whose content the run (re)writes (no input may
+    lie in them). CliError when ``out`` is a file or lies under one, is not writable, an
+    output name is a folder, or an output would replace an input file.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise CliError(f"--out {out} is an existing file; give a folder")
+    anc = out
+    while not anc.exists() and anc.parent != anc:
+        anc = anc.parent
+    if not anc.is_dir():
+        raise CliError(f"--out {out} lies under {anc}, which is a file")
+    if not os.access(anc, os.W_OK | os.X_OK):
+        raise CliError(f"--out {out}: cannot write in {anc}")
+    ins = {_same_file_key(p): Path(p) for p in inputs if p is not None}
+    for name in outputs:
+        target = out / name
+        if target.is_dir():
+            raise CliError(f"--out {out}: the output {target} is a folder")
+        if _same_file_key(target) in ins:
+            raise CliError(f"--out {out} would overwrite the input {ins[_same_file_key(target)]}; "
+                           "choose another output folder")
+    for d in generated_dirs:
+        root = _same_file_key(out / d) + os.sep
+        for key, p in ins.items():
+            if key.startswith(root):
+                raise CliError(f"--out {out}: the input {p} lies in {out / d}, which the run "
+                               "rewrites; choose another output folder")
+    return out
+
+
+def unique_output_names(inputs, suffix: str) -> list[str]:
+    """Output file name per input: the full stem (only the last suffix dropped: ``img.v1.tif``
+    -> ``img.v1`` + suffix). CliError when two inputs would share a name (``a/img.tif`` and
+    ``b/img.tif``, or one file given twice): rather than overwriting one output with another
+    or inventing names, the user is asked to rename or predict them in separate runs."""
+    seen: dict[str, Path] = {}
+    names = []
+    for p in map(Path, inputs):
+        name = p.stem + suffix
+        key = name.casefold()
+        if key in seen:
+            other = seen[key]
+            why = ("is given twice" if _same_file_key(other) == _same_file_key(p)
+                   else f"and {other} would both be written as {name}")
+            raise CliError(f"{p} {why}; rename one or use separate runs")
+        seen[key] = p
+        names.append(name)
+    return names
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
@@ -46,14 +182,11 @@ def model_options(args: argparse.Namespace, **overrides):
     from .core.models import ModelSpec
     from .core.trainer import TrainConfig
 
+    check_options(args)
     spec = ModelSpec(arch=args.arch, encoder=args.encoder, encoder_depth=args.encoder_depth)
     cfg = dict(seed=args.seed, lr=args.lr, crop_size=args.crop_size or None, threads=args.threads)
-    if args.entropy_weight < 0:
-        raise CliError("--entropy-weight must be >= 0")
     cfg["entropy_weight"] = args.entropy_weight
     if args.iters_per_point is not None:
-        if args.iters_per_point <= 0:
-            raise CliError("--iters-per-point must be > 0")
         ips = max(1, int(round(args.iters_per_point)))
         cfg.update(iters_per_step=ips, min_iters_per_step=min(ips, TrainConfig().min_iters_per_step))
     cfg.update(overrides)

@@ -4,7 +4,11 @@ The safetensors header carries a JSON document under the key ``napari_pointseg``
 format version, model spec (architecture, encoder, channels, classes), the class-index ->
 label-value mapping, input spec (filter bank, feature standardisation), the normalisation of
 the training image, the ordered points and the training config. Loading never executes code
-from the file (safetensors holds tensors and strings only).
+from the file (safetensors holds tensors and strings only), and the header is checked before any
+tensor is read: numbers in it (classes, channels, filter sigmas, sizes) must lie within sane
+bounds and the tensor names / shapes must be exactly those of the network the header
+describes, so a foreign or tampered file is one InputError, never a huge allocation or a
+``load_state_dict`` traceback.
 """
 
 from __future__ import annotations
@@ -24,6 +28,16 @@ from .points import PointSet
 FORMAT = "napari-pointseg-bundle"
 FORMAT_VERSION = 1
 _KEY = "napari_pointseg"
+
+# Sanity bounds of header numbers (far above anything the trainers write). They keep a
+# tampered header from allocating: prediction memory grows with classes x pixels, the filter
+# bank's kernels with sigma.
+MAX_CLASSES = 1024
+MAX_IMAGE_CHANNELS = 512
+MAX_IN_CHANNELS = 8192
+MAX_SIGMA = 64.0
+MAX_SIGMAS = 16
+MAX_DECODER_CHANNELS = 4096
 
 
 @dataclass
@@ -47,7 +61,12 @@ class Bundle:
         from .models import build_model
 
         model = build_model(self.spec)
-        model.load_state_dict(self.state_dict)
+        try:
+            model.load_state_dict(self.state_dict)
+        except RuntimeError as e:  # a Bundle made in memory with weights of another network
+            first = str(e).strip().splitlines()[-1].strip() if str(e).strip() else type(e).__name__
+            raise InputError(f"the bundle's weights do not match its {self.spec.arch}/"
+                             f"{self.spec.encoder} header ({first})") from None
         return model.to(device).eval()
 
 
@@ -82,7 +101,8 @@ def save_bundle(path: str | Path, model, spec: ModelSpec, classes, input_spec: I
 
 
 def load_bundle(path: str | Path) -> Bundle:
-    """Read a bundle. InputError for a missing, foreign, corrupt or newer-format file."""
+    """Read a bundle. InputError for a missing, foreign, corrupt, inconsistent or newer-format
+    file (the header is checked against the tensors before any of them is loaded)."""
     from safetensors import safe_open
 
     path = Path(path)
@@ -91,37 +111,165 @@ def load_bundle(path: str | Path) -> Bundle:
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             header = f.metadata() or {}
-            state = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as e:  # noqa: BLE001 - any parse failure = not a valid bundle
-        raise InputError(f"{path} is not a readable model bundle ({type(e).__name__}: {e})") from None
-    if _KEY not in header:
-        raise InputError(f"{path} is a safetensors file but not a napari-pointseg bundle")
-    try:
-        meta = json.loads(header[_KEY])
-        if meta.get("format") != FORMAT:
-            raise ValueError("wrong format tag")
-        if int(meta["format_version"]) > FORMAT_VERSION:
-            raise InputError(
-                f"{path} was written by a newer napari-pointseg (bundle format "
-                f"{meta['format_version']} > {FORMAT_VERSION}); please upgrade")
-        pts = meta.get("points")
-        points = None if not pts else PointSet(np.asarray(pts["coords"], float).reshape(len(pts["labels"]), -1),
-                                               pts["labels"], pts["order"])
-        norm = meta.get("normalisation")
-        return Bundle(
-            spec=ModelSpec.from_dict(meta["spec"]),
-            classes=[int(c) for c in meta["classes"]],
-            input_spec=InputSpec.from_dict(meta["input"]),
-            normalisation=Normalisation.from_dict(norm) if norm else None,
-            state_dict=state,
-            points=points,
-            train_config=meta.get("train_config", {}),
-            extra=meta.get("extra", {}),
-        )
+            shapes = {k: (tuple(f.get_slice(k).get_shape()), f.get_slice(k).get_dtype()) for k in f.keys()}
+            if _KEY not in header:
+                raise InputError(f"{path} is a safetensors file but not a napari-pointseg bundle")
+            bundle = _bundle_from_header(path, header[_KEY])
+            check_weights(bundle.spec, shapes, path)
+            bundle.state_dict = {k: f.get_tensor(k) for k in f.keys()}
     except InputError:
         raise
+    except Exception as e:  # noqa: BLE001 - any parse failure = not a valid bundle
+        raise InputError(f"{path} is not a readable model bundle ({type(e).__name__}: {_one_line(e)})") from None
+    return bundle
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return text[:200] + ("..." if len(text) > 200 else "")
+
+
+def _bundle_from_header(path: Path, text: str) -> Bundle:
+    """The Bundle (without tensors) a header describes; InputError unless every field is
+    present, of the right type and within the sanity bounds above."""
+    try:
+        meta = json.loads(text)
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            raise ValueError("wrong format tag")
+        version = meta["format_version"]
+        if not isinstance(version, int) or version < 1:
+            raise ValueError(f"bad format_version {version!r}")
+        if version > FORMAT_VERSION:
+            raise InputError(
+                f"{path} was written by a newer napari-pointseg (bundle format "
+                f"{version} > {FORMAT_VERSION}); please upgrade")
+        spec = _check_spec(meta["spec"])
+        classes = meta["classes"]
+        if (not isinstance(classes, list) or not all(_is_int(c) for c in classes)
+                or len(set(classes)) != len(classes)):
+            raise ValueError("classes must be a list of distinct integers")
+        if not 2 <= len(classes) <= MAX_CLASSES:
+            raise ValueError(f"{len(classes)} classes (2 to {MAX_CLASSES} are supported)")
+        if not all(-(2**63) <= c < 2**63 for c in classes):
+            raise ValueError("a class value is outside the 64-bit integer range")
+        if len(classes) != spec.classes:
+            raise ValueError(f"{len(classes)} class values for a network with {spec.classes} outputs")
+        input_spec = _check_input(meta["input"], spec)
+        norm = meta.get("normalisation")
+        if norm is not None:
+            norm = Normalisation.from_dict(norm)
+            _floats(norm.low, input_spec.n_channels, "normalisation low")
+            _floats(norm.high, input_spec.n_channels, "normalisation high")
+        pts = meta.get("points")
+        points = None
+        if pts:
+            points = PointSet(np.asarray(pts["coords"], float).reshape(len(pts["labels"]), -1),
+                              pts["labels"], pts["order"])
+            if not np.all(np.isfinite(points.coords)):
+                raise ValueError("non-finite point coordinates")
+        train_config, extra = meta.get("train_config", {}), meta.get("extra", {})
+        if not isinstance(train_config, dict) or not isinstance(extra, dict):
+            raise ValueError("train_config and extra must be objects")
+        return Bundle(spec=spec, classes=[int(c) for c in classes], input_spec=input_spec,
+                      normalisation=norm, state_dict={}, points=points,
+                      train_config=train_config, extra=extra)
+    except InputError as e:
+        if str(path) in str(e):
+            raise
+        raise InputError(f"{path}: bad bundle header ({_one_line(e)})") from None
     except Exception as e:  # noqa: BLE001
-        raise InputError(f"{path}: corrupt bundle metadata ({type(e).__name__}: {e})") from None
+        raise InputError(f"{path}: corrupt bundle metadata ({type(e).__name__}: {_one_line(e)})") from None
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _check_spec(d) -> ModelSpec:
+    """ModelSpec from the header, every size bounded (ValueError / InputError otherwise)."""
+    from .models import ARCHITECTURES, validate_spec
+
+    if not isinstance(d, dict):
+        raise ValueError("spec must be an object")
+    spec = ModelSpec.from_dict(d)
+    if not isinstance(spec.arch, str) or spec.arch not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {spec.arch!r}")
+    if not isinstance(spec.encoder, str):
+        raise ValueError("encoder must be a name")
+    for name, v, lo, hi in (("in_channels", spec.in_channels, 1, MAX_IN_CHANNELS),
+                            ("classes", spec.classes, 2, MAX_CLASSES),
+                            ("encoder_depth", spec.encoder_depth, 1, 5)):
+        if not _is_int(v) or not lo <= v <= hi:
+            raise ValueError(f"spec {name} {v!r} is not an integer in [{lo}, {hi}]")
+    dc = spec.decoder_channels
+    if (not isinstance(dc, list) or not 1 <= len(dc) <= 8
+            or not all(_is_int(c) and 1 <= c <= MAX_DECODER_CHANNELS for c in dc)):
+        raise ValueError("spec decoder_channels must be 1 to 8 integers in [1, 4096]")
+    validate_spec(spec)  # encoder name and norm
+    return spec
+
+
+def _check_input(d, spec: ModelSpec) -> InputSpec:
+    """InputSpec from the header: channel count, filter bank and standardisation bounded and
+    consistent with the network's input channels."""
+    if not isinstance(d, dict):
+        raise ValueError("input must be an object")
+    n = d.get("n_channels")
+    if not _is_int(n) or not 1 <= n <= MAX_IMAGE_CHANNELS:
+        raise ValueError(f"input n_channels {n!r} is not an integer in [1, {MAX_IMAGE_CHANNELS}]")
+    fb = d.get("filter_bank")
+    if fb is not None and (not isinstance(fb, dict) or not isinstance(fb.get("sigmas", []), list)
+                           or len(fb.get("sigmas", [])) > MAX_SIGMAS):
+        raise ValueError(f"filter_bank must hold at most {MAX_SIGMAS} sigmas")
+    inp = InputSpec.from_dict(d)
+    for s in inp.filter_bank.sigmas:
+        if not (np.isfinite(s) and 0 < s <= MAX_SIGMA):
+            raise ValueError(f"filter sigma {s:g} is outside (0, {MAX_SIGMA:g}]")
+    if inp.in_channels != spec.in_channels:
+        raise ValueError(f"the filter bank gives {inp.in_channels} input channels, the network "
+                         f"takes {spec.in_channels}")
+    for name in ("feature_mean", "feature_std"):
+        v = getattr(inp, name)
+        if v is not None:
+            _floats(v, spec.in_channels, name)
+    if inp.feature_std is not None and min(inp.feature_std) <= 0:
+        raise ValueError("feature_std must be > 0")
+    return inp
+
+
+def _floats(values, n: int, what: str) -> None:
+    if (not isinstance(values, list) or len(values) != n
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
+                       for v in values)):
+        raise ValueError(f"{what} must be {n} finite numbers")
+
+
+def check_weights(spec: ModelSpec, shapes: dict, path) -> None:
+    """InputError unless ``shapes`` ({name: (shape, dtype)}, from the file's index) are exactly
+    the tensors of the network ``spec`` describes. The network is built on torch's meta device,
+    so nothing is allocated."""
+    import torch
+
+    from .models import build_model
+
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in build_model(spec).state_dict().items()}
+    missing = sorted(set(expected) - set(shapes))
+    unexpected = sorted(set(shapes) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(shapes) if expected[k] != shapes[k][0])
+    if missing or unexpected or wrong:
+        if wrong:
+            k = wrong[0]
+            detail = f"{k} has shape {list(shapes[k][0])}, the header's network needs {list(expected[k])}"
+        elif missing:
+            detail = f"{len(missing)} tensor(s) missing, e.g. {missing[0]}"
+        else:
+            detail = f"{len(unexpected)} unexpected tensor(s), e.g. {unexpected[0]}"
+        raise InputError(f"{path}: the weights do not match the header's {spec.arch}/{spec.encoder} "
+                         f"network ({detail})")
+    bad = sorted(k for k, (_, dt) in shapes.items() if not str(dt).upper().startswith(("F", "BF", "I")))
+    if bad:
+        raise InputError(f"{path}: tensor {bad[0]} has unsupported dtype {shapes[bad[0]][1]}")
 
 
 def save_trainer(path: str | Path, trainer, extra: dict | None = None) -> Path:

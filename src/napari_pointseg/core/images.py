@@ -7,12 +7,15 @@ Conventions: after `to_channels_first` an image is ``(C, *spatial)`` with ``spat
 
 from __future__ import annotations
 
+import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .errors import InputError
+from .points import as_int64
 
 _TIFF = {".tif", ".tiff"}
 
@@ -22,31 +25,42 @@ def read_image(path: str | Path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"image file not found: {path}")
+    # the readers' own log lines and warnings about a broken file would come before (and
+    # say less than) our one-line error: silence them while reading
+    log = logging.getLogger("tifffile")
+    was_disabled, log.disabled = log.disabled, True
     try:
-        if path.suffix.lower() in _TIFF:
-            import tifffile
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if path.suffix.lower() in _TIFF:
+                import tifffile
 
-            arr = tifffile.imread(path)
-        else:
-            from skimage import io
+                arr = tifffile.imread(path)
+            else:
+                from skimage import io
 
-            arr = io.imread(path)
+                arr = io.imread(path)
+            arr = np.asarray(arr)
     except Exception as e:  # noqa: BLE001 - any reader failure is a bad file for the user
-        raise InputError(f"cannot read image {path}: {type(e).__name__}: {e}") from None
-    arr = np.asarray(arr)
+        msg = " ".join(str(e).split())[:200]
+        raise InputError(f"cannot read image {path}: {type(e).__name__}: {msg}") from None
+    finally:
+        log.disabled = was_disabled
     if arr.dtype.kind not in "biuf":
         raise InputError(f"image {path} has unsupported dtype {arr.dtype}")
+    if arr.size == 0:
+        raise InputError(f"cannot read image {path}: no pixel data (shape {arr.shape})")
     return arr
 
 
 def read_mask(path: str | Path) -> np.ndarray:
-    """Read a label mask (integer values, one per class). InputError on float with fractions."""
+    """Read a label mask (integer values, one per class) as int64. InputError for fractions,
+    inf / NaN or values outside the int64 range."""
     m = read_image(path)
-    if m.dtype.kind == "f":
-        if not np.all(np.isfinite(m)) or not np.all(m == np.round(m)):
-            raise InputError(f"mask {path} must hold integer class values")
-        m = m.astype(np.int64)
-    return np.asarray(m).astype(np.int64)
+    try:  # exactly, or refused: a uint64 / float mask must not wrap around silently
+        return as_int64(m, "mask")
+    except InputError as e:
+        raise InputError(f"mask {path}: {e}") from None
 
 
 def guess_channel_axis(shape: tuple[int, ...], rgb: bool | None = None) -> int | None:

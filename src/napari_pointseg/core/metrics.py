@@ -1,4 +1,9 @@
-"""Segmentation metrics on label images (values are label values, not class indices)."""
+"""Segmentation metrics on label images (values are label values, not class indices).
+
+Every pixel counts: a value that occurs only in the prediction (a label the mask never uses)
+is a class of its own with IoU 0, so it lowers the mIoU and the pixel accuracy instead of
+dropping out of the confusion matrix.
+"""
 
 from __future__ import annotations
 
@@ -8,22 +13,31 @@ import numpy as np
 def confusion_matrix(truth: np.ndarray, pred: np.ndarray, labels) -> np.ndarray:
     """int64 (K, K): rows = true label, columns = predicted label, over ``labels`` (K values).
 
-    Pixels whose true or predicted value is not in ``labels`` are ignored.
+    Pixels whose true or predicted value is not in ``labels`` are ignored (callers that want
+    every pixel pass the union of both label sets, as `segmentation_metrics` does).
     """
-    labels = np.asarray(labels)
+    labels = np.asarray(labels, dtype=np.int64)
     truth = np.asarray(truth).ravel()
     pred = np.asarray(pred).ravel()
     if truth.shape != pred.shape:
         raise ValueError(f"truth and prediction differ in size: {truth.size} vs {pred.size}")
-    lut_size = int(max(labels.max(), truth.max(initial=0), pred.max(initial=0))) + 1
-    offset = int(min(labels.min(), truth.min(initial=0), pred.min(initial=0)))
-    lut = np.full(lut_size - offset, -1, dtype=np.int64)
-    lut[labels - offset] = np.arange(len(labels))
-    t = lut[truth - offset]
-    p = lut[pred - offset]
-    ok = (t >= 0) & (p >= 0)
     k = len(labels)
+    if k == 0:
+        return np.zeros((0, 0), np.int64)
+    # searchsorted, not a lookup table indexed by value: label 5000000000 must not allocate
+    order = np.argsort(labels, kind="stable")
+    sorted_labels = labels[order]
+    t = _index_of(truth, sorted_labels, order)
+    p = _index_of(pred, sorted_labels, order)
+    ok = (t >= 0) & (p >= 0)
     return np.bincount(t[ok] * k + p[ok], minlength=k * k).reshape(k, k)
+
+
+def _index_of(values: np.ndarray, sorted_labels: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """Index into the caller's ``labels`` of each value (-1 where absent)."""
+    values = values.astype(np.int64, copy=False)
+    pos = np.clip(np.searchsorted(sorted_labels, values), 0, len(sorted_labels) - 1)
+    return np.where(sorted_labels[pos] == values, order[pos], -1)
 
 
 def iou_from_confusion(cm: np.ndarray) -> np.ndarray:
@@ -37,14 +51,15 @@ def iou_from_confusion(cm: np.ndarray) -> np.ndarray:
 def segmentation_metrics(truth: np.ndarray, pred: np.ndarray, labels=None) -> dict:
     """``{'miou', 'pixel_accuracy', 'per_class_iou': {label: iou}}``; mIoU is a fraction.
 
-    ``labels`` defaults to the values present in ``truth``. mIoU averages the classes that
-    occur in truth or prediction (NaN classes are skipped).
+    The classes are ``labels`` (default: none) plus every value present in ``truth`` or
+    ``pred``, so every pixel is counted. mIoU averages the classes that occur in truth or
+    prediction (NaN classes, listed in ``labels`` but absent from both, are skipped).
     """
-    truth = np.asarray(truth)
-    if labels is None:
-        labels = np.unique(truth)
-    labels = np.asarray(labels, dtype=np.int64)
-    cm = confusion_matrix(truth.astype(np.int64), np.asarray(pred).astype(np.int64), labels)
+    truth = np.asarray(truth).astype(np.int64, copy=False)
+    pred = np.asarray(pred).astype(np.int64, copy=False)
+    present = np.union1d(np.unique(truth), np.unique(pred))
+    labels = present if labels is None else np.union1d(np.asarray(labels, dtype=np.int64), present)
+    cm = confusion_matrix(truth, pred, labels)
     iou = iou_from_confusion(cm)
     total = cm.sum()
     return {

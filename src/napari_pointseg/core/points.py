@@ -17,6 +17,7 @@ Label values are kept exactly as given: a prediction is written with the same va
 from __future__ import annotations
 
 import csv
+import decimal
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +25,7 @@ import numpy as np
 
 from .errors import InputError
 
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _AXIS_NAMES = {2: ("y", "x"), 3: ("z", "y", "x"), 4: ("t", "z", "y", "x")}
 
 
@@ -51,14 +53,14 @@ class PointSet:
         self.coords = np.asarray(self.coords, dtype=np.float64)
         if self.coords.ndim != 2:
             self.coords = self.coords.reshape(-1, 2)
-        self.labels = np.asarray(self.labels).astype(np.int64).reshape(-1)
+        self.labels = as_int64(self.labels, "label").reshape(-1)
         if len(self.labels) != len(self.coords):
             raise InputError(
                 f"{len(self.coords)} point coordinates but {len(self.labels)} labels"
             )
         if self.order is None:
             self.order = np.arange(len(self.coords), dtype=np.int64)
-        self.order = np.asarray(self.order).astype(np.int64).reshape(-1)
+        self.order = as_int64(self.order, "order").reshape(-1)
         if len(self.order) != len(self.coords):
             raise InputError("point order has a different length than the points")
         idx = np.argsort(self.order, kind="stable")
@@ -115,13 +117,16 @@ class PointSet:
                 f"points have {self.ndim} coordinates but the image has "
                 f"{len(spatial_shape)} spatial axes {tuple(spatial_shape)}"
             )
-        pix = self.pixel_coords()
-        bad = np.any((pix < 0) | (pix >= np.asarray(spatial_shape)), axis=1)
+        # compare the rounded floats, not an int cast: 1e300 or NaN would wrap around (with a
+        # numpy warning) instead of being "outside"
+        pix = np.rint(self.coords)
+        bad = ~np.all((pix >= 0) & (pix < np.asarray(spatial_shape)), axis=1)
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
+            where = ", ".join(_fmt(v) for v in self.coords[i])
             raise InputError(
-                f"{int(bad.sum())} point(s) lie outside the image of shape {tuple(spatial_shape)}, "
-                f"e.g. order {int(self.order[i])} at {tuple(self.coords[i])}"
+                f"{int(bad.sum())} point(s) lie outside the image of shape {tuple(int(n) for n in spatial_shape)}, "
+                f"e.g. order {int(self.order[i])} at ({where})"
             )
         if len(self.classes) < min_classes:
             raise InputError(
@@ -148,9 +153,10 @@ class PointSet:
         if not path.is_file():
             raise InputError(f"points file not found: {path}")
         try:
-            with open(path, newline="") as f:
+            # utf-8-sig: Excel writes a byte-order mark that would otherwise spoil the header
+            with open(path, newline="", encoding="utf-8-sig") as f:
                 rows = list(csv.reader(f))
-        except (OSError, UnicodeDecodeError) as e:
+        except (OSError, UnicodeDecodeError, csv.Error) as e:
             raise InputError(f"cannot read points file {path}: {e}") from None
         rows = [r for r in rows if any(c.strip() for c in r)]
         if not rows:
@@ -168,13 +174,10 @@ class PointSet:
             if len(r) != len(header):
                 raise InputError(f"points file {path}, line {lineno}: expected {len(header)} fields, got {len(r)}")
             try:
-                lab = float(r[label_i])
-                if lab != int(lab):
-                    raise ValueError("label is not an integer")
-                labels.append(int(lab))
+                labels.append(_parse_int(r[label_i], "label"))
                 coords.append([float(r[i]) for i in coord_cols])
                 if order_i is not None:
-                    order.append(int(float(r[order_i])))
+                    order.append(_parse_int(r[order_i], "order"))
             except ValueError as e:
                 raise InputError(f"points file {path}, line {lineno}: {e}") from None
         if not coords:
@@ -226,4 +229,51 @@ def _column(features, name: str, n: int):
 
 
 def _fmt(v: float) -> str:
-    return str(int(v)) if float(v).is_integer() else f"{v:.3f}"
+    """A plain number for CSVs and messages (never ``np.float64(...)``)."""
+    v = float(v)
+    return str(int(v)) if v.is_integer() else f"{v:.3f}" if np.isfinite(v) and abs(v) < 1e15 else repr(v)
+
+
+def _parse_int(text: str, what: str) -> int:
+    """An integer field of a CSV, exactly (no float rounding): ``7``, ``7.0``, ``7e0``.
+    ValueError (one line) for fractions, inf / NaN, or values outside the int64 range."""
+    text = text.strip()
+    try:
+        d = decimal.Decimal(text)
+    except decimal.InvalidOperation:
+        raise ValueError(f"{what} '{text}' is not a number") from None
+    if not d.is_finite() or d != d.to_integral_value():
+        raise ValueError(f"{what} '{text}' is not an integer")
+    if d.adjusted() > 30:  # keeps int() below from building a huge integer (1e999999)
+        raise ValueError(f"{what} {text} is outside the 64-bit integer range")
+    v = int(d)
+    if not _INT64_MIN <= v <= _INT64_MAX:
+        raise ValueError(f"{what} {text} is outside the 64-bit integer range")
+    return v
+
+
+def as_int64(values, what: str = "label") -> np.ndarray:
+    """``values`` as int64, exactly, or InputError: no silent wrap-around (5000000000 stays
+    5000000000; 1e30, inf, NaN or 2.5 are refused)."""
+    a = np.asarray(values)
+    if a.dtype == np.int64:
+        return a
+    if a.size == 0:
+        return a.astype(np.int64)
+    if a.dtype.kind in "biu":
+        if a.dtype.kind == "u" and int(a.max()) > _INT64_MAX:
+            raise InputError(f"{what} value {int(a.max())} is outside the 64-bit integer range")
+        return a.astype(np.int64)
+    if a.dtype.kind == "f":
+        if not np.all(np.isfinite(a)):
+            raise InputError(f"{what} values must be finite integers (got inf or NaN)")
+        if not np.all(a == np.round(a)):
+            raise InputError(f"{what} values must be integers")
+        # 2**63 is exactly representable; anything at or above it does not fit
+        if a.min() < -(2.0**63) or a.max() >= 2.0**63:
+            raise InputError(f"{what} values must lie in the 64-bit integer range")
+        return a.astype(np.int64)
+    try:  # object / strings: Python integers of any size
+        return np.asarray([_parse_int(str(v), what) for v in a.reshape(-1)], np.int64).reshape(a.shape)
+    except ValueError as e:
+        raise InputError(str(e)) from None

@@ -42,20 +42,36 @@ def make_trainer(image: np.ndarray, points: PointSet, *, channel_axis="auto", rg
 
 
 def write_labels(path: str | Path, labels: np.ndarray) -> Path:
-    """Write a label image as a zlib-compressed TIFF, smallest unsigned/signed dtype, atomically."""
+    """Write a label image as a zlib-compressed TIFF, atomically, in the smallest integer dtype
+    that holds every value exactly (up to 64 bits: label 5000000000 stays 5000000000).
+    InputError for non-integer values or values no TIFF integer type holds."""
     import tifffile
 
     path = Path(path)
+    labels = np.asarray(labels)
+    dtype = label_dtype(labels)
     path.parent.mkdir(parents=True, exist_ok=True)
-    lo, hi = int(labels.min()), int(labels.max())
-    if lo >= 0:
-        dtype = np.uint8 if hi < 256 else np.uint16 if hi < 65536 else np.uint32
-    else:
-        dtype = np.int16 if -32768 <= lo and hi < 32768 else np.int32
     tmp = path.with_name(path.name + ".tmp")
     tifffile.imwrite(tmp, labels.astype(dtype), compression="zlib")
     os.replace(tmp, path)
     return path
+
+
+def label_dtype(labels: np.ndarray) -> np.dtype:
+    """The smallest of uint8/16/32/64 or int16/32/64 that holds every value of ``labels``
+    exactly. InputError when none does (or the values are not integers)."""
+    labels = np.asarray(labels)
+    if labels.dtype.kind not in "biu":
+        raise InputError(f"label values must be integers, got dtype {labels.dtype}")
+    if labels.size == 0:
+        return np.dtype(np.uint8)
+    lo, hi = int(labels.min()), int(labels.max())
+    candidates = (np.uint8, np.uint16, np.uint32, np.uint64) if lo >= 0 else (np.int16, np.int32, np.int64)
+    for dt in candidates:
+        info = np.iinfo(dt)
+        if info.min <= lo and hi <= info.max:
+            return np.dtype(dt)
+    raise InputError(f"label values {lo}..{hi} do not fit a 64-bit integer image")
 
 
 def metrics_for(truth: np.ndarray, pred: np.ndarray, points: PointSet | None,
@@ -91,11 +107,23 @@ def _jsonable(o):
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-def check_mask(mask: np.ndarray, spatial_shape: tuple[int, ...]) -> np.ndarray:
-    """InputError unless ``mask`` matches ``spatial_shape`` and has >= 2 classes."""
+def check_mask(mask: np.ndarray, spatial_shape: tuple[int, ...], labels=None) -> np.ndarray:
+    """InputError unless ``mask`` matches ``spatial_shape``, has >= 2 classes and (with the
+    point ``labels``) shares at least one value with them."""
     mask = np.asarray(mask)
     if tuple(mask.shape) != tuple(spatial_shape):
-        raise InputError(f"mask shape {mask.shape} differs from the image's spatial shape {tuple(spatial_shape)}")
-    if len(np.unique(mask)) < 2:
+        raise InputError(f"mask shape {tuple(int(n) for n in mask.shape)} differs from the image's "
+                         f"spatial shape {tuple(int(n) for n in spatial_shape)}")
+    values = np.unique(mask)
+    if len(values) < 2:
         raise InputError("the mask holds a single class; at least 2 are needed")
+    if labels is not None and not np.intersect1d(values, np.asarray(labels)).size:
+        raise InputError(f"the mask values {_few(values)} share no value with the point labels "
+                         f"{_few(np.unique(labels))}; the metrics would compare unrelated labels")
     return mask.astype(np.int64)
+
+
+def _few(values, n: int = 6) -> str:
+    """``[1, 2, 3, ...]`` with plain Python integers."""
+    v = [int(x) for x in values[:n]]
+    return "[" + ", ".join(map(str, v)) + (", ...]" if len(values) > n else "]")

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..cli_common import CliError, add_model_options, model_options
+from ..cli_common import CliError, add_model_options, check_inputs, check_out_dir, model_options
 
 LAYOUT = """\
 folder layout (files are matched by name without suffix: img_000.tif <-> img_000.csv):
@@ -106,12 +106,52 @@ def options_from_args(args):
         device=args.device, filter_sigmas=tuple(fb.sigmas), threads=args.threads)
 
 
+DATASET_OUTPUTS = ("metrics.json", "model.safetensors", "stage2.safetensors", "final.safetensors",
+                   "grid.json", "grid.png")
+DATASET_DIRS = ("pseudo", "self_labels", "test_predictions")
+
+
+def check_dataset_args(args, opts) -> None:
+    """Before stage 1: the data and test folders hold images, --encoder-weights is a weights
+    file that fits the encoder, and the output folder is writable without touching an input
+    (the run rewrites OUT/pseudo, OUT/self_labels, ... and, with --grid, OUT/rate_*)."""
+    from .grid import FULL, _tag
+    from .layout import scan_folder
+
+    listing = scan_folder(opts.data)
+    inputs = [p for it in listing.items for p in (it.image, it.points, it.mask) if p]
+    if args.test:
+        if not Path(args.test).is_dir():
+            raise CliError(f"--test folder not found: {args.test}")
+        test = scan_folder(args.test)
+        inputs += [p for it in test.items for p in (it.image, it.mask) if p]
+    elif args.grid:
+        raise CliError("--grid needs a test folder with masks (--test)")
+    if args.encoder_weights:
+        check_inputs(args.encoder_weights, what="--encoder-weights")
+        _check_encoder_weights(args.encoder_weights, opts.spec)
+        inputs.append(args.encoder_weights)
+    dirs = list(DATASET_DIRS)
+    if args.grid:
+        dirs += [f"rate_{_tag(r)}" for r in [*args.rates, FULL]]
+    check_out_dir(opts.out, DATASET_OUTPUTS, inputs=inputs, generated_dirs=dirs)
+
+
+def _check_encoder_weights(path, spec: dict) -> None:
+    """InputError unless ``path`` loads (without executing code) and some of its tensors fit
+    the encoder of ``spec`` (the same test stage 2 applies, minutes later)."""
+    from ..core.models import ModelSpec, build_model, load_encoder_weights
+
+    load_encoder_weights(build_model(ModelSpec.from_dict(spec)), path)
+
+
 def cmd_dataset(args) -> int:
     from .events import Done
     from .grid import iter_grid
     from .pipeline import iter_pipeline
 
     opts = options_from_args(args)
+    check_dataset_args(args, opts)
     events = iter_grid(opts, args.fractions, args.rates) if args.grid else iter_pipeline(opts)
     done = consume(events, args.quiet)
     if not args.quiet and done is not None:
