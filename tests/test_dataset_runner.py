@@ -146,3 +146,58 @@ def test_parent_watchdog_ends_an_orphaned_worker(tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+def _sleeping_job(item, out_dir, opts, cancel=None):
+    """A stand-in for an image that takes long (module level: spawn workers import it)."""
+    time.sleep(60)
+    return {"name": str(item), "status": "done"}
+
+
+def test_cancel_ends_a_process_pool_run_at_once(tmp_path):
+    """Cancel while every pool worker is busy with a long image: the run ends within seconds
+    (not when the images finish) and its worker processes are gone."""
+    psutil = pytest.importorskip("psutil")
+    import threading
+
+    from napari_pointseg.dataset.pseudo_labels import PseudoLabelOptions
+    from napari_pointseg.dataset.runner import run_jobs
+
+    me = psutil.Process()
+    before = {p.pid for p in me.children(recursive=True)}
+    cancel = threading.Event()
+    timer = threading.Timer(3.0, cancel.set)  # the workers have started their job by then
+    timer.start()
+    t0 = time.perf_counter()
+    results = list(run_jobs(_sleeping_job, ["a", "b", "c"], tmp_path, PseudoLabelOptions(threads=1),
+                            workers=2, cancel=cancel))
+    elapsed = time.perf_counter() - t0
+    timer.join()
+    assert results == [] and elapsed < 15, elapsed
+    new = [p for p in me.children(recursive=True) if p.pid not in before]
+    workers = [p for p in new if "resource_tracker" not in " ".join(_cmdline(p))]
+    psutil.wait_procs(workers, timeout=5)
+    assert not _alive(workers)
+
+
+def _cmdline(p) -> list:
+    try:
+        return p.cmdline()
+    except Exception:  # noqa: BLE001 - ended meanwhile
+        return []
+
+
+def test_cancel_during_stage1_is_a_cancel(four, tmp_path):
+    """A run cancelled in stage 1 ends as Cancelled (the widget says "cancelled"), not as
+    "no image could be pseudo-labelled"."""
+    import threading
+
+    from napari_pointseg.dataset.events import Cancelled
+    from napari_pointseg.dataset.pipeline import iter_pipeline
+    from test_dataset import tiny_options
+
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(Cancelled):
+        for _ in iter_pipeline(tiny_options(four, tmp_path / "out"), cancel):
+            pass

@@ -148,6 +148,7 @@ def iter_pipeline(opts: PipelineOptions, cancel=None) -> Iterator[object]:
             _check(cancel)
     finally:
         jobs.close()
+    _check(cancel)  # the runner ends early when cancelled: not "no image could be labelled"
     seconds["pseudo_labels"] = time.perf_counter() - t0
     records, bad = _one_channel_count(records)
     for s in bad:

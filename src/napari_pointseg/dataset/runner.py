@@ -65,14 +65,15 @@ def run_jobs(fn: Callable, items: Sequence, out_dir, opts, *, workers: int = 1,
     """Yield ``fn(item, out_dir, opts)`` for every item, in completion order.
 
     workers <= 1 and no scheduler: in this process (``fn`` also gets ``cancel=cancel``, a
-    threading.Event checked between training iterations). workers > 1: a spawn process pool.
+    threading.Event checked between training iterations). workers > 1: a spawn process pool
+    (``cancel`` is checked every quarter second; its running jobs are then terminated).
     scheduler: address of a dask.distributed scheduler ('tcp://host:8786') or a Client.
     ``opts`` must be a dataclass with a ``threads`` field (filled in per backend).
     """
     if scheduler is not None:
         yield from _run_dask(fn, items, out_dir, opts, scheduler)
     elif workers > 1 and len(items) > 1:
-        yield from _run_pool(fn, items, out_dir, opts, workers)
+        yield from _run_pool(fn, items, out_dir, opts, workers, cancel)
     else:
         for item in items:
             if cancel is not None and cancel.is_set():
@@ -80,9 +81,9 @@ def run_jobs(fn: Callable, items: Sequence, out_dir, opts, *, workers: int = 1,
             yield fn(item, out_dir, opts, cancel=cancel)
 
 
-def _run_pool(fn, items, out_dir, opts, workers: int) -> Iterator[dict]:
+def _run_pool(fn, items, out_dir, opts, workers: int, cancel=None) -> Iterator[dict]:
     import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
     from concurrent.futures.process import BrokenProcessPool
 
     threads = opts.threads or threads_per_worker(workers)
@@ -91,9 +92,15 @@ def _run_pool(fn, items, out_dir, opts, workers: int) -> Iterator[dict]:
                              initializer=_init_worker, initargs=(threads, os.getpid()))
     finished = False
     try:
-        futures = [ex.submit(fn, item, out_dir, opts) for item in items]
-        for f in as_completed(futures):
-            yield f.result()
+        pending = {ex.submit(fn, item, out_dir, opts) for item in items}
+        while pending:
+            # wake up now and then: a cancel (the widget's Cancel, its viewer closing) must not
+            # wait for the running images to finish, which can take minutes each
+            done, pending = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
+            for f in done:
+                yield f.result()
+            if cancel is not None and cancel.is_set():
+                return
         finished = True
     except BrokenProcessPool:
         raise InputError("a worker process died (out of memory, or killed); finished images are "
