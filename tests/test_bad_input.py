@@ -333,8 +333,6 @@ def test_bad_input_in_a_real_process(base, tmp_path):
     shutil.copytree(base, work)
     for argv in (["train", str(work / "img.tif"), str(work / "label_1e30.csv"), "--out", str(work),
                   *QUICK],
-                 ["predict", str(work / "three_classes.safetensors"), str(work / "img.tif"),
-                  "--out", str(work / "o")],
                  ["dataset", str(work / "ds"), "--out", str(work / "o"), "--encoder-weights",
                   str(work / "weights.pt")]):
         r = subprocess.run([sys.executable, "-m", "napari_pointseg", *argv], capture_output=True,
@@ -351,6 +349,17 @@ def test_excel_csv_with_byte_order_mark(tmp_path):
     (tmp_path / "p.csv").write_bytes("order,label,y,x\r\n0,1,5,5\r\n1,2,9,9\r\n".encode("utf-8-sig"))
     pts = PointSet.from_csv(tmp_path / "p.csv")
     assert pts.labels.tolist() == [1, 2] and pts.coords.tolist() == [[5, 5], [9, 9]]
+
+
+def test_napari_labels_are_exact_or_refused():
+    from napari_pointseg.core.points import PointSet
+
+    data = np.array([[1.0, 1.0], [2.0, 2.0], [3.0, 3.0]])
+    pts = PointSet.from_napari(data, {"label": [5000000000.0, 2.0, np.nan]})
+    assert pts.labels.tolist() == [5000000000, 2]
+    for bad in (1e30, -1e19, 1.5):  # (inf, like NaN, marks an unlabelled point: dropped)
+        with pytest.raises(InputError):
+            PointSet.from_napari(data, {"label": [bad, 2.0, 1.0]})
 
 
 def test_large_labels_are_written_exactly(tmp_path):

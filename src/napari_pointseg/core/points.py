@@ -215,7 +215,7 @@ class PointSet:
         order = np.where(np.isfinite(order), order, np.arange(n) + 1e9)
         if spatial_ndim is not None:
             data = data[:, -spatial_ndim:]
-        return cls(data[keep], labels[keep].astype(np.int64),
+        return cls(data[keep], labels[keep],  # as_int64 in __post_init__: exact or InputError
                    np.argsort(np.argsort(order[keep], kind="stable"), kind="stable"))
 
 
