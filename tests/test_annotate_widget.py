@@ -325,6 +325,23 @@ def test_remove_image_while_training(small, qtbot, notes):
     _back_to(qtbot, widget.baseline)
 
 
+def test_remove_image_while_predicting(small, qtbot, notes):
+    """A whole-image prediction still running when its image is removed lands nowhere."""
+    viewer, widget, coords, labels = small
+    widget.start_training()
+    qtbot.waitUntil(lambda: widget.n_predictions > 0, timeout=WAIT)
+    widget.stop_training()
+    qtbot.waitUntil(lambda: not widget.is_training, timeout=WAIT)
+    n = widget.n_predictions
+    widget.predict_all()
+    assert widget.busy  # the job runs in a worker of its own
+    viewer.layers.remove("img")
+    qtbot.waitUntil(lambda: not widget.busy, timeout=WAIT)
+    assert widget.n_predictions == n and "other prediction" not in viewer.layers
+    assert not notes, notes
+    _back_to(qtbot, widget.baseline)
+
+
 @pytest.mark.parametrize("layer", ["points", "prediction"])
 def test_remove_layer_while_training(small, qtbot, notes, layer):
     """Removing the points layer leaves a training with no points (it waits); removing the

@@ -1134,7 +1134,17 @@ class AnnotateWidget(QWidget):
             self._set_status("prediction of the whole image done")
 
         self._set_status("predicting the whole image…")
-        self.run_job(Job(fn, done, label="prediction"))
+        self.run_job(Job(fn, self._for_current_image(done), label="prediction"))
+
+    def _for_current_image(self, on_done):
+        """``on_done`` of a job whose result belongs to the image chosen now: dropped if by
+        then that image was removed or another one picked (wrong layer, maybe wrong shape)."""
+        image = self._image
+
+        def guarded(result):
+            if self._image is image:
+                on_done(result)
+        return guarded
 
     def _show_uncertainty(self, unc: np.ndarray, plane: int | None = None) -> None:
         name = f"{self._image.name}{UNCERTAINTY_SUFFIX}"
@@ -1240,7 +1250,8 @@ class AnnotateWidget(QWidget):
             return np.asarray(yx), unc
 
         self._set_status("looking for uncertain places…")
-        self.run_job(Job(fn, lambda r: self._show_suggestions(r[0], r[1], z), label="suggestion"))
+        self.run_job(Job(fn, self._for_current_image(lambda r: self._show_suggestions(r[0], r[1], z)),
+                         label="suggestion"))
 
     def _show_suggestions(self, yx: np.ndarray, unc, z: int) -> None:
         if self._image is None:
