@@ -8,8 +8,10 @@ Process pool: the 'spawn' context (forking a process that has torch threads runn
 fragile) and ``threads = cores // workers`` torch threads per worker, so that N workers do not
 fight over the same cores. Each worker runs a watchdog thread that ends the worker as soon as
 its parent is gone: a SIGKILL of the parent (which runs no cleanup) must not leave workers
-training on (and holding ~1 GB each) for nobody. Dask: ``distributed.Client(address)``; each task limits torch to
-``threads`` (default 1: a Dask worker runs one task per thread slot at the same time).
+training on (and holding ~1 GB each) for nobody.
+
+Dask: ``distributed.Client(address)``; each task limits torch to ``threads`` (default 1: a
+Dask worker runs one task per thread slot at the same time).
 """
 
 from __future__ import annotations
