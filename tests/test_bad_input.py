@@ -280,6 +280,8 @@ CASES = {
                              "--seed"),
     "samplers zero seeds": (["samplers", "{d}/img.tif", "{d}/mask.tif", "--out", "{d}/out", *QUICK, "--seeds", "0"],
                             "--seeds"),
+    "orders bad second pair": (["orders", "{d}/img.tif", "{d}/mask.tif", "{d}/img.tif", "{d}/small_mask.tif",
+                                "--out", "{d}/out", *QUICK], "small_mask.tif: mask shape"),
     "samplers missing mask": (["samplers", "{d}/img.tif", "{d}/nope.tif", "--out", "{d}/out", *QUICK], "not found"),
     "models with an argument": (["models", "--bogus"], "unrecognized"),
     "no subcommand": ([], "required"),

@@ -194,6 +194,23 @@ def precheck(args) -> None:
         inputs += [v for v in values if v is not None]
     if args.command in _OUTPUTS:
         check_out_dir(args.out, _OUTPUTS[args.command](args), inputs=inputs)
+    pairs = getattr(args, "pairs", None)
+    if pairs and len(pairs) % 2 == 0:
+        _check_pairs(pairs, args.channel_axis)
+
+
+def _check_pairs(pairs: list, channel_axis) -> None:
+    """orders / samplers run every pair in turn: a bad last pair must fail before the first
+    one trains (the pairs are small 2D images: reading them twice is cheap)."""
+    from .core.images import read_image, read_mask, to_channels_first
+    from .core.session import check_mask
+
+    for img, msk in zip(pairs[::2], pairs[1::2]):
+        shape = to_channels_first(read_image(img), channel_axis).shape[1:]
+        try:
+            check_mask(read_mask(msk), shape)
+        except InputError as e:
+            raise InputError(f"{msk}: {e}") from None
 
 
 def main(argv=None) -> int:
