@@ -343,6 +343,28 @@ def test_bad_input_in_a_real_process(base, tmp_path):
         assert r.returncode == 2 and len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
 
 
+def test_unwritable_out_folder(d, capsys, monkeypatch):
+    """(Tests run as root here, where every folder is writable: os.access is faked.)"""
+    import napari_pointseg.cli_common as cc
+
+    monkeypatch.setattr(cc.os, "access", lambda p, mode: not (mode & os.W_OK))
+    code, err = _run(_train(out="newdir/out"), d, capsys)
+    assert code == 2 and "cannot write" in err and len(err.strip().splitlines()) == 1
+
+
+def test_pickle_encoder_weights_never_run(d, capsys):
+    import pickle
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(d / "pwned"), "w"))
+
+    (d / "evil.pt").write_bytes(pickle.dumps(Evil()))
+    code, err = _run(_dataset("--encoder-weights", "{d}/evil.pt"), d, capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "cannot read weights" in err
+    assert not (d / "pwned").exists()
+
+
 # -- what valid-but-unusual input must give ----------------------------------------------------
 
 def test_excel_csv_with_byte_order_mark(tmp_path):
