@@ -38,6 +38,7 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see {self.prog} --help)\n")
 
+
 # modules that contribute subcommands with a `register(subparsers)` function
 _PLUGINS = ("napari_pointseg.oracle.cli", "napari_pointseg.dataset.cli")
 
