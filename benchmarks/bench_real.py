@@ -161,6 +161,9 @@ def main(argv=None) -> int:
                    help="the simulated user stops at this fraction (0.003; 0.001 is ~3x quicker)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default=str(RESULTS))
+    p.add_argument("--config", default="{}",
+                   help='TrainConfig overrides as JSON, e.g. \'{"crop_size": null}\' (recipe trials)')
+    p.add_argument("--spec", default="{}", help="ModelSpec overrides as JSON")
     args = p.parse_args(argv)
     data = Path(args.data)
     if not data.is_dir():
@@ -177,7 +180,12 @@ def main(argv=None) -> int:
     if bad:
         print(f"error: unknown mode(s) {sorted(bad)}; choose from {MODES}", file=sys.stderr)
         return 2
-    config, spec = TrainConfig(), ModelSpec()
+    try:
+        config = TrainConfig(**json.loads(args.config))
+        spec = ModelSpec(**json.loads(args.spec))
+    except (ValueError, TypeError) as e:
+        print(f"error: --config / --spec: {e}", file=sys.stderr)
+        return 2
     rows = []
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

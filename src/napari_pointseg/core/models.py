@@ -37,7 +37,9 @@ class ModelSpec:
 
     arch: key of ARCHITECTURES; encoder: an smp encoder name; in_channels / classes: network
     input channels and output classes; encoder_depth / decoder_channels: size knobs (Unet
-    family); norm: 'group' (GroupNorm, default) or 'batch'.
+    family); norm: 'group' (GroupNorm, default) or 'batch'; input_scale: the network runs on
+    the input average-pooled by this factor and its logits are upsampled back (0: chosen from
+    the plane size when training starts, `resolve_input_scale`; a bundle stores the value used).
     """
 
     arch: str = "unet"
@@ -47,6 +49,7 @@ class ModelSpec:
     encoder_depth: int = 4
     decoder_channels: list[int] = field(default_factory=lambda: [64, 32, 16, 16])
     norm: str = "group"
+    input_scale: int = 0   # the network sees the input average-pooled by this factor (0: auto)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -59,9 +62,28 @@ class ModelSpec:
     @property
     def stride(self) -> int:
         """Input height/width must be a multiple of this."""
-        if self.arch in _DEPTH_ARCHS:
-            return 2 ** self.encoder_depth
-        return 32
+        base = 2 ** self.encoder_depth if self.arch in _DEPTH_ARCHS else 32
+        return base * self.scale
+
+    @property
+    def scale(self) -> int:
+        """The input downsampling factor in use (an unresolved 0 counts as 1)."""
+        return max(1, int(self.input_scale))
+
+
+# planes up to this size train at full resolution; larger ones at half (docs/training.md)
+FULL_RES_MAX_SIDE = 320
+
+
+def resolve_input_scale(spec: ModelSpec, plane_shape) -> ModelSpec:
+    """``spec`` with an automatic ``input_scale`` (0) fixed for planes of ``plane_shape``
+    (H, W): 1 up to FULL_RES_MAX_SIDE px, else 2, so that the network sees (nearly) the whole
+    plane in every iteration at the cost of a 256² crop. An explicit value is kept."""
+    from dataclasses import replace
+
+    if int(spec.input_scale) > 0:
+        return spec
+    return replace(spec, input_scale=1 if max(plane_shape) <= FULL_RES_MAX_SIDE else 2)
 
 
 def encoder_names() -> list[str]:
@@ -86,6 +108,8 @@ def validate_spec(spec: ModelSpec) -> None:
         raise InputError(f"norm must be 'group' or 'batch', got '{spec.norm}'")
     if spec.classes < 2:
         raise InputError("a network needs at least 2 classes")
+    if not 0 <= int(spec.input_scale) <= 8:
+        raise InputError(f"input_scale must be 0 (auto) to 8, got {spec.input_scale}")
 
 
 def build_model(spec: ModelSpec):
@@ -106,7 +130,47 @@ def build_model(spec: ModelSpec):
         raise InputError(f"cannot build {spec.arch} with encoder {spec.encoder}: {e}") from None
     if spec.norm == "group":
         model = batchnorm_to_groupnorm(model)
+    if spec.scale > 1:
+        model = scaled_input(model, spec.scale)
     return model
+
+
+_SCALED_INPUT = None
+
+
+def scaled_input(net, factor: int):
+    """``net`` wrapped to run on its input average-pooled by ``factor``, with the logits
+    upsampled (bilinear) back to the input size. ``.encoder`` stays reachable."""
+    global _SCALED_INPUT
+    if _SCALED_INPUT is None:
+        _SCALED_INPUT = _scaled_input_class()
+    return _SCALED_INPUT(net, factor)
+
+
+def _scaled_input_class():
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    class ScaledInput(nn.Module):
+        """Runs ``net`` on the input average-pooled by ``factor`` and upsamples its logits
+        (bilinear) back to the input size: the whole plane in every iteration at 1/factor² of
+        the cost (see docs/training.md, fifth session)."""
+
+        def __init__(self, net, factor: int):
+            super().__init__()
+            self.net = net
+            self.factor = factor
+
+        @property
+        def encoder(self):
+            return self.net.encoder
+
+        def forward(self, x):
+            h, w = x.shape[-2:]
+            y = self.net(F.avg_pool2d(x, self.factor))
+            return F.interpolate(y, size=(h, w), mode="bilinear", align_corners=False)
+
+    return ScaledInput
 
 
 def batchnorm_to_groupnorm(module):

@@ -23,8 +23,8 @@ import numpy as np
 
 from .errors import InputError
 from .inputs import PreparedImage
-from .models import (ModelSpec, build_model, choose_device, rebalance_threads, setup_torch,
-                     use_bf16)
+from .models import (ModelSpec, build_model, choose_device, rebalance_threads,
+                     resolve_input_scale, setup_torch, use_bf16)
 from .points import PointSet
 from .schedule import admission_order, next_step_size
 
@@ -48,7 +48,7 @@ class TrainConfig:
     lr: float = 2e-3
     weight_decay: float = 1e-4
     warmup_iters: int = 10
-    crop_size: int | None = 256     # None: the whole plane every iteration
+    crop_size: int | None = 256     # in network pixels (image pixels / input_scale); None: whole plane
     batch_size: int = 1
     augment: bool = True
     class_balance: float = 0.5      # class weight = (mean count / count) ** class_balance
@@ -71,12 +71,14 @@ class TrainConfig:
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
-def crop_batch_shape(config: TrainConfig, plane_shape, stride: int) -> tuple[int, int, int]:
-    """(batch, height, width) of one training iteration on a plane padded to ``stride``:
-    ``config.batch_size`` square crops of ``config.crop_size`` (a multiple of the stride, at
-    most the plane), or the whole plane once when the crop would cover it."""
+def crop_batch_shape(config: TrainConfig, plane_shape, stride: int,
+                     scale: int = 1) -> tuple[int, int, int]:
+    """(batch, height, width) in image pixels of one training iteration on a plane padded to
+    ``stride``: ``config.batch_size`` square crops of ``config.crop_size`` network pixels
+    (x ``scale``, the network's input downsampling; a multiple of the stride, at most the
+    plane), or the whole plane once when the crop would cover it."""
     h, w = plane_shape
-    size = config.crop_size or max(h, w)
+    size = config.crop_size * scale if config.crop_size else max(h, w)
     size = max(stride, min(size, h, w) // stride * stride)
     if size >= h and size >= w:
         return 1, h, w
@@ -128,7 +130,7 @@ class SparseTrainer:
         self._check_points(points)
         spec = ModelSpec(**{**(spec or ModelSpec()).to_dict(),
                             "in_channels": image.spec.in_channels, "classes": len(self.classes)})
-        self.spec = spec
+        self.spec = spec = resolve_input_scale(spec, image.spatial_shape[-2:])
         torch.manual_seed(self.config.seed)
         self.rng = np.random.default_rng(self.config.seed)
         # own generator: another trainer in the same process must not shift this one's noise
@@ -288,7 +290,7 @@ class SparseTrainer:
         cfg = self.config
         n = len(zs)
         h, w = self._plane(int(zs[0])).shape[-2:]
-        bs, size, width = crop_batch_shape(cfg, (h, w), self.spec.stride)
+        bs, size, width = crop_batch_shape(cfg, (h, w), self.spec.stride, self.spec.scale)
         full = (size, width) == (h, w)
         # half of the crops look at the newest points: they are what this step is about
         # (polishing: only the points the prediction gets wrong; otherwise half of the rest)

@@ -131,7 +131,9 @@ class DatasetTrainer:
         if len(self.classes) < 2:
             raise InputError(f"the pseudo-labels hold one class only {self.classes.tolist()}")
         self.input_spec, feats = fit_input_spec([s.image for s in samples], channel_axis, filter_bank)
-        self.spec = ModelSpec(**{**(spec or ModelSpec()).to_dict(),
+        # images of many sizes: the dataset network stays at full resolution unless told
+        base = (spec or ModelSpec()).to_dict()
+        self.spec = ModelSpec(**{**base, "input_scale": base.get("input_scale") or 1,
                                  "in_channels": self.input_spec.in_channels, "classes": len(self.classes)})
         mean = np.asarray(self.input_spec.feature_mean, np.float32)[:, None, None]
         std = np.asarray(self.input_spec.feature_std, np.float32)[:, None, None]

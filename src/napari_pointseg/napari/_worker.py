@@ -104,7 +104,8 @@ def prepare_input(image, channel_axis, rgb: bool, plane: int, spec, n_classes: i
     import torch.nn.functional as F
 
     from ..core.inputs import PreparedImage
-    from ..core.models import ModelSpec, build_model, choose_device, setup_torch, use_bf16
+    from ..core.models import (ModelSpec, build_model, choose_device, resolve_input_scale,
+                               setup_torch, use_bf16)
     from ..core.predict import predict_proba
     from ..core.trainer import crop_batch_shape
 
@@ -114,13 +115,14 @@ def prepare_input(image, channel_axis, rgb: bool, plane: int, spec, n_classes: i
     dev = choose_device(device)
     spec = ModelSpec(**{**spec.to_dict(), "in_channels": prep.spec.in_channels,
                         "classes": max(2, n_classes)})
+    spec = resolve_input_scale(spec, x.shape[-2:])  # as the trainer resolves it
     # private RNG state: the real network's seeded initialisation must not depend on this
     with torch.random.fork_rng(devices=[]):
         net = build_model(spec).to(dev)
     if dev.type == "cpu":
         net = net.to(memory_format=torch.channels_last)
     padded = [-(-n // spec.stride) * spec.stride for n in x.shape[-2:]]  # as the trainer pads
-    bs, ch, cw = crop_batch_shape(config, padded, spec.stride)
+    bs, ch, cw = crop_batch_shape(config, padded, spec.stride, spec.scale)
     xb = torch.zeros((bs, x.shape[0], ch, cw), device=dev)
     if dev.type == "cpu":
         xb = xb.contiguous(memory_format=torch.channels_last)
