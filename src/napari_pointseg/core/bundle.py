@@ -196,9 +196,12 @@ def _check_spec(d) -> ModelSpec:
         raise ValueError(f"unknown architecture {spec.arch!r}")
     if not isinstance(spec.encoder, str):
         raise ValueError("encoder must be a name")
-    for name, v, lo, hi in (("in_channels", spec.in_channels, 1, MAX_IN_CHANNELS),
-                            ("classes", spec.classes, 2, MAX_CLASSES),
-                            ("encoder_depth", spec.encoder_depth, 1, 5)):
+    for name, lo, hi in (("in_channels", 1, MAX_IN_CHANNELS), ("classes", 2, MAX_CLASSES),
+                         ("encoder_depth", 1, 5), ("input_scale", 0, 8),
+                         ("refine_channels", 0, MAX_DECODER_CHANNELS)):
+        if not hasattr(spec, name):  # a field this version of ModelSpec does not have
+            continue
+        v = getattr(spec, name)
         if not _is_int(v) or not lo <= v <= hi:
             raise ValueError(f"spec {name} {v!r} is not an integer in [{lo}, {hi}]")
     dc = spec.decoder_channels
