@@ -74,6 +74,10 @@ def _write_broken_files(d: Path, image, mask) -> None:
     tifffile.imwrite(d / "x.tif", image)
     tifffile.imwrite(d / "x_prediction.tif", image)     # predict x.tif --out d would replace it
     (d / "garbage.tif").write_bytes(b"II*\x00garbage" * 8)
+    from skimage.io import imsave
+
+    imsave(d / "img.png", (mask * 100).astype(np.uint8), check_contrast=False)
+    (d / "fake.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
     (d / "afile").write_text("I am a file, not a folder")
     (d / "a").mkdir()
     (d / "b").mkdir()
@@ -266,6 +270,7 @@ CASES = {
     "two inputs with one output name": (_predict("a/img.tif", "b/img.tif"), "would both be written"),
     "the same image twice": (_predict("img.tif", "img.tif"), "given twice"),
     "prediction would replace an input": (_predict("x.tif", "x_prediction.tif", out="."), "overwrite the input"),
+    "a later image is no image": (_predict("img.tif", "garbage.tif", "fake.png"), "cannot read image"),
     "image with other channels than the bundle": (_predict("rgb.tif", extra=["--channel-axis", "2"]), "channel"),
     "predict out is a file": (_predict(out="afile"), "existing file"),
     # oracle / orders / samplers
@@ -494,7 +499,7 @@ def test_fuzz_points_csv_mutated(tmp_path, rows, header):
 
 @pytest.fixture(scope="module")
 def valid_files(base):
-    return {"tif": (base / "img.tif").read_bytes(), "csv": (base / "pts.csv").read_bytes(),
+    return {"tif": (base / "img.tif").read_bytes(), "png": (base / "img.png").read_bytes(),
             "bundle": (base / "model.safetensors").read_bytes()}
 
 
@@ -511,23 +516,26 @@ EDITS = st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), min_size
 @FUZZ
 @given(data=st.binary(max_size=300), suffix=st.sampled_from([".tif", ".png", ".jpg"]))
 def test_fuzz_image_random_bytes(tmp_path, data, suffix):
-    from napari_pointseg.core.images import read_image
+    from napari_pointseg.core.images import probe_image, read_image
 
     (tmp_path / f"i{suffix}").write_bytes(data)
+    _only_input_errors(probe_image, tmp_path / f"i{suffix}")
     _only_input_errors(read_image, tmp_path / f"i{suffix}")
 
 
 @FUZZ
-@given(edits=EDITS, head=st.booleans())
-def test_fuzz_image_mutated_tiff(tmp_path, valid_files, edits, head):
-    from napari_pointseg.core.images import read_image, read_mask
+@given(edits=EDITS, head=st.booleans(), kind=st.sampled_from(["tif", "png"]))
+def test_fuzz_image_mutated(tmp_path, valid_files, edits, head, kind):
+    from napari_pointseg.core.images import probe_image, read_image, read_mask
 
-    data = valid_files["tif"]
-    if head:  # the header and the first IFD, where a mutation changes shapes and offsets
+    data = valid_files[kind]
+    if head:  # the header / first IFD and the end, where a mutation changes shapes and offsets
         edits = [(p % 64 if p % 2 else len(data) - 1 - p % 256, v) for p, v in edits]
-    (tmp_path / "i.tif").write_bytes(_mutate(data, edits))
-    _only_input_errors(read_image, tmp_path / "i.tif")
-    _only_input_errors(read_mask, tmp_path / "i.tif")
+    path = tmp_path / f"i.{kind}"
+    path.write_bytes(_mutate(data, edits))
+    _only_input_errors(probe_image, path)
+    _only_input_errors(read_image, path)
+    _only_input_errors(read_mask, path)
 
 
 @FUZZ

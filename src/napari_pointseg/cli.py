@@ -195,6 +195,11 @@ def precheck(args) -> None:
         inputs += [v for v in values if v is not None]
     if args.command in _OUTPUTS:
         check_out_dir(args.out, _OUTPUTS[args.command](args), inputs=inputs)
+    if args.command == "predict":  # images are read one by one later: all must be images
+        from .core.images import probe_image
+
+        for path in args.images:
+            probe_image(path)
     pairs = getattr(args, "pairs", None)
     if pairs and len(pairs) % 2 == 0:
         _check_pairs(pairs, args.channel_axis)

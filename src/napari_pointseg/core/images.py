@@ -53,6 +53,43 @@ def read_image(path: str | Path) -> np.ndarray:
     return arr
 
 
+def probe_image(path: str | Path) -> tuple[tuple[int, ...], np.dtype]:
+    """(shape, dtype) of an image file from its header, without reading the pixels: a cheap
+    up-front check that every input of a batch is an image at all. InputError otherwise."""
+    path = Path(path)
+    log = logging.getLogger("tifffile")
+    was_disabled, log.disabled = log.disabled, True
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if path.suffix.lower() in _TIFF:
+                import tifffile
+
+                with tifffile.TiffFile(path) as tif:
+                    series = tif.series[0]
+                    shape, dtype = tuple(series.shape), np.dtype(series.dtype)
+            else:
+                from PIL import Image
+
+                with Image.open(path) as im:
+                    w, h = im.size
+                    bands = len(im.getbands())
+                    shape = (h, w) if bands == 1 else (h, w, bands)
+                    dtype = np.dtype(np.uint16 if im.mode.startswith("I;16") else
+                                     np.int32 if im.mode == "I" else
+                                     np.float32 if im.mode == "F" else np.uint8)
+    except Exception as e:  # noqa: BLE001 - any reader failure is a bad file for the user
+        msg = " ".join(str(e).split())[:200]
+        raise InputError(f"cannot read image {path}: {type(e).__name__}: {msg}") from None
+    finally:
+        log.disabled = was_disabled
+    if dtype.kind not in "biuf":
+        raise InputError(f"image {path} has unsupported dtype {dtype}")
+    if not shape or min(shape) < 1:
+        raise InputError(f"cannot read image {path}: no pixel data (shape {shape})")
+    return shape, dtype
+
+
 def read_mask(path: str | Path) -> np.ndarray:
     """Read a label mask (integer values, one per class) as int64. InputError for fractions,
     inf / NaN or values outside the int64 range."""
