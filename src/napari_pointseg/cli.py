@@ -163,7 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Predict label images with a bundle written by train/oracle/dataset.")
     pr.add_argument("bundle", help="model bundle (.safetensors)")
     pr.add_argument("images", nargs="+", help="image files")
-    pr.add_argument("--out", required=True, help="output folder (NAME_prediction.tif per image)")
+    pr.add_argument("--out", required=True, help="output folder: NAME_prediction.tif per image, NAME = the file name without its "
+                         "last suffix (two images with the same NAME are refused)")
     pr.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
     add_image_options(pr)
     pr.set_defaults(func=cmd_predict)

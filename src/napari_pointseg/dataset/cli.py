@@ -9,7 +9,9 @@ from pathlib import Path
 from ..cli_common import CliError, add_model_options, check_inputs, check_out_dir, model_options
 
 LAYOUT = """\
-folder layout (files are matched by name without suffix: img_000.tif <-> img_000.csv):
+folder layout (files are matched by name without the last suffix: img_000.tif <-> img_000.csv;
+cells.day0.tif and cells.day1.tif are two images; a.tif + a.png in one folder is a name clash:
+both are skipped with the reason):
   DATA/images/img_000.tif   images (TIFF, PNG, JPEG; 2D grey or with channels);
                             or the images directly in DATA/
   DATA/points/img_000.csv   clicked points (order,label,y,x) of the images a human annotated
