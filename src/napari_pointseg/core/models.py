@@ -50,6 +50,7 @@ class ModelSpec:
     decoder_channels: list[int] = field(default_factory=lambda: [64, 32, 16, 16])
     norm: str = "group"
     input_scale: int = 0   # the network sees the input average-pooled by this factor (0: auto)
+    refine_channels: int = 16  # with input_scale > 1: width of the full-resolution head (0: none)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -131,23 +132,26 @@ def build_model(spec: ModelSpec):
     if spec.norm == "group":
         model = batchnorm_to_groupnorm(model)
     if spec.scale > 1:
-        model = scaled_input(model, spec.scale)
+        model = scaled_input(model, spec.scale, spec.in_channels, spec.classes,
+                             spec.refine_channels)
     return model
 
 
 _SCALED_INPUT = None
 
 
-def scaled_input(net, factor: int):
+def scaled_input(net, factor: int, in_channels: int, classes: int, refine: int = 16):
     """``net`` wrapped to run on its input average-pooled by ``factor``, with the logits
-    upsampled (bilinear) back to the input size. ``.encoder`` stays reachable."""
+    upsampled (bilinear) back to the input size and corrected by a small full-resolution head
+    on the input (``refine`` channels; 0: none). ``.encoder`` stays reachable."""
     global _SCALED_INPUT
     if _SCALED_INPUT is None:
         _SCALED_INPUT = _scaled_input_class()
-    return _SCALED_INPUT(net, factor)
+    return _SCALED_INPUT(net, factor, in_channels, classes, refine)
 
 
 def _scaled_input_class():
+    import torch
     import torch.nn as nn
     import torch.nn.functional as F
 
@@ -156,10 +160,21 @@ def _scaled_input_class():
         (bilinear) back to the input size: the whole plane in every iteration at 1/factor² of
         the cost (see docs/training.md, fifth session)."""
 
-        def __init__(self, net, factor: int):
+        def __init__(self, net, factor: int, in_channels: int, classes: int, refine: int):
             super().__init__()
             self.net = net
             self.factor = factor
+            self.refine = None
+            if refine > 0:
+                # thin structures (vessels, membranes) vanish in the pooled input: this head
+                # sees the full-resolution channels and the upsampled logits; its last layer
+                # starts at zero so that training starts from the plain upsampled prediction
+                last = nn.Conv2d(refine, classes, 1)
+                nn.init.zeros_(last.weight)
+                nn.init.zeros_(last.bias)
+                self.refine = nn.Sequential(
+                    nn.Conv2d(in_channels + classes, refine, 3, padding=1), nn.ReLU(inplace=True),
+                    nn.Conv2d(refine, refine, 3, padding=1), nn.ReLU(inplace=True), last)
 
         @property
         def encoder(self):
@@ -168,7 +183,10 @@ def _scaled_input_class():
         def forward(self, x):
             h, w = x.shape[-2:]
             y = self.net(F.avg_pool2d(x, self.factor))
-            return F.interpolate(y, size=(h, w), mode="bilinear", align_corners=False)
+            y = F.interpolate(y, size=(h, w), mode="bilinear", align_corners=False)
+            if self.refine is not None:
+                y = y + self.refine(torch.cat([x, y.to(x.dtype)], 1))
+            return y
 
     return ScaledInput
 
