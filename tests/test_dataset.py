@@ -201,3 +201,41 @@ def test_grid_table_and_plot(tiny, tmp_path):
     assert len(table["rows"]) == 2
     png = (tmp_path / "grid.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_test_stage_counts_every_pixel_and_lists_clashes(tmp_path):
+    """The test metrics count mask values the network cannot predict as errors (not dropped),
+    and a name clash in the test folder is listed in ``skipped``."""
+    import tifffile
+
+    from napari_pointseg.dataset.pipeline import PipelineOptions, _test_stage
+
+    test = tmp_path / "test"
+    (test / "images").mkdir(parents=True)
+    (test / "masks").mkdir()
+    img = np.zeros((8, 8), np.float32)
+    tifffile.imwrite(test / "images" / "a.tif", img)
+    mask = np.ones((8, 8), np.uint8)
+    mask[:, 4:] = 3  # half the pixels hold a label the network does not know
+    tifffile.imwrite(test / "masks" / "a.tif", mask)
+    tifffile.imwrite(test / "images" / "b.tif", img)
+    tifffile.imwrite(test / "images" / "b.png", (img * 0).astype(np.uint8))
+
+    class Net:
+        classes = np.array([1, 2])
+
+        def predict(self, image):
+            return np.ones((8, 8), np.int64)
+
+    skipped = []
+    gen = _test_stage(Net(), PipelineOptions(data=tmp_path, out=tmp_path / "o", test=test),
+                      tmp_path / "o", 1, skipped, None)
+    try:
+        while True:
+            next(gen)
+    except StopIteration as stop:
+        section = stop.value
+    assert section["pixel_accuracy"] == 0.5
+    assert section["per_class_iou"]["3"] == 0.0
+    assert section["miou"] < 1.0
+    assert any(s.name.startswith("test/b") for s in skipped)

@@ -25,6 +25,7 @@ _OPTION_RANGES = {
     "seeds": (True, 1, 1000, False),
     "encoder_depth": (True, 1, 5, False),
     "crop_size": (True, 0, 65536, False),            # 0 = the whole image
+    "input_scale": (True, 0, 8, False),              # 0 = auto
     "threads": (True, 1, 4096, False),
     "iters_per_point": (False, 0, 1e6, True),
     "lr": (False, 0, 10, True),
@@ -165,7 +166,12 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
                    help=f"iterations per admitted step (default {c.iters_per_step} per step)")
     g.add_argument("--lr", type=float, default=c.lr, help=f"learning rate (default {c.lr})")
     g.add_argument("--crop-size", type=int, default=c.crop_size,
-                   help="training crop size; 0 = whole image every iteration")
+                   help=f"training crop size in network pixels (image pixels / input scale); "
+                        f"0 = whole image every iteration (default {c.crop_size})")
+    g.add_argument("--input-scale", type=int, default=d.input_scale,
+                   help="the network sees the image downsampled by this factor (its logits are "
+                        "upsampled, with a full-resolution head); 0 = auto: 1 for images up to "
+                        "320 px, else 2 (default 0)")
     g.add_argument("--entropy-weight", type=float, default=c.entropy_weight,
                    help=f"weight of the prediction-entropy term on unlabelled pixels; 0 = off "
                         f"(default {c.entropy_weight})")
@@ -183,7 +189,8 @@ def model_options(args: argparse.Namespace, **overrides):
     from .core.trainer import TrainConfig
 
     check_options(args)
-    spec = ModelSpec(arch=args.arch, encoder=args.encoder, encoder_depth=args.encoder_depth)
+    spec = ModelSpec(arch=args.arch, encoder=args.encoder, encoder_depth=args.encoder_depth,
+                     input_scale=args.input_scale)
     cfg = dict(seed=args.seed, lr=args.lr, crop_size=args.crop_size or None, threads=args.threads)
     cfg["entropy_weight"] = args.entropy_weight
     if args.iters_per_point is not None:

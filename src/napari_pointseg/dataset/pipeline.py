@@ -317,9 +317,10 @@ def _test_stage(net: DatasetTrainer, opts, out: Path, n_channels: int, skipped: 
 
     listing = scan_folder(opts.test)
     for s in listing.skipped:
+        skipped.append(Skip(f"test/{s.name}", s.reason))
         yield Message(f"test: skipping {s.name}: {s.reason}", "warning")
     labels = net.classes
-    cm = np.zeros((len(labels), len(labels)), np.int64)
+    confusions = []  # (labels, matrix) per image: a mask may hold values the network lacks
     per_image = {}
     yield Stage("test", len(listing.items))
     for it in listing.items:
@@ -340,11 +341,18 @@ def _test_stage(net: DatasetTrainer, opts, out: Path, n_channels: int, skipped: 
             continue
         write_labels(out / "test_predictions" / f"{it.name}.tif", pred)
         if mask is not None:
-            per_image[it.name] = segmentation_metrics(mask, pred, labels=np.union1d(labels, np.unique(mask)))
-            cm += confusion_matrix(mask, pred, labels)
+            union = np.union1d(labels, np.unique(mask))
+            per_image[it.name] = segmentation_metrics(mask, pred, labels=union)
+            confusions.append((union, confusion_matrix(mask, pred, union)))
         yield Advance(1, it.name)
     if not per_image:
         return {"n_images": len(listing.items), "miou": None}
+    # every pixel counts: a mask value the network cannot predict is an error of its pixels
+    labels = np.unique(np.concatenate([u for u, _ in confusions]))
+    cm = np.zeros((len(labels), len(labels)), np.int64)
+    for union, m in confusions:
+        idx = np.searchsorted(labels, union)
+        cm[np.ix_(idx, idx)] += m
     iou = iou_from_confusion(cm)
     return {
         "n_images": len(per_image),
