@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,32 +21,40 @@ from .points import as_int64
 _TIFF = {".tif", ".tiff"}
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """Read a TIFF (tifffile) or a PNG/JPEG/... (scikit-image). InputError when it cannot."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"image file not found: {path}")
-    # the readers' own log lines and warnings about a broken file would come before (and
-    # say less than) our one-line error: silence them while reading
+@contextmanager
+def _reading(path: Path):
+    """Any reader failure inside becomes one InputError line. The readers' own log lines and
+    warnings about a broken file would come before (and say less than) that line: silenced."""
     log = logging.getLogger("tifffile")
     was_disabled, log.disabled = log.disabled, True
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            if path.suffix.lower() in _TIFF:
-                import tifffile
-
-                arr = tifffile.imread(path)
-            else:
-                from skimage import io
-
-                arr = io.imread(path)
-            arr = np.asarray(arr)
+            yield
+    except InputError:
+        raise
     except Exception as e:  # noqa: BLE001 - any reader failure is a bad file for the user
         msg = " ".join(str(e).split())[:200]
         raise InputError(f"cannot read image {path}: {type(e).__name__}: {msg}") from None
     finally:
         log.disabled = was_disabled
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read a TIFF (tifffile) or a PNG/JPEG/... (scikit-image). InputError when it cannot."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"image file not found: {path}")
+    with _reading(path):
+        if path.suffix.lower() in _TIFF:
+            import tifffile
+
+            arr = tifffile.imread(path)
+        else:
+            from skimage import io
+
+            arr = io.imread(path)
+        arr = np.asarray(arr)
     if arr.dtype.kind not in "biuf":
         raise InputError(f"image {path} has unsupported dtype {arr.dtype}")
     if arr.size == 0:
@@ -57,32 +66,23 @@ def probe_image(path: str | Path) -> tuple[tuple[int, ...], np.dtype]:
     """(shape, dtype) of an image file from its header, without reading the pixels: a cheap
     up-front check that every input of a batch is an image at all. InputError otherwise."""
     path = Path(path)
-    log = logging.getLogger("tifffile")
-    was_disabled, log.disabled = log.disabled, True
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            if path.suffix.lower() in _TIFF:
-                import tifffile
+    with _reading(path):
+        if path.suffix.lower() in _TIFF:
+            import tifffile
 
-                with tifffile.TiffFile(path) as tif:
-                    series = tif.series[0]
-                    shape, dtype = tuple(series.shape), np.dtype(series.dtype)
-            else:
-                from PIL import Image
+            with tifffile.TiffFile(path) as tif:
+                series = tif.series[0]
+                shape, dtype = tuple(series.shape), np.dtype(series.dtype)
+        else:
+            from PIL import Image
 
-                with Image.open(path) as im:
-                    w, h = im.size
-                    bands = len(im.getbands())
-                    shape = (h, w) if bands == 1 else (h, w, bands)
-                    dtype = np.dtype(np.uint16 if im.mode.startswith("I;16") else
-                                     np.int32 if im.mode == "I" else
-                                     np.float32 if im.mode == "F" else np.uint8)
-    except Exception as e:  # noqa: BLE001 - any reader failure is a bad file for the user
-        msg = " ".join(str(e).split())[:200]
-        raise InputError(f"cannot read image {path}: {type(e).__name__}: {msg}") from None
-    finally:
-        log.disabled = was_disabled
+            with Image.open(path) as im:
+                w, h = im.size
+                bands = len(im.getbands())
+                shape = (h, w) if bands == 1 else (h, w, bands)
+                dtype = np.dtype(np.uint16 if im.mode.startswith("I;16") else
+                                 np.int32 if im.mode == "I" else
+                                 np.float32 if im.mode == "F" else np.uint8)
     if dtype.kind not in "biuf":
         raise InputError(f"image {path} has unsupported dtype {dtype}")
     if not shape or min(shape) < 1:
