@@ -62,7 +62,7 @@ def main(argv=None) -> dict:
     from qtpy.QtWidgets import QApplication
 
     from napari_pointseg.core.metrics import miou
-    from napari_pointseg.napari.annotate_widget import AnnotateWidget
+    from napari_pointseg.widgets.annotate_widget import AnnotateWidget
 
     image, mask, coords, labels, source = load_data(args.size)
     viewer = napari.Viewer(show=True)

@@ -30,7 +30,7 @@ def main() -> int:
     import napari
     from qtpy.QtWidgets import QApplication
 
-    from napari_pointseg.napari.dataset_widget import DatasetWidget
+    from napari_pointseg.widgets.dataset_widget import DatasetWidget
     from napari_pointseg.synthetic import make_dataset
 
     root = Path(tempfile.mkdtemp(prefix="pointseg_shot_"))

@@ -27,7 +27,7 @@ def main(argv=None) -> Path:
     import napari
     from qtpy.QtWidgets import QApplication
 
-    from napari_pointseg.napari.annotate_widget import AnnotateWidget
+    from napari_pointseg.widgets.annotate_widget import AnnotateWidget
 
     try:
         from napari_pointseg.sample_files import load_sample

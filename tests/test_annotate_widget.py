@@ -13,7 +13,7 @@ import pytest
 
 from napari_pointseg.core.metrics import miou
 from napari_pointseg.core.overlay import label_colour
-from napari_pointseg.napari import annotate_widget as aw
+from napari_pointseg.widgets import annotate_widget as aw
 
 TINY = dict(iters_per_step=4, min_iters_per_step=2,
             final_iters=40, threads=1)
@@ -188,7 +188,7 @@ def _thread_counts() -> tuple[int, int]:
 
 def _idle_baseline(qtbot) -> tuple[int, int]:
     """Thread counts once every worker the widgets started (warm-up included) is done."""
-    from napari_pointseg.napari._threads import live_workers
+    from napari_pointseg.widgets._threads import live_workers
 
     qtbot.waitUntil(lambda: live_workers() == 0, timeout=WAIT)
     return _thread_counts()

@@ -30,7 +30,7 @@ def two(tmp_path_factory):
 
 @pytest.fixture
 def widget(make_napari_viewer, monkeypatch):
-    from napari_pointseg.napari import dataset_widget as mod
+    from napari_pointseg.widgets import dataset_widget as mod
 
     notes = []
     monkeypatch.setattr(mod, "_notify", lambda kind, msg: notes.append((kind, msg)))
@@ -130,7 +130,7 @@ def test_layer_predictions_use_the_chosen_device(monkeypatch, tmp_path):
 
     import napari_pointseg.core.bundle as bundle_mod
     import napari_pointseg.core.models as models_mod
-    from napari_pointseg.napari._dataset_worker import LayerImage, predict_layers
+    from napari_pointseg.widgets._dataset_worker import LayerImage, predict_layers
 
     seen = {}
 
@@ -159,7 +159,7 @@ def test_close_viewer_during_a_run_cancels_it(widget, two, tmp_path, qtbot):
     ends, and its late events touch nothing."""
     from qtpy.QtCore import QThreadPool
 
-    from napari_pointseg.napari._threads import live_workers
+    from napari_pointseg.widgets._threads import live_workers
 
     viewer, w = widget
     qtbot.waitUntil(lambda: live_workers() == 0, timeout=60_000)

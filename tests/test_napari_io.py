@@ -6,7 +6,7 @@ import pytest
 from napari_pointseg.core.errors import InputError
 from napari_pointseg.core.overlay import label_colour
 from napari_pointseg.core.points import PointSet
-from napari_pointseg.napari.io import get_reader, write_points
+from napari_pointseg.widgets.io import get_reader, write_points
 
 
 def test_reader_writer_round_trip(tmp_path):

@@ -187,7 +187,7 @@ def test_load_sample_unknown_name():
 
 @pytest.mark.parametrize("name", SAMPLE_NAMES)
 def test_napari_sample_layers(name):
-    from napari_pointseg.napari import sample_data
+    from napari_pointseg.widgets import sample_data
 
     layers = getattr(sample_data, f"sample_{name}")()
     kinds = [kind for _, _, kind in layers]
