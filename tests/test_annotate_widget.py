@@ -13,7 +13,9 @@ import pytest
 
 from napari_pointseg.core.metrics import miou
 from napari_pointseg.core.overlay import label_colour
+from napari_pointseg.widgets import _messages
 from napari_pointseg.widgets import annotate_widget as aw
+from napari_pointseg.widgets._layer_names import prediction_layer_name
 
 TINY = dict(iters_per_step=4, min_iters_per_step=2,
             final_iters=40, threads=1)
@@ -24,7 +26,7 @@ WAIT = 90_000  # ms
 def notes(monkeypatch):
     """Messages the widget shows as napari notifications."""
     seen = []
-    monkeypatch.setattr(aw, "_notify", lambda kind, msg: seen.append((kind, msg)))
+    monkeypatch.setattr(_messages, "notify", lambda kind, msg: seen.append((kind, msg)))
     return seen
 
 
@@ -78,7 +80,7 @@ def test_input_prepared_ahead_of_train_is_used(setup, qtbot):
     """Picking an image prepares its network input in the background; Train reuses it."""
     viewer, widget, image, mask, coords, labels = setup
     qtbot.waitUntil(lambda: widget.input_prepared, timeout=WAIT)
-    prepared = widget._prepared[1]
+    prepared = widget.training.prepared[1]
     assert prepared.plane(0).shape[-2:] == image.shape
     assert widget.train_button.isEnabled()
     widget.add_points(coords[:8], labels[:8])
@@ -276,7 +278,7 @@ def small(make_napari_viewer, qtbot, notes):
 def _prediction_consistent(widget, shape, classes) -> None:
     layer = widget.prediction_layer
     assert layer is not None and layer in widget.viewer.layers
-    assert layer.name == f"{widget._image.name} prediction"
+    assert layer.name == prediction_layer_name(widget.image.name)
     assert layer.data.shape == shape
     assert set(np.unique(layer.data).tolist()) <= {0, *classes}
 
@@ -316,7 +318,7 @@ def test_remove_image_while_training(small, qtbot, notes):
     widget.start_training()
     qtbot.waitUntil(lambda: widget.n_predictions > 0, timeout=WAIT)
     viewer.layers.remove("img")
-    assert widget._image is viewer.layers["other"] and widget.trainer is None
+    assert widget.image is viewer.layers["other"] and widget.trainer is None
     qtbot.waitUntil(lambda: not widget.is_training, timeout=WAIT)
     qtbot.wait(300)
     assert "other prediction" not in viewer.layers  # no update of the old loop shown there
@@ -356,7 +358,7 @@ def test_remove_layer_while_training(small, qtbot, notes, layer):
         qtbot.waitUntil(lambda: widget.last_update.n_points == 0 and widget.last_update.waiting,
                         timeout=WAIT)
     else:
-        widget._control.predict_now = True
+        widget.training.control.predict_now = True
         qtbot.waitUntil(lambda: widget.n_predictions > n, timeout=WAIT)
     assert widget.is_training and not notes, notes
     _prediction_consistent(widget, (48, 48), {1, 2})
@@ -478,7 +480,8 @@ def test_stack_trains_on_annotated_slices(make_napari_viewer, qtbot, notes):
 
 
 def test_suggest_and_accept_points(setup, qtbot):
-    pytest.importorskip("napari_pointseg.oracle.samplers")
+    """Suggestions are distinct, unclicked, among the most uncertain pixels; accepting them
+    with a class key turns them into points that reach the running trainer."""
     viewer, widget, image, mask, coords, labels = setup
     widget.uncert_check.setChecked(True)
     widget.add_points(coords[:8], labels[:8])
@@ -491,6 +494,15 @@ def test_suggest_and_accept_points(setup, qtbot):
     assert sugg.name == "nuclei suggestions" and len(sugg.data) == 5
     assert not any(np.all(sugg.data[:, None] == coords[None, :8], axis=2).ravel())
     assert "nuclei uncertainty" in viewer.layers
+    assert widget.accept_button.isEnabled()  # (the status line moves on: training runs)
+    assert len(np.unique(sugg.data, axis=0)) == 5
+    assert np.all((sugg.data >= 0) & (sugg.data < np.asarray(image.shape)))
+    # margin sampling: each suggestion is among the ~5 % least sure pixels of the map computed
+    # from the same prediction (the uncertainty layer); not anywhere in the image
+    unc = np.asarray(viewer.layers["nuclei uncertainty"].data)
+    at_suggestions = unc[tuple(np.round(sugg.data).astype(int).T)]
+    assert np.all(at_suggestions >= np.quantile(unc, 0.94) - 1e-5), (at_suggestions, np.quantile(unc, 0.94))
+    assert at_suggestions.min() > np.median(unc)
     sugg.selected_data = {0, 1}
     accepted = sugg.data[[0, 1]].copy()
     viewer.window._qt_viewer._key_map_handler.press_key("2")  # class 2 for the selection

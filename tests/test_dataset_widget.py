@@ -30,10 +30,11 @@ def two(tmp_path_factory):
 
 @pytest.fixture
 def widget(make_napari_viewer, monkeypatch):
+    from napari_pointseg.widgets import _messages
     from napari_pointseg.widgets import dataset_widget as mod
 
     notes = []
-    monkeypatch.setattr(mod, "_notify", lambda kind, msg: notes.append((kind, msg)))
+    monkeypatch.setattr(_messages, "notify", lambda kind, msg: notes.append((kind, msg)))
     viewer = make_napari_viewer()
     w = mod.DatasetWidget(viewer)
     w.overrides = {k: (dict(v) if isinstance(v, dict) else v) for k, v in OVERRIDES.items()}

@@ -188,6 +188,7 @@ def test_load_sample_unknown_name():
 @pytest.mark.parametrize("name", SAMPLE_NAMES)
 def test_napari_sample_layers(name):
     from napari_pointseg.widgets import sample_data
+    from napari_pointseg.widgets._layer_names import ground_truth_layer_name, points_layer_name
 
     layers = getattr(sample_data, f"sample_{name}")()
     kinds = [kind for _, _, kind in layers]
@@ -195,8 +196,8 @@ def test_napari_sample_layers(name):
     (image, image_meta, _), (truth, truth_meta, _), (coords, points_meta, _) = layers
     s = load_sample(name)
     assert np.array_equal(image, s.image) and np.array_equal(truth, s.mask)
-    assert truth_meta["name"] == f"{name} ground truth" and truth_meta["visible"] is False
-    assert points_meta["name"] == f"{name} points"
+    assert truth_meta["name"] == ground_truth_layer_name(name) and truth_meta["visible"] is False
+    assert points_meta["name"] == points_layer_name(name)
     assert np.array_equal(points_meta["features"]["label"], s.points.labels)
     assert coords.shape == (len(s.points), s.mask.ndim)
     assert image_meta.get("rgb", False) == (name == "tissue")

@@ -24,6 +24,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..core.overlay import label_colour
+from ._tooltips import tip
 
 DEFAULT_NAMES = {1: "background", 2: "foreground"}
 _KEY, _NAME, _COUNT = 0, 1, 2
@@ -59,21 +60,17 @@ class ClassList(QWidget):
         hdr.setSectionResizeMode(_KEY, QHeaderView.ResizeToContents)
         hdr.setSectionResizeMode(_NAME, QHeaderView.Stretch)
         hdr.setSectionResizeMode(_COUNT, QHeaderView.ResizeToContents)
-        self.table.setToolTip(
-            "Classes. The selected row is the class of the next click (keys 1-9 select it).\n"
-            "Double-click a name to rename it, double-click the key cell to change the colour.")
+        self.table.setToolTip(tip("classes.table"))
         self.table.setMaximumHeight(150)
         self.table.itemSelectionChanged.connect(self._on_selection)
         self.table.itemChanged.connect(self._on_item_changed)
         self.table.cellDoubleClicked.connect(self._on_double_click)
 
         self.add_button = QPushButton("Add class")
-        self.add_button.setToolTip("Add a class (label value = highest + 1). "
-                                   "A running training picks it up after Reset.")
+        self.add_button.setToolTip(tip("classes.add"))
         self.add_button.clicked.connect(lambda: self.add_class())
         self.colour_button = QPushButton("Colour…")
-        self.colour_button.setToolTip("Change the colour of the selected class "
-                                      "(points and prediction use it)")
+        self.colour_button.setToolTip(tip("classes.colour"))
         self.colour_button.clicked.connect(lambda: self.choose_colour(self.current_value()))
         row = QHBoxLayout()
         row.setContentsMargins(0, 0, 0, 0)
@@ -192,16 +189,16 @@ class ClassList(QWidget):
                 key.setBackground(QColor.fromRgbF(*c.colour))
                 key.setForeground(QColor("black"))
                 key.setTextAlignment(Qt.AlignCenter)
-                key.setToolTip(f"label value {c.value}" + (f", key {c.value}" if c.value <= 9 else "")
-                               + "; double-click to change the colour")
+                key_note = tip("classes.key_suffix", value=c.value) if c.value <= 9 else ""
+                key.setToolTip(tip("classes.key_cell", value=c.value, key=key_note))
                 name = QTableWidgetItem(c.name)
                 name.setFlags(Qt.ItemIsEnabled | Qt.ItemIsSelectable | Qt.ItemIsEditable)
-                name.setToolTip("double-click to rename")
+                name.setToolTip(tip("classes.name_cell"))
                 old = self.table.item(i, _COUNT)
                 count = QTableWidgetItem(old.text() if old is not None else "0")
                 count.setFlags(Qt.ItemIsEnabled | Qt.ItemIsSelectable)
                 count.setTextAlignment(Qt.AlignRight | Qt.AlignVCenter)
-                count.setToolTip("points of this class")
+                count.setToolTip(tip("classes.count_cell"))
                 self.table.setItem(i, _KEY, key)
                 self.table.setItem(i, _NAME, name)
                 self.table.setItem(i, _COUNT, count)

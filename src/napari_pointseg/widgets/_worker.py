@@ -7,9 +7,8 @@ throttled stream of messages to the main thread. Anything else that needs the ne
 execute in the training thread between two iterations (the network is never used by two
 threads at once); otherwise in a short-lived worker of their own.
 
-Messages yielded to the main thread are tuples ``(kind, payload)``:
-``("status", str)``, ``("trainer", SparseTrainer)``, ``("update", TrainUpdate)``,
-``("job", (Job, result, error))``.
+What it yields to the main thread are the typed events of `_events`: `Status`,
+`TrainerReady`, `Progress` (a TrainUpdate) and `JobDone`.
 """
 
 from __future__ import annotations
@@ -22,6 +21,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..core.points import PointSet
+from ._events import JobDone, Progress, Status, TrainerReady
 from ._safe_import import import_torch
 
 
@@ -59,17 +59,6 @@ class LoopControl:
     abort: bool = False             # ... stop as soon as possible (viewer closing)
     predict_now: bool = False       # compute a prediction of the current plane at once
     jobs: "queue.Queue[Job]" = field(default_factory=queue.Queue)
-
-
-UNCERTAINTY_SUFFIX = " uncertainty"   # "<image> uncertainty": an Image layer the widget makes
-
-
-def is_input_image(layer) -> bool:
-    """True for an Image layer a user would segment; False for the uncertainty maps that
-    "Annotate & train" adds as Image layers (they are outputs, not images to learn from)."""
-    from napari.layers import Image
-
-    return isinstance(layer, Image) and not layer.name.endswith(UNCERTAINTY_SUFFIX)
 
 
 def as_array(data) -> np.ndarray:
@@ -145,15 +134,15 @@ def _run_jobs(control: LoopControl, model):
             result, error = job.fn(model), None
         except Exception as e:  # noqa: BLE001 - reported to the user, training goes on
             result, error = None, e
-        yield ("job", (job, result, error))
+        yield JobDone(job, result, error)
 
 
 def training_loop(source, control: LoopControl):
     """Generator run by a napari thread_worker. ``source``: a TrainRequest or a trainer."""
     if isinstance(source, TrainRequest):
-        yield ("status", "preparing the image and a new network…")
+        yield Status("preparing the image and a new network…")
         trainer = build_trainer(source)
-        yield ("trainer", trainer)
+        yield TrainerReady(trainer)
         if control.abort:
             return
     else:
@@ -203,7 +192,7 @@ def training_loop(source, control: LoopControl):
             if (upd.prediction is not None or upd.done or upd.waiting != was_waiting
                     or now - last_emit >= control.status_interval):
                 last_emit = now
-                yield ("update", upd)
+                yield Progress(upd)
             was_waiting = upd.waiting
     finally:
         gen.close()

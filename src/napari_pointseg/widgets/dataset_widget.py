@@ -21,16 +21,13 @@ from qtpy.QtWidgets import (
 )
 
 from ..core.errors import InputError
+from . import _messages
+from ._layer_names import (dataset_prediction_layer_name, find_layer, is_input_image,
+                           points_layer_name, prediction_layer_name, pseudo_label_layer_name)
 from ._threads import add_stopper, on_viewer_close, start_worker
+from ._tooltips import tip
 
 MAX_RESULT_LAYERS = 4   # folder mode: open at most this many images + predictions
-
-
-def _notify(kind: str, msg: str) -> None:
-    from napari.utils import notifications
-
-    {"error": notifications.show_error, "warning": notifications.show_warning,
-     "info": notifications.show_info}[kind](msg)
 
 
 class DatasetWidget(QWidget):
@@ -67,11 +64,8 @@ class DatasetWidget(QWidget):
         self.folders_radio = QRadioButton("Folders")
         self.layers_radio = QRadioButton("Open layers")
         self.folders_radio.setChecked(True)
-        self.folders_radio.setToolTip("DATA/images + DATA/points (clicks) and/or DATA/masks "
-                                      "(oracle); matched by file name")
-        self.layers_radio.setToolTip("Every open Image layer; its '<image> points' layer (from "
-                                     "Annotate & train) annotates it; images without points "
-                                     "are labelled by the dataset network")
+        self.folders_radio.setToolTip(tip("dataset.folders"))
+        self.layers_radio.setToolTip(tip("dataset.layers"))
         group = QButtonGroup(self)
         group.addButton(self.folders_radio)
         group.addButton(self.layers_radio)
@@ -80,10 +74,9 @@ class DatasetWidget(QWidget):
         row.addWidget(self.layers_radio)
         sl.addLayout(row)
         form = QFormLayout()
-        self.data_edit = self._folder_row(form, "Data", "Folder with images/, points/ and/or masks/")
-        self.test_edit = self._folder_row(form, "Test (optional)",
-                                          "Folder with images/ and masks/: predictions and test mIoU")
-        self.out_edit = self._folder_row(form, "Output", "Where pseudo-labels, networks, metrics go")
+        self.data_edit = self._folder_row(form, "Data", tip("dataset.data"))
+        self.test_edit = self._folder_row(form, "Test (optional)", tip("dataset.test"))
+        self.out_edit = self._folder_row(form, "Output", tip("dataset.out"))
         sl.addLayout(form)
         lay.addWidget(src)
 
@@ -91,8 +84,7 @@ class DatasetWidget(QWidget):
         of = QFormLayout(opt)
         self.source_combo = QComboBox()
         self.source_combo.addItems(["auto", "points", "oracle"])
-        self.source_combo.setToolTip("auto: an image's points CSV if it has one, else the oracle "
-                                     "reveals pixels of its mask")
+        self.source_combo.setToolTip(tip("dataset.source"))
         of.addRow("Annotation", self.source_combo)
         self.rate_spin = QDoubleSpinBox()
         self.rate_spin.setRange(0.0, 100.0)
@@ -101,37 +93,31 @@ class DatasetWidget(QWidget):
         self.rate_spin.setValue(0.0)
         self.rate_spin.setSuffix(" %")
         self.rate_spin.setSpecialValueText("all clicks / 0.1 %")
-        self.rate_spin.setToolTip("Labelled pixels per image: the oracle's budget, or only the first "
-                                  "clicks of a points file (0: all clicks; oracle 0.1 %)")
+        self.rate_spin.setToolTip(tip("dataset.rate"))
         of.addRow("Labelled pixels", self.rate_spin)
         self.fraction_spin = QSpinBox()
         self.fraction_spin.setRange(1, 100)
         self.fraction_spin.setValue(100)
         self.fraction_spin.setSuffix(" %")
-        self.fraction_spin.setToolTip("Share of the annotatable images to annotate; the network "
-                                      "trained on them labels the rest (self-training)")
+        self.fraction_spin.setToolTip(tip("dataset.fraction"))
         of.addRow("Annotated images", self.fraction_spin)
         self.iter_spin = QSpinBox()
         self.iter_spin.setRange(10, 1_000_000)
         self.iter_spin.setSingleStep(100)
         self.iter_spin.setValue(1500)
-        self.iter_spin.setToolTip("Training iterations of the dataset network (mini-batches of crops)")
+        self.iter_spin.setToolTip(tip("dataset.iterations"))
         of.addRow("Iterations", self.iter_spin)
         self.workers_spin = QSpinBox()
         self.workers_spin.setRange(1, 64)
-        self.workers_spin.setToolTip("Per-image networks in parallel processes (torch threads = "
-                                     "cores / workers)")
+        self.workers_spin.setToolTip(tip("dataset.workers"))
         of.addRow("Workers", self.workers_spin)
         self.scheduler_edit = QLineEdit()
         self.scheduler_edit.setPlaceholderText("tcp://host:8786 (optional)")
-        self.scheduler_edit.setToolTip("Run the per-image networks on a Dask cluster at this address")
+        self.scheduler_edit.setToolTip(tip("dataset.scheduler"))
         of.addRow("Dask scheduler", self.scheduler_edit)
-        self.weights_edit = self._file_row(of, "Encoder weights",
-                                           "Optional LOCAL weights file for the dataset network's "
-                                           "encoder (never downloaded)")
+        self.weights_edit = self._file_row(of, "Encoder weights", tip("dataset.weights"))
         self.grid_check = QCheckBox("Grid: 50 / 100 % images x 0.1 / 0.3 % pixels + full masks")
-        self.grid_check.setToolTip("Table-2-style grid (needs a test folder); writes grid.json and "
-                                   "grid.png")
+        self.grid_check.setToolTip(tip("dataset.grid"))
         of.addRow(self.grid_check)
         lay.addWidget(opt)
 
@@ -139,38 +125,38 @@ class DatasetWidget(QWidget):
         rl = QVBoxLayout(run)
         row = QHBoxLayout()
         self.run_button = QPushButton("Run")
-        self.run_button.setToolTip("Run the pipeline in the background; a rerun skips finished images")
+        self.run_button.setToolTip(tip("dataset.run"))
         self.run_button.clicked.connect(self.run)
         self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setToolTip("Stop after the current step; finished images are kept")
+        self.cancel_button.setToolTip(tip("dataset.cancel"))
         self.cancel_button.clicked.connect(self.cancel)
         row.addWidget(self.run_button)
         row.addWidget(self.cancel_button)
         rl.addLayout(row)
         self.stage_label = QLabel("idle")
-        self.stage_label.setToolTip("Current stage")
+        self.stage_label.setToolTip(tip("dataset.stage"))
         rl.addWidget(self.stage_label)
         self.progress_bar = QProgressBar()
-        self.progress_bar.setToolTip("Progress of the current stage")
+        self.progress_bar.setToolTip(tip("dataset.progress"))
         rl.addWidget(self.progress_bar)
         self.log = QPlainTextEdit()
         self.log.setReadOnly(True)
         self.log.setMaximumBlockCount(2000)
-        self.log.setToolTip("Skipped images with the reason, resumed work, results")
+        self.log.setToolTip(tip("dataset.log"))
         self.log.setMinimumHeight(90)
         rl.addWidget(self.log)
         self.load_button = QPushButton("Load final network in “Annotate && train”")
-        self.load_button.setToolTip("Open widget 1 with the final bundle (OUT/model.safetensors)")
+        self.load_button.setToolTip(tip("dataset.load"))
         self.load_button.clicked.connect(self.load_in_annotate)
         rl.addWidget(self.load_button)
         lay.addWidget(run)
         lay.addStretch(1)
 
-    def _folder_row(self, form: QFormLayout, label: str, tip: str) -> QLineEdit:
+    def _folder_row(self, form: QFormLayout, label: str, tooltip: str) -> QLineEdit:
         edit = QLineEdit()
-        edit.setToolTip(tip)
+        edit.setToolTip(tooltip)
         btn = QPushButton("…")
-        btn.setToolTip(f"Choose the {label.lower()} folder")
+        btn.setToolTip(tip("dataset.browse_folder", folder=label.lower()))
         btn.setMaximumWidth(32)
         btn.clicked.connect(lambda: self._browse(edit, folder=True))
         row = QHBoxLayout()
@@ -180,11 +166,11 @@ class DatasetWidget(QWidget):
         edit._browse_button = btn
         return edit
 
-    def _file_row(self, form: QFormLayout, label: str, tip: str) -> QLineEdit:
+    def _file_row(self, form: QFormLayout, label: str, tooltip: str) -> QLineEdit:
         edit = QLineEdit()
-        edit.setToolTip(tip)
+        edit.setToolTip(tooltip)
         btn = QPushButton("…")
-        btn.setToolTip("Choose a .safetensors / .pth file")
+        btn.setToolTip(tip("dataset.browse_file"))
         btn.setMaximumWidth(32)
         btn.clicked.connect(lambda: self._browse(edit, folder=False))
         row = QHBoxLayout()
@@ -249,7 +235,6 @@ class DatasetWidget(QWidget):
         from napari.layers import Points
 
         from ._dataset_worker import LayerImage
-        from ._worker import is_input_image
 
         images = [ly for ly in self.viewer.layers if is_input_image(ly)]
         if not images:
@@ -257,7 +242,7 @@ class DatasetWidget(QWidget):
         out = []
         for ly in images:
             pts = None
-            pl = self.viewer.layers[f"{ly.name} points"] if f"{ly.name} points" in self.viewer.layers else None
+            pl = find_layer(self.viewer, points_layer_name(ly.name))
             if isinstance(pl, Points) and len(pl.data):
                 from ..core.points import PointSet
 
@@ -274,7 +259,7 @@ class DatasetWidget(QWidget):
             opts = self._options()
             layers = self._layer_images() if self.layers_radio.isChecked() else None
         except InputError as e:
-            _notify("error", f"Dataset training: {e}")
+            _messages.notify("error", f"Dataset training: {e}")
             return
         from napari.qt.threading import create_worker
 
@@ -330,7 +315,7 @@ class DatasetWidget(QWidget):
             self._finished_run(ev.summary)
         elif isinstance(ev, LayerResults):
             for name, pred in ev.predictions.items():
-                self._add_labels(pred, f"{name} dataset prediction")
+                self._add_labels(pred, dataset_prediction_layer_name(name))
 
     def _finished_run(self, s: dict) -> None:
         self.summary = s
@@ -349,7 +334,7 @@ class DatasetWidget(QWidget):
         for sk in s["skipped"]:
             self._say(f"  skipped {sk['name']}: {sk['reason']}")
         if s["skipped"]:
-            _notify("warning", f"Dataset training: {len(s['skipped'])} image(s) skipped (see the log)")
+            _messages.notify("warning", f"Dataset training: {len(s['skipped'])} image(s) skipped (see the log)")
         if not self._layer_mode_run:
             self._open_folder_results(s)
 
@@ -368,12 +353,12 @@ class DatasetWidget(QWidget):
             for it in scan_folder(test).items[:MAX_RESULT_LAYERS]:
                 p = out / "test_predictions" / f"{it.name}.tif"
                 if p.is_file():
-                    pairs.append((it.name, it.image, p, "prediction"))
+                    pairs.append((it.name, it.image, p, prediction_layer_name(it.name)))
         else:
             pseudo = Path(s["options"].get("pseudo_dir") or out / "pseudo")
             for name, rec in list(s["pseudo_labels"].items())[:MAX_RESULT_LAYERS]:
-                pairs.append((name, None, pseudo / f"{name}_labels.tif", "pseudo-label"))
-        for name, image_path, labels_path, kind in pairs:
+                pairs.append((name, None, pseudo / f"{name}_labels.tif", pseudo_label_layer_name(name)))
+        for name, image_path, labels_path, layer_name in pairs:
             try:
                 if image_path is None:
                     image_path = s["pseudo_labels"][name].get("image") or ""
@@ -383,7 +368,7 @@ class DatasetWidget(QWidget):
                     image_path = rec["image"] if rec else image_path
                 img = read_image(image_path)
                 self.viewer.add_image(img, name=name, rgb=img.ndim == 3 and img.shape[-1] in (3, 4))
-                self._add_labels(tifffile.imread(labels_path), f"{name} {kind}")
+                self._add_labels(tifffile.imread(labels_path), layer_name)
             except (InputError, OSError, KeyError, TypeError) as e:
                 self._say(f"cannot open {name}: {e}")
 
@@ -397,9 +382,9 @@ class DatasetWidget(QWidget):
     def _on_error(self, e: BaseException) -> None:
         if self._closed:
             return
-        text = str(e) if isinstance(e, InputError) else f"{type(e).__name__}: {e}"
+        text = _messages.error_text(e)
         self._say(f"error: {text}")
-        _notify("error", f"Dataset training: {text}")
+        _messages.notify("error", f"Dataset training: {text}")
 
     def _on_finished(self) -> None:
         cancelled = self._cancel is not None and self._cancel.is_set()
@@ -413,13 +398,13 @@ class DatasetWidget(QWidget):
     def load_in_annotate(self) -> None:
         """Open "Annotate & train" and load the final bundle into it."""
         if self.bundle_path is None or not self.bundle_path.is_file():
-            _notify("warning", "Dataset training: no final network yet")
+            _messages.notify("warning", "Dataset training: no final network yet")
             return
         try:
             _, w = self.viewer.window.add_plugin_dock_widget("napari-pointseg", "Annotate & train")
             w.load_model(str(self.bundle_path))
         except Exception as e:  # noqa: BLE001 - widget 1 missing or refused: say so, keep going
-            _notify("warning", f"could not open Annotate & train ({type(e).__name__}: {e}); "
+            _messages.notify("warning", f"could not open Annotate & train ({type(e).__name__}: {e}); "
                                f"load {self.bundle_path} there with 'Load model'")
 
     def shutdown(self) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..sample_files import load_sample
+from ._layer_names import ground_truth_layer_name, points_layer_name
 
 _CELL_CHANNELS = ["cells nuclear stain", "cells cytoplasm stain"]
 
@@ -30,7 +31,7 @@ def _points_layer(name: str, points, size: float) -> tuple:
 
     classes = np.unique(points.labels)
     meta = {
-        "name": f"{name} points",
+        "name": points_layer_name(name),
         "features": {"label": points.labels.copy(), "order": points.order.copy()},
         "face_color": "label",
         # a mapping, not a list: napari hands a list out in order of first appearance
@@ -45,7 +46,7 @@ def _truth_layer(name: str, mask) -> tuple:
 
     colours = {None: (0.0, 0.0, 0.0, 0.0)}
     colours.update({int(v): (*label_colour(int(v)), 1.0) for v in np.unique(mask)})
-    meta = {"name": f"{name} ground truth", "opacity": 0.4, "visible": False, "colormap": colours}
+    meta = {"name": ground_truth_layer_name(name), "opacity": 0.4, "visible": False, "colormap": colours}
     return mask, meta, "labels"
 
 
