@@ -38,6 +38,7 @@ class ClassInfo:
 
     @property
     def rgba(self) -> tuple[float, float, float, float]:
+        """The colour with full opacity."""
         return (*self.colour, 1.0)
 
 
@@ -80,32 +81,38 @@ class ClassList(QWidget):
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addWidget(self.table)
         lay.addLayout(row)
-        for v in (1, 2):
-            self.add_class(DEFAULT_NAMES[v], select=False)
+        for label in (1, 2):
+            self.add_class(DEFAULT_NAMES[label], select=False)
         self.set_current(1)
 
     # -- model ------------------------------------------------------------------------------
     @property
     def classes(self) -> list[ClassInfo]:
+        """The classes, by label value (a copy of the list)."""
         return list(self._classes)
 
     def values(self) -> list[int]:
-        return [c.value for c in self._classes]
+        """The label values, ascending."""
+        return [entry.value for entry in self._classes]
 
     def info(self, value: int) -> ClassInfo | None:
-        for c in self._classes:
-            if c.value == int(value):
-                return c
+        """The class of label ``value``, or None."""
+        for entry in self._classes:
+            if entry.value == int(value):
+                return entry
         return None
 
     def colours(self) -> dict[int, tuple[float, float, float]]:
-        return {c.value: c.colour for c in self._classes}
+        """{label value: RGB} of every class."""
+        return {entry.value: entry.colour for entry in self._classes}
 
     def name(self, value: int) -> str:
-        c = self.info(value)
-        return c.name if c else f"class {value}"
+        """The name of class ``value`` ("class N" for an unknown one)."""
+        entry = self.info(value)
+        return entry.name if entry else f"class {value}"
 
     def current_value(self) -> int:
+        """The label value of the selected row: the class of the next click."""
         rows = self.table.selectionModel().selectedRows()
         if rows and rows[0].row() < len(self._classes):
             return self._classes[rows[0].row()].value
@@ -113,6 +120,7 @@ class ClassList(QWidget):
 
     def add_class(self, name: str | None = None, value: int | None = None,
                   colour=None, select: bool = True) -> int:
+        """Add (or rename) class ``value`` (default: highest + 1); returns its value."""
         if value is None:
             value = max(self.values(), default=0) + 1
         value = int(value)
@@ -123,7 +131,7 @@ class ClassList(QWidget):
             existing = ClassInfo(value, name or DEFAULT_NAMES.get(value, f"class {value}"),
                                  tuple(colour) if colour is not None else label_colour(value))
             self._classes.append(existing)
-            self._classes.sort(key=lambda c: c.value)
+            self._classes.sort(key=lambda entry: entry.value)
         elif name:
             existing.name = name
         self._rebuild()
@@ -134,48 +142,53 @@ class ClassList(QWidget):
 
     def ensure(self, values) -> None:
         """Add classes for label values that are not in the list yet (e.g. loaded points)."""
-        new = [int(v) for v in values if int(v) >= 1 and self.info(int(v)) is None]
-        for v in sorted(set(new)):
-            self.add_class(value=v, select=False)
+        new = [int(label) for label in values if int(label) >= 1 and self.info(int(label)) is None]
+        for label in sorted(set(new)):
+            self.add_class(value=label, select=False)
 
     def rename(self, value: int, name: str) -> None:
-        c = self.info(value)
-        if c and name and c.name != name:
-            c.name = name
+        """Call class ``value`` ``name``."""
+        entry = self.info(value)
+        if entry and name and entry.name != name:
+            entry.name = name
             self._rebuild()
             self.classesChanged.emit()
 
     def set_colour(self, value: int, colour) -> None:
-        c = self.info(value)
-        if c:
-            c.colour = tuple(float(x) for x in colour[:3])
+        """Give class ``value`` the RGB ``colour`` (0-1 floats)."""
+        entry = self.info(value)
+        if entry:
+            entry.colour = tuple(float(channel) for channel in colour[:3])
             self._rebuild()
             self.classesChanged.emit()
 
     def set_current(self, value: int) -> bool:
-        for i, c in enumerate(self._classes):
-            if c.value == int(value):
+        """Select class ``value`` for the next click; False when there is no such class."""
+        for i, entry in enumerate(self._classes):
+            if entry.value == int(value):
                 self.table.selectRow(i)
                 return True
         return False
 
     def set_counts(self, counts: dict[int, int]) -> None:
+        """Show how many points each class has ({label value: count})."""
         self._updating = True
         try:
-            for i, c in enumerate(self._classes):
+            for i, entry in enumerate(self._classes):
                 item = self.table.item(i, _COUNT)
                 if item is not None:
-                    item.setText(str(int(counts.get(c.value, 0))))
+                    item.setText(str(int(counts.get(entry.value, 0))))
         finally:
             self._updating = False
 
     def choose_colour(self, value: int) -> None:
-        c = self.info(value)
-        if c is None:
+        """Ask the user for a new colour of class ``value`` (colour dialog)."""
+        entry = self.info(value)
+        if entry is None:
             return
-        q = QColorDialog.getColor(QColor.fromRgbF(*c.colour), self, f"Colour of {c.name}")
-        if q.isValid():
-            self.set_colour(value, (q.redF(), q.greenF(), q.blueF()))
+        chosen = QColorDialog.getColor(QColor.fromRgbF(*entry.colour), self, f"Colour of {entry.name}")
+        if chosen.isValid():
+            self.set_colour(value, (chosen.redF(), chosen.greenF(), chosen.blueF()))
 
     # -- view -------------------------------------------------------------------------------
     def _rebuild(self) -> None:
@@ -183,15 +196,15 @@ class ClassList(QWidget):
         self._updating = True
         try:
             self.table.setRowCount(len(self._classes))
-            for i, c in enumerate(self._classes):
-                key = QTableWidgetItem(str(c.value) if c.value <= 9 else "")
+            for i, entry in enumerate(self._classes):
+                key = QTableWidgetItem(str(entry.value) if entry.value <= 9 else "")
                 key.setFlags(Qt.ItemIsEnabled | Qt.ItemIsSelectable)
-                key.setBackground(QColor.fromRgbF(*c.colour))
+                key.setBackground(QColor.fromRgbF(*entry.colour))
                 key.setForeground(QColor("black"))
                 key.setTextAlignment(Qt.AlignCenter)
-                key_note = tip("classes.key_suffix", value=c.value) if c.value <= 9 else ""
-                key.setToolTip(tip("classes.key_cell", value=c.value, key=key_note))
-                name = QTableWidgetItem(c.name)
+                key_note = tip("classes.key_suffix", value=entry.value) if entry.value <= 9 else ""
+                key.setToolTip(tip("classes.key_cell", value=entry.value, key=key_note))
+                name = QTableWidgetItem(entry.name)
                 name.setFlags(Qt.ItemIsEnabled | Qt.ItemIsSelectable | Qt.ItemIsEditable)
                 name.setToolTip(tip("classes.name_cell"))
                 old = self.table.item(i, _COUNT)

@@ -70,7 +70,7 @@ class FileActions:
                 return False
         try:
             points = PointSet.from_csv(path)
-            points.validate(view.geometry().spatial_shape(), min_classes=1)
+            points.validate(view.image_geometry().spatial_shape(), min_classes=1)
         except InputError as exc:
             view.fail(f"cannot load points: {exc}")
             return False

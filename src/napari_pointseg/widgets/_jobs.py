@@ -57,7 +57,7 @@ class JobRunner:
     def _with_bundle(self, job: Job) -> Job:
         """``job`` applied to the loaded bundle (its BundleModel made for the chosen image)."""
         view = self.view
-        image_spec = (view.image.data, view.geometry().channel_axis(), bool(view.image.rgb),
+        image_spec = (view.image.data, view.image_geometry().channel_axis(), bool(view.image.rgb),
                       view.device())
         run_job = job.fn
 

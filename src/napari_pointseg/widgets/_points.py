@@ -26,7 +26,7 @@ def max_order(layer) -> int:
 
 class PointsController:
     """The points layer of ``view``'s chosen image; ``view`` is the AnnotateWidget (this reads
-    its ``viewer``, ``classes``, ``image``, ``geometry()`` and ``closed`` and reports with
+    its ``viewer``, ``classes``, ``image``, ``image_geometry()`` and ``closed`` and reports with
     ``set_status``)."""
 
     def __init__(self, view, on_edited):
@@ -81,7 +81,7 @@ class PointsController:
                 coords, ndim=image.ndim, name=name,
                 features={"label": np.asarray(labels, np.int64), "order": np.asarray(order, np.int64)},
                 face_color="label", face_color_cycle=self.colour_cycle(labels),
-                border_color="white", border_width=0.12, size=self.view.geometry().point_size(),
+                border_color="white", border_width=0.12, size=self.view.image_geometry().point_size(),
                 **transform)
         layer.feature_defaults = {"label": self.view.classes.current_value(), "order": 0}
         self.view.viewer.add_layer(layer)
@@ -246,7 +246,7 @@ class PointsController:
     def replace(self, points: PointSet) -> None:
         """Replace every point by ``points`` (spatial coordinates), ranked 0..n-1."""
         self.view.classes.ensure(points.labels)
-        coords = self.view.geometry().to_layer_coords(points.coords)
+        coords = self.view.image_geometry().to_layer_coords(points.coords)
         layer = self.ensure_layer()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -260,7 +260,7 @@ class PointsController:
 
     def current(self) -> PointSet:
         """The points as a PointSet in the image's spatial axes (may be empty)."""
-        geometry = self.view.geometry()
+        geometry = self.view.image_geometry()
         spatial = geometry.spatial_shape()
         layer = self.layer
         if layer is None or len(layer.data) == 0:

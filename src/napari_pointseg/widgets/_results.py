@@ -81,7 +81,7 @@ class ResultLayers:
         if self.prediction is not None and self.prediction in viewer.layers:
             return self.prediction
         layer = find_layer(viewer, prediction_layer_name(view.image.name))
-        geometry = view.geometry()
+        geometry = view.image_geometry()
         shape = geometry.spatial_shape()
         if layer is None or tuple(layer.data.shape) != shape:
             if layer is not None:
@@ -121,7 +121,7 @@ class ResultLayers:
         """Copy an uncertainty map (of ``plane``, or the whole image) into its layer."""
         view = self.view
         viewer = view.viewer
-        geometry = view.geometry()
+        geometry = view.image_geometry()
         shape = geometry.spatial_shape()
         layer = self.uncertainty if self.uncertainty is not None and self.uncertainty in viewer.layers \
             else find_layer(viewer, uncertainty_layer_name(view.image.name))
@@ -241,7 +241,7 @@ class ResultLayers:
         if view.image is None:
             return
         viewer = view.viewer
-        geometry = view.geometry()
+        geometry = view.image_geometry()
         coords = np.asarray(places, np.float64).reshape(-1, 2)
         if len(geometry.spatial_shape()) == 3:
             coords = np.column_stack([np.full(len(coords), plane, np.float64), coords])

@@ -30,7 +30,7 @@ def torch_imported() -> bool:
 class TrainingController:
     """The trainers of ``view`` (the AnnotateWidget) and the worker training one of them.
 
-    Reads the view's ``image``, ``geometry()``, ``points``, ``classes``, ``train_settings()``,
+    Reads the view's ``image``, ``image_geometry()``, ``points``, ``classes``, ``train_settings()``,
     ``device()`` and ``closed``; shows results through ``view.results`` and reports with
     ``set_status`` / ``fail`` / ``refresh``.
     """
@@ -98,7 +98,7 @@ class TrainingController:
         if image is None:
             return None
         try:
-            geometry = self.view.geometry()
+            geometry = self.view.image_geometry()
             axis = geometry.channel_axis()
             geometry.spatial_shape()
         except (InputError, ValueError, IndexError):
@@ -169,7 +169,7 @@ class TrainingController:
             notes.append(f"points of class {unknown} wait for Reset (the network was built "
                          f"for classes {sorted(known)})")
         pixels = points.pixel_coords()
-        inside = np.all((pixels >= 0) & (pixels < np.asarray(view.geometry().spatial_shape())), axis=1)
+        inside = np.all((pixels >= 0) & (pixels < np.asarray(view.image_geometry().spatial_shape())), axis=1)
         if not inside.all():
             notes.append(f"{int((~inside).sum())} point(s) outside the image are ignored")
         self.note = "; ".join(notes)
@@ -196,7 +196,7 @@ class TrainingController:
         view.stop_sync_timer()
         try:
             points = view.points.current()
-            points.validate(view.geometry().spatial_shape(), min_classes=2)
+            points.validate(view.image_geometry().spatial_shape(), min_classes=2)
         except InputError as exc:
             hint = (" — click points of at least two classes (keys 1-9 pick the class)"
                     if "class" in str(exc) or "no points" in str(exc) else "")
@@ -232,7 +232,7 @@ class TrainingController:
         view = self.view
         config, spec = view.train_settings()
         classes = sorted(set(view.classes.values()) | set(points.labels.tolist()))
-        axis = view.geometry().channel_axis()
+        axis = view.image_geometry().channel_axis()
         key = self.prepare_key()
         prepared = self.prepared[1] if self.prepared and self.prepared[0] == key else None
         return TrainRequest(image=view.image.data, rgb=bool(view.image.rgb), channel_axis=axis,

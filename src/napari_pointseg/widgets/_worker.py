@@ -229,11 +229,13 @@ class BundleModel:
         self.spec = bundle.spec
 
     def predict_proba(self, z: int = 0) -> np.ndarray:
+        """Class probabilities (K, H, W) of plane ``z``."""
         from ..core.predict import predict_proba
 
         return predict_proba(self.model, self.image.plane(z), self.device, stride=self.spec.stride)
 
     def predict(self, z: int | None = None) -> np.ndarray:
+        """Labels of plane ``z`` (None: the whole image, every plane of a stack)."""
         if z is None and self.image.is_3d:
             return np.stack([self.predict(i) for i in range(self.image.n_planes)])
         return self.classes[np.argmax(self.predict_proba(z or 0), 0)]

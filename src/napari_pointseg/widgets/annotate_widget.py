@@ -122,23 +122,23 @@ class AnnotateWidget(QWidget):
         return config, spec
 
     # ======================================================= image and geometry ============
-    def geometry(self) -> ImageGeometry:
+    def image_geometry(self) -> ImageGeometry:
         """The chosen image's axes under the current Channel axis option."""
         return ImageGeometry(self.image, self.channel_combo.currentText())
 
     def channel_axis(self):
         """'auto' resolved: the channel axis of the image array, or None."""
-        return self.geometry().channel_axis()
+        return self.image_geometry().channel_axis()
 
     def spatial_shape(self) -> tuple[int, ...]:
         """(H, W) or (Z, H, W) of the chosen image (InputError when not 2D / 3D)."""
-        return self.geometry().spatial_shape()
+        return self.image_geometry().spatial_shape()
 
     def current_plane(self) -> int:
         """Index of the displayed slice of a 3D stack (0 for 2D)."""
         if self.image is None:
             return 0
-        return self.geometry().plane_at(self.viewer.dims.point)
+        return self.image_geometry().plane_at(self.viewer.dims.point)
 
     def _refresh_image_choices(self, event=None) -> None:
         if self._closed:
@@ -215,7 +215,7 @@ class AnnotateWidget(QWidget):
         self.channel_combo.blockSignals(False)
 
     def _on_dims(self, event=None) -> None:
-        if self._closed or self.image is None or not self.geometry().is_stack():
+        if self._closed or self.image is None or not self.image_geometry().is_stack():
             return
         self.training.on_plane(self.current_plane())
         self._plane_timer.start()
@@ -452,7 +452,7 @@ class AnnotateWidget(QWidget):
         self.remove_last_button.setEnabled(n_points > 0)
         self.relabel_button.setEnabled(n_points > 0)
         self.predict_button.setEnabled(has_image and has_model and not busy)
-        is_stack = has_image and self.geometry().is_stack()
+        is_stack = has_image and self.image_geometry().is_stack()
         self.predict_button.setText("Predict all slices" if is_stack else "Predict image")
         self.export_button.setEnabled(self.results.prediction is not None)
         self.suggest_button.setEnabled(has_image and has_model and not busy)

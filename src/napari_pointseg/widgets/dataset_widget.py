@@ -47,6 +47,8 @@ class DatasetWidget(QWidget):
         self.overrides: dict = {}
         self._cancel: threading.Event | None = None
         self._stage_total = 0
+        self._stage_name = ""
+        self._stage_unit = ""
         self._layer_mode_run = False
         self._closed = False
         self._build_ui()
@@ -58,8 +60,8 @@ class DatasetWidget(QWidget):
     # ------------------------------------------------------------------------------ UI ----
     def _build_ui(self) -> None:
         lay = QVBoxLayout(self)
-        src = QGroupBox("1 · Images")
-        sl = QVBoxLayout(src)
+        images_box = QGroupBox("1 · Images")
+        images_column = QVBoxLayout(images_box)
         row = QHBoxLayout()
         self.folders_radio = QRadioButton("Folders")
         self.layers_radio = QRadioButton("Open layers")
@@ -72,20 +74,20 @@ class DatasetWidget(QWidget):
         self.folders_radio.toggled.connect(self._update_buttons)
         row.addWidget(self.folders_radio)
         row.addWidget(self.layers_radio)
-        sl.addLayout(row)
+        images_column.addLayout(row)
         form = QFormLayout()
         self.data_edit = self._folder_row(form, "Data", tip("dataset.data"))
         self.test_edit = self._folder_row(form, "Test (optional)", tip("dataset.test"))
         self.out_edit = self._folder_row(form, "Output", tip("dataset.out"))
-        sl.addLayout(form)
-        lay.addWidget(src)
+        images_column.addLayout(form)
+        lay.addWidget(images_box)
 
-        opt = QGroupBox("2 · Options")
-        of = QFormLayout(opt)
+        options_box = QGroupBox("2 · Options")
+        options_form = QFormLayout(options_box)
         self.source_combo = QComboBox()
         self.source_combo.addItems(["auto", "points", "oracle"])
         self.source_combo.setToolTip(tip("dataset.source"))
-        of.addRow("Annotation", self.source_combo)
+        options_form.addRow("Annotation", self.source_combo)
         self.rate_spin = QDoubleSpinBox()
         self.rate_spin.setRange(0.0, 100.0)
         self.rate_spin.setDecimals(3)
@@ -94,35 +96,35 @@ class DatasetWidget(QWidget):
         self.rate_spin.setSuffix(" %")
         self.rate_spin.setSpecialValueText("all clicks / 0.1 %")
         self.rate_spin.setToolTip(tip("dataset.rate"))
-        of.addRow("Labelled pixels", self.rate_spin)
+        options_form.addRow("Labelled pixels", self.rate_spin)
         self.fraction_spin = QSpinBox()
         self.fraction_spin.setRange(1, 100)
         self.fraction_spin.setValue(100)
         self.fraction_spin.setSuffix(" %")
         self.fraction_spin.setToolTip(tip("dataset.fraction"))
-        of.addRow("Annotated images", self.fraction_spin)
+        options_form.addRow("Annotated images", self.fraction_spin)
         self.iter_spin = QSpinBox()
         self.iter_spin.setRange(10, 1_000_000)
         self.iter_spin.setSingleStep(100)
         self.iter_spin.setValue(1500)
         self.iter_spin.setToolTip(tip("dataset.iterations"))
-        of.addRow("Iterations", self.iter_spin)
+        options_form.addRow("Iterations", self.iter_spin)
         self.workers_spin = QSpinBox()
         self.workers_spin.setRange(1, 64)
         self.workers_spin.setToolTip(tip("dataset.workers"))
-        of.addRow("Workers", self.workers_spin)
+        options_form.addRow("Workers", self.workers_spin)
         self.scheduler_edit = QLineEdit()
         self.scheduler_edit.setPlaceholderText("tcp://host:8786 (optional)")
         self.scheduler_edit.setToolTip(tip("dataset.scheduler"))
-        of.addRow("Dask scheduler", self.scheduler_edit)
-        self.weights_edit = self._file_row(of, "Encoder weights", tip("dataset.weights"))
+        options_form.addRow("Dask scheduler", self.scheduler_edit)
+        self.weights_edit = self._file_row(options_form, "Encoder weights", tip("dataset.weights"))
         self.grid_check = QCheckBox("Grid: 50 / 100 % images x 0.1 / 0.3 % pixels + full masks")
         self.grid_check.setToolTip(tip("dataset.grid"))
-        of.addRow(self.grid_check)
-        lay.addWidget(opt)
+        options_form.addRow(self.grid_check)
+        lay.addWidget(options_box)
 
-        run = QGroupBox("3 · Run")
-        rl = QVBoxLayout(run)
+        run_box = QGroupBox("3 · Run")
+        run_column = QVBoxLayout(run_box)
         row = QHBoxLayout()
         self.run_button = QPushButton("Run")
         self.run_button.setToolTip(tip("dataset.run"))
@@ -132,24 +134,24 @@ class DatasetWidget(QWidget):
         self.cancel_button.clicked.connect(self.cancel)
         row.addWidget(self.run_button)
         row.addWidget(self.cancel_button)
-        rl.addLayout(row)
+        run_column.addLayout(row)
         self.stage_label = QLabel("idle")
         self.stage_label.setToolTip(tip("dataset.stage"))
-        rl.addWidget(self.stage_label)
+        run_column.addWidget(self.stage_label)
         self.progress_bar = QProgressBar()
         self.progress_bar.setToolTip(tip("dataset.progress"))
-        rl.addWidget(self.progress_bar)
+        run_column.addWidget(self.progress_bar)
         self.log = QPlainTextEdit()
         self.log.setReadOnly(True)
         self.log.setMaximumBlockCount(2000)
         self.log.setToolTip(tip("dataset.log"))
         self.log.setMinimumHeight(90)
-        rl.addWidget(self.log)
+        run_column.addWidget(self.log)
         self.load_button = QPushButton("Load final network in “Annotate && train”")
         self.load_button.setToolTip(tip("dataset.load"))
         self.load_button.clicked.connect(self.load_in_annotate)
-        rl.addWidget(self.load_button)
-        lay.addWidget(run)
+        run_column.addWidget(self.load_button)
+        lay.addWidget(run_box)
         lay.addStretch(1)
 
     def _folder_row(self, form: QFormLayout, label: str, tooltip: str) -> QLineEdit:
@@ -190,6 +192,7 @@ class DatasetWidget(QWidget):
     # ------------------------------------------------------------------------- state ------
     @property
     def is_running(self) -> bool:
+        """True while a pipeline run (or its cancelling) is in progress."""
         return self.worker is not None
 
     def _update_buttons(self) -> None:
@@ -198,10 +201,10 @@ class DatasetWidget(QWidget):
         self.cancel_button.setEnabled(busy)
         self.data_edit.setEnabled(not busy and self.folders_radio.isChecked())
         self.data_edit._browse_button.setEnabled(not busy and self.folders_radio.isChecked())
-        for w in (self.folders_radio, self.layers_radio, self.test_edit, self.out_edit,
-                  self.source_combo, self.rate_spin, self.fraction_spin, self.iter_spin,
-                  self.workers_spin, self.scheduler_edit, self.weights_edit, self.grid_check):
-            w.setEnabled(not busy)
+        for control in (self.folders_radio, self.layers_radio, self.test_edit, self.out_edit,
+                        self.source_combo, self.rate_spin, self.fraction_spin, self.iter_spin,
+                        self.workers_spin, self.scheduler_edit, self.weights_edit, self.grid_check):
+            control.setEnabled(not busy)
         self.load_button.setEnabled(not busy and self.bundle_path is not None and self.bundle_path.is_file())
 
     def _say(self, text: str) -> None:
@@ -220,15 +223,16 @@ class DatasetWidget(QWidget):
             raise InputError("choose a data folder")
         test = self.test_edit.text().strip() or None
         rate = self.rate_spin.value() / 100 or None
-        kw = dict(data=data, out=Path(out), test=test, source=self.source_combo.currentText(),
-                  rate=rate, fraction=self.fraction_spin.value() / 100,
-                  workers=self.workers_spin.value(),
-                  scheduler=self.scheduler_edit.text().strip() or None,
-                  encoder_weights=self.weights_edit.text().strip() or None,
-                  dataset_config={"iterations": self.iter_spin.value()})
-        for k, v in self.overrides.items():
-            kw[k] = {**kw.get(k, {}), **v} if isinstance(v, dict) and isinstance(kw.get(k), dict) else v
-        return PipelineOptions(**kw)
+        options = dict(data=data, out=Path(out), test=test, source=self.source_combo.currentText(),
+                       rate=rate, fraction=self.fraction_spin.value() / 100,
+                       workers=self.workers_spin.value(),
+                       scheduler=self.scheduler_edit.text().strip() or None,
+                       encoder_weights=self.weights_edit.text().strip() or None,
+                       dataset_config={"iterations": self.iter_spin.value()})
+        for key, value in self.overrides.items():
+            merge = isinstance(value, dict) and isinstance(options.get(key), dict)
+            options[key] = {**options[key], **value} if merge else value
+        return PipelineOptions(**options)
 
     def _layer_images(self):
         """Open Image layers (+ their '<name> points' layers), captured in the main thread."""
@@ -236,19 +240,19 @@ class DatasetWidget(QWidget):
 
         from ._dataset_worker import LayerImage
 
-        images = [ly for ly in self.viewer.layers if is_input_image(ly)]
+        images = [layer for layer in self.viewer.layers if is_input_image(layer)]
         if not images:
             raise InputError("no Image layer is open")
         out = []
-        for ly in images:
-            pts = None
-            pl = find_layer(self.viewer, points_layer_name(ly.name))
-            if isinstance(pl, Points) and len(pl.data):
+        for layer in images:
+            points = None
+            points_layer = find_layer(self.viewer, points_layer_name(layer.name))
+            if isinstance(points_layer, Points) and len(points_layer.data):
                 from ..core.points import PointSet
 
-                pts = PointSet.from_napari(pl.data, pl.features, spatial_ndim=2)
-            data = ly.data[0] if ly.multiscale else ly.data
-            out.append(LayerImage(ly.name, np.asarray(data), bool(ly.rgb), pts))
+                points = PointSet.from_napari(points_layer.data, points_layer.features, spatial_ndim=2)
+            data = layer.data[0] if layer.multiscale else layer.data
+            out.append(LayerImage(layer.name, np.asarray(data), bool(layer.rgb), points))
         return out
 
     def run(self) -> None:
@@ -256,10 +260,10 @@ class DatasetWidget(QWidget):
         if self.is_running:
             return
         try:
-            opts = self._options()
+            options = self._options()
             layers = self._layer_images() if self.layers_radio.isChecked() else None
-        except InputError as e:
-            _messages.notify("error", f"Dataset training: {e}")
+        except InputError as exc:
+            _messages.notify("error", f"Dataset training: {exc}")
             return
         from napari.qt.threading import create_worker
 
@@ -270,8 +274,8 @@ class DatasetWidget(QWidget):
         self._layer_mode_run = layers is not None
         self.summary = None
         self.log.clear()
-        self._say(f"output: {opts.out}")
-        worker = create_worker(dataset_loop, opts, self._cancel, grid, layers, _start_thread=False)
+        self._say(f"output: {options.out}")
+        worker = create_worker(dataset_loop, options, self._cancel, grid, layers, _start_thread=False)
         worker.yielded.connect(self._on_event)
         worker.errored.connect(self._on_error)
         worker.finished.connect(self._on_finished)
@@ -289,88 +293,89 @@ class DatasetWidget(QWidget):
         self._say("cancel requested; finished images are kept, Run resumes")
 
     # ------------------------------------------------------------------ worker events -----
-    def _on_event(self, ev) -> None:
+    def _on_event(self, event) -> None:
         from ..dataset.events import Advance, Done, Message, Stage
         from ._dataset_worker import LayerResults
 
         if self._closed:  # late events of a run stopped by closing the viewer
             return
-        if isinstance(ev, Stage):
-            self._stage_total = ev.total
-            self.progress_bar.setRange(0, max(1, ev.total))
+        if isinstance(event, Stage):
+            self._stage_total = event.total
+            self.progress_bar.setRange(0, max(1, event.total))
             self.progress_bar.setValue(0)
-            self.stage_label.setText(f"{ev.name} (0 / {ev.total} {ev.unit})")
-            self._stage_name, self._stage_unit = ev.name, ev.unit
-        elif isinstance(ev, Advance):
-            v = min(self.progress_bar.value() + ev.n, self.progress_bar.maximum())
-            self.progress_bar.setValue(v)
-            self.stage_label.setText(f"{self._stage_name} ({v} / {self._stage_total} {self._stage_unit})"
-                                     + (f" · {ev.info}" if ev.info else ""))
-        elif isinstance(ev, Message):
-            if ev.level == "error":
-                self._on_error(InputError(ev.text))
+            self.stage_label.setText(f"{event.name} (0 / {event.total} {event.unit})")
+            self._stage_name, self._stage_unit = event.name, event.unit
+        elif isinstance(event, Advance):
+            value = min(self.progress_bar.value() + event.n, self.progress_bar.maximum())
+            self.progress_bar.setValue(value)
+            self.stage_label.setText(f"{self._stage_name} ({value} / {self._stage_total} {self._stage_unit})"
+                                     + (f" · {event.info}" if event.info else ""))
+        elif isinstance(event, Message):
+            if event.level == "error":
+                self._on_error(InputError(event.text))
             else:
-                self._say(("⚠ " if ev.level == "warning" else "") + ev.text)
-        elif isinstance(ev, Done):
-            self._finished_run(ev.summary)
-        elif isinstance(ev, LayerResults):
-            for name, pred in ev.predictions.items():
+                self._say(("⚠ " if event.level == "warning" else "") + event.text)
+        elif isinstance(event, Done):
+            self._finished_run(event.summary)
+        elif isinstance(event, LayerResults):
+            for name, pred in event.predictions.items():
                 self._add_labels(pred, dataset_prediction_layer_name(name))
 
-    def _finished_run(self, s: dict) -> None:
-        self.summary = s
-        if "rows" in s:  # grid
+    def _finished_run(self, summary: dict) -> None:
+        self.summary = summary
+        if "rows" in summary:  # grid
             out = Path(self.out_edit.text().strip())
             self.bundle_path = None
             self._say(f"grid written to {out / 'grid.json'} and grid.png")
-            for r in s["rows"]:
-                self._say(f"  images {r['fraction']:g}, pixels {r['rate']}: test mIoU "
-                          + ("-" if r["miou"] is None else f"{r['miou']:.4f}"))
+            for row in summary["rows"]:
+                self._say(f"  images {row['fraction']:g}, pixels {row['rate']}: test mIoU "
+                          + ("-" if row["miou"] is None else f"{row['miou']:.4f}"))
             return
-        self.bundle_path = Path(s["bundle"])
-        miou = "-" if s.get("miou") is None else f"{s['miou']:.4f}"
-        self._say(f"done: {s['n_annotated']} annotated, {s['n_self_labelled']} self-labelled, "
-                  f"{len(s['skipped'])} skipped; test mIoU {miou}; bundle {self.bundle_path}")
-        for sk in s["skipped"]:
-            self._say(f"  skipped {sk['name']}: {sk['reason']}")
-        if s["skipped"]:
-            _messages.notify("warning", f"Dataset training: {len(s['skipped'])} image(s) skipped (see the log)")
+        self.bundle_path = Path(summary["bundle"])
+        miou = "-" if summary.get("miou") is None else f"{summary['miou']:.4f}"
+        self._say(f"done: {summary['n_annotated']} annotated, {summary['n_self_labelled']} self-labelled, "
+                  f"{len(summary['skipped'])} skipped; test mIoU {miou}; bundle {self.bundle_path}")
+        for skipped in summary["skipped"]:
+            self._say(f"  skipped {skipped['name']}: {skipped['reason']}")
+        if summary["skipped"]:
+            _messages.notify("warning", f"Dataset training: {len(summary['skipped'])} image(s) "
+                                        "skipped (see the log)")
         if not self._layer_mode_run:
-            self._open_folder_results(s)
+            self._open_folder_results(summary)
 
-    def _open_folder_results(self, s: dict) -> None:
+    def _open_folder_results(self, summary: dict) -> None:
         """Test images + predictions (or, without a test folder, images + pseudo-labels)."""
         import tifffile
 
         from ..core.images import read_image
 
-        out = Path(s["bundle"]).parent
-        test = s["options"].get("test")
+        out = Path(summary["bundle"]).parent
+        test = summary["options"].get("test")
         pairs = []
         if test and (out / "test_predictions").is_dir():
             from ..dataset.layout import scan_folder
 
-            for it in scan_folder(test).items[:MAX_RESULT_LAYERS]:
-                p = out / "test_predictions" / f"{it.name}.tif"
-                if p.is_file():
-                    pairs.append((it.name, it.image, p, prediction_layer_name(it.name)))
+            for item in scan_folder(test).items[:MAX_RESULT_LAYERS]:
+                path = out / "test_predictions" / f"{item.name}.tif"
+                if path.is_file():
+                    pairs.append((item.name, item.image, path, prediction_layer_name(item.name)))
         else:
-            pseudo = Path(s["options"].get("pseudo_dir") or out / "pseudo")
-            for name, rec in list(s["pseudo_labels"].items())[:MAX_RESULT_LAYERS]:
+            pseudo = Path(summary["options"].get("pseudo_dir") or out / "pseudo")
+            for name, record in list(summary["pseudo_labels"].items())[:MAX_RESULT_LAYERS]:
                 pairs.append((name, None, pseudo / f"{name}_labels.tif", pseudo_label_layer_name(name)))
         for name, image_path, labels_path, layer_name in pairs:
             try:
                 if image_path is None:
-                    image_path = s["pseudo_labels"][name].get("image") or ""
+                    image_path = summary["pseudo_labels"][name].get("image") or ""
                     from ..dataset.pseudo_labels import load_record
 
-                    rec = load_record(labels_path.parent, name)
-                    image_path = rec["image"] if rec else image_path
-                img = read_image(image_path)
-                self.viewer.add_image(img, name=name, rgb=img.ndim == 3 and img.shape[-1] in (3, 4))
+                    record = load_record(labels_path.parent, name)
+                    image_path = record["image"] if record else image_path
+                image = read_image(image_path)
+                self.viewer.add_image(image, name=name, rgb=image.ndim == 3 and image.shape[-1] in (3, 4))
                 self._add_labels(tifffile.imread(labels_path), layer_name)
-            except (InputError, OSError, KeyError, TypeError) as e:
-                self._say(f"cannot open {name}: {e}")
+            except (InputError, OSError, KeyError, TypeError) as exc:
+                self._say(f"cannot open {name}: {exc}")
 
     def _add_labels(self, labels: np.ndarray, name: str) -> None:
         labels = np.asarray(labels)
@@ -379,10 +384,10 @@ class DatasetWidget(QWidget):
         else:
             self.viewer.add_labels(labels, name=name, opacity=0.5)
 
-    def _on_error(self, e: BaseException) -> None:
+    def _on_error(self, exc: BaseException) -> None:
         if self._closed:
             return
-        text = _messages.error_text(e)
+        text = _messages.error_text(exc)
         self._say(f"error: {text}")
         _messages.notify("error", f"Dataset training: {text}")
 
@@ -401,11 +406,11 @@ class DatasetWidget(QWidget):
             _messages.notify("warning", "Dataset training: no final network yet")
             return
         try:
-            _, w = self.viewer.window.add_plugin_dock_widget("napari-pointseg", "Annotate & train")
-            w.load_model(str(self.bundle_path))
-        except Exception as e:  # noqa: BLE001 - widget 1 missing or refused: say so, keep going
-            _messages.notify("warning", f"could not open Annotate & train ({type(e).__name__}: {e}); "
-                               f"load {self.bundle_path} there with 'Load model'")
+            _, annotate = self.viewer.window.add_plugin_dock_widget("napari-pointseg", "Annotate & train")
+            annotate.load_model(str(self.bundle_path))
+        except Exception as exc:  # noqa: BLE001 - widget 1 missing or refused: say so, keep going
+            _messages.notify("warning", f"could not open Annotate & train ({type(exc).__name__}: "
+                                        f"{exc}); load {self.bundle_path} there with 'Load model'")
 
     def shutdown(self) -> None:
         """Stop a run (the viewer is closing, or Python exits). Safe to call more than once."""
