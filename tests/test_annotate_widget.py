@@ -190,9 +190,14 @@ def _thread_counts() -> tuple[int, int]:
 
 def _idle_baseline(qtbot) -> tuple[int, int]:
     """Thread counts once every worker the widgets started (warm-up included) is done."""
+    from qtpy.QtCore import QThreadPool
+
     from napari_pointseg.widgets._threads import live_workers
 
     qtbot.waitUntil(lambda: live_workers() == 0, timeout=WAIT)
+    # a worker's ``finished`` is handled a moment before its pool thread returns: on a busy
+    # machine that thread still counted as active here and hid the training thread later
+    QThreadPool.globalInstance().waitForDone(5_000)
     return _thread_counts()
 
 
