@@ -33,7 +33,7 @@ RESULTS = Path(__file__).resolve().parent / "results" / "bench_oracle.json"
 
 def load(name: str):
     """(image, mask, channel_axis) of a bundled sample (the CLI's loader)."""
-    from napari_pointseg.oracle.cli import _sample
+    from napari_pointseg.cli.oracle import _sample
 
     image, mask, ca = _sample(name)
     return image, np.asarray(mask), ca

@@ -188,7 +188,7 @@ def test_cli_clear_errors(tmp_path, capsys, setup, message):
 
 def test_grid_table_and_plot(tiny, tmp_path):
     """A 1 x 1 grid (+ the full-mask reference) writes grid.json and grid.png."""
-    from napari_pointseg.dataset.cli import consume
+    from napari_pointseg.cli.dataset import consume
     from napari_pointseg.dataset.grid import iter_grid
 
     opts = tiny_options(tiny / "train", tmp_path, test=tiny / "test", source="oracle",
