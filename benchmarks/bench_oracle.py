@@ -26,7 +26,7 @@ from napari_pointseg.core.metrics import miou
 from napari_pointseg.core.models import ModelSpec
 from napari_pointseg.core.trainer import TrainConfig
 from napari_pointseg.oracle.baseline import rf_baseline
-from napari_pointseg.oracle.pixel_labeling import run_oracle
+from napari_pointseg.core.oracle_loop import run_oracle
 
 RESULTS = Path(__file__).resolve().parent / "results" / "bench_oracle.json"
 

@@ -478,7 +478,6 @@ def test_stack_trains_on_annotated_slices(make_napari_viewer, qtbot, notes):
 
 
 def test_suggest_and_accept_points(setup, qtbot):
-    pytest.importorskip("napari_pointseg.oracle.samplers")
     viewer, widget, image, mask, coords, labels = setup
     widget.uncert_check.setChecked(True)
     widget.add_points(coords[:8], labels[:8])

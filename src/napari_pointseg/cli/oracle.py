@@ -87,7 +87,7 @@ def cmd_oracle(args) -> int:
     from ..core.images import read_image, read_mask
     from ..core.overlay import save_overlay
     from ..core.session import write_json, write_labels
-    from ..oracle.pixel_labeling import run_oracle
+    from ..core.oracle_loop import run_oracle
 
     _check_budget(args)
     image, mask = read_image(args.image), read_mask(args.mask)

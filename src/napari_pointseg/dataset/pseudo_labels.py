@@ -170,7 +170,7 @@ def _spatial(image, opts) -> tuple[int, int]:
 
 
 def _from_oracle(image, mask, opts: PseudoLabelOptions, cancel):
-    from ..oracle.pixel_labeling import run_oracle
+    from ..core.oracle_loop import run_oracle
 
     spec, cfg = _configs(opts)
 

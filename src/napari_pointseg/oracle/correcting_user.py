@@ -27,9 +27,9 @@ from ..core.features import FilterBank
 from ..core.inputs import PreparedImage
 from ..core.metrics import segmentation_metrics
 from ..core.models import ModelSpec
+from ..core.oracle_loop import _check_args
 from ..core.points import PointSet
 from ..core.trainer import SparseTrainer, TrainConfig
-from .pixel_labeling import _check_args
 
 
 def first_clicks(truth: np.ndarray, per_class: int, rng: np.random.Generator) -> np.ndarray:

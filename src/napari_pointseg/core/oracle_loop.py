@@ -1,5 +1,9 @@
 """Algorithm 1 of "How low can we go?" (PixelLabeling): an oracle that reveals pixel labels.
 
+Product code, not only an experiment: the dataset pipeline labels images that have a mask
+with `run_oracle`; ``oracle/`` (experiments, samplers, baseline, tables) builds on it, and
+`run_active` runs any other point picker in the same loop.
+
 The oracle has the ground-truth mask. Starting from one random labelled pixel it repeats:
 train the network on the revealed pixels (continuing from the current weights, points admitted
 in the order they were revealed: the "correct order"), predict the whole image, build the
@@ -22,14 +26,14 @@ from typing import Callable
 import numpy as np
 from scipy import ndimage as ndi
 
-from ..core.errors import InputError
-from ..core.features import FilterBank
-from ..core.inputs import PreparedImage
-from ..core.metrics import segmentation_metrics
-from ..core.models import ModelSpec
-from ..core.points import PointSet
-from ..core.schedule import next_step_size
-from ..core.trainer import SparseTrainer, TrainConfig
+from .errors import InputError
+from .features import FilterBank
+from .inputs import PreparedImage
+from .metrics import segmentation_metrics
+from .models import ModelSpec
+from .points import PointSet
+from .schedule import next_step_size
+from .trainer import SparseTrainer, TrainConfig
 
 # Oracle defaults (measured, see docs/training.md): k grows with the revealed count so that the
 # number of oracle steps (each costs one full-image prediction) stays ~40 for 0.3 % of 512².
