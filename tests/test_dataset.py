@@ -32,7 +32,7 @@ def tiny_options(data, out, **kw):
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """train/ (3 images: 2 with points, 1 with only a mask -> oracle) and test/ (2 images)."""
-    from napari_pointseg.synthetic import make_dataset
+    from napari_pointseg.samples.files import make_dataset
 
     root = tmp_path_factory.mktemp("ds")
     make_dataset(root / "train", n_images=3, size=64, seed=1)

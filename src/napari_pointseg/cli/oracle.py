@@ -125,7 +125,7 @@ def cmd_oracle(args) -> int:
 
 def _sample(name: str):
     """(image, mask, channel_axis) of a bundled sample."""
-    from ..sample_files import load_sample
+    from ..samples.files import load_sample
 
     s = load_sample(name)
     return s.image, s.mask, s.channel_axis
