@@ -7,13 +7,13 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
 from .errors import InputError
 from .features import FilterBank
+from .files import atomic_write, write_tif_atomic
 from .inputs import PreparedImage
 from .metrics import segmentation_metrics
 from .models import ModelSpec, validate_spec
@@ -45,16 +45,8 @@ def write_labels(path: str | Path, labels: np.ndarray) -> Path:
     """Write a label image as a zlib-compressed TIFF, atomically, in the smallest integer dtype
     that holds every value exactly (up to 64 bits: label 5000000000 stays 5000000000).
     InputError for non-integer values or values no TIFF integer type holds."""
-    import tifffile
-
-    path = Path(path)
     labels = np.asarray(labels)
-    dtype = label_dtype(labels)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tifffile.imwrite(tmp, labels.astype(dtype), compression="zlib")
-    os.replace(tmp, path)
-    return path
+    return write_tif_atomic(path, labels.astype(label_dtype(labels)))
 
 
 def label_dtype(labels: np.ndarray) -> np.dtype:
@@ -90,10 +82,9 @@ def metrics_for(truth: np.ndarray, pred: np.ndarray, points: PointSet | None,
 def write_json(path: str | Path, data: dict) -> Path:
     """Pretty JSON, written atomically."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=_jsonable))
-    os.replace(tmp, path)
+    text = json.dumps(data, indent=2, default=_jsonable)  # before the temp file: no leftover on a TypeError
+    with atomic_write(path) as tmp:
+        tmp.write_text(text)
     return path
 
 

@@ -29,9 +29,10 @@ from typing import Iterator
 import numpy as np
 
 from ..core.errors import InputError
+from ..core.files import atomic_write, remove_temp_files, write_tif_atomic
 from .events import Advance, Cancelled, Done, Message, Stage
 from .layout import Item, Skip, scan_folder
-from .pseudo_labels import PseudoLabelOptions, output_paths, pseudo_label_job, write_tif_atomic
+from .pseudo_labels import PseudoLabelOptions, output_paths, pseudo_label_job
 from .runner import run_jobs
 from .train import DatasetTrainConfig, DatasetTrainer, Sample
 
@@ -127,7 +128,7 @@ def iter_pipeline(opts: PipelineOptions, cancel=None) -> Iterator[object]:
 
     # -- stage 1 ---------------------------------------------------------------------------
     pseudo_dir = Path(opts.pseudo_dir) if opts.pseudo_dir else out / "pseudo"
-    _remove_stale_temp_files(out, pseudo_dir)
+    remove_temp_files(out, pseudo_dir)
     t0 = time.perf_counter()
     records, computed = [], []
     yield Stage("pseudo-labels", len(annotated))
@@ -190,8 +191,8 @@ def iter_pipeline(opts: PipelineOptions, cancel=None) -> Iterator[object]:
                                             out / "final.safetensors", "final network", keys, cancel)
             seconds["final_network"] = time.perf_counter() - t0
     bundle = out / "model.safetensors"
-    shutil.copyfile(final.bundle_path, str(bundle) + ".tmp")
-    Path(str(bundle) + ".tmp").replace(bundle)
+    with atomic_write(bundle) as tmp:
+        shutil.copyfile(final.bundle_path, tmp)
 
     # -- stage 4 ---------------------------------------------------------------------------
     t0 = time.perf_counter()
@@ -205,14 +206,6 @@ def iter_pipeline(opts: PipelineOptions, cancel=None) -> Iterator[object]:
 
     write_json(out / "metrics.json", summary)
     yield Done(summary)
-
-
-def _remove_stale_temp_files(*folders: Path) -> None:
-    """Temp files of a killed run (never complete outputs: those were renamed)."""
-    for folder in folders:
-        if folder.is_dir():
-            for p in folder.rglob("*.tmp"):
-                p.unlink(missing_ok=True)
 
 
 def _check(cancel) -> None:

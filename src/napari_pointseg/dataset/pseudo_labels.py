@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.errors import InputError
+from ..core.files import write_tif_atomic
 from .events import Cancelled
 from .layout import Item
 
@@ -95,23 +95,6 @@ def load_record(out_dir: str | Path, name: str, key: str | None = None) -> dict 
     if not (paths["labels"].is_file() and paths["confidence"].is_file()):
         return None
     return rec
-
-
-def write_tif_atomic(path: Path, array: np.ndarray) -> Path:
-    """zlib TIFF written to a temp file and renamed: a reader never sees half a file."""
-    import tifffile
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    tifffile.imwrite(tmp, array, compression="zlib")
-    os.replace(tmp, path)
-    return path
-
-
-def _write_points_atomic(path: Path, points) -> None:
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    points.to_csv(tmp)
-    os.replace(tmp, path)
 
 
 def _read_inputs(item: Item, opts: PseudoLabelOptions, source: str):
@@ -236,7 +219,7 @@ def _write_outputs(item, out_dir, key, source, cf, mask, points, labels, conf, s
     write_labels(paths["labels"], labels)
     write_tif_atomic(paths["confidence"], conf.astype(np.float32))
     if points is not None:
-        _write_points_atomic(paths["points"], points)
+        points.to_csv(paths["points"])
     elif paths["points"].exists():
         paths["points"].unlink()
     n_points = 0 if points is None else len(points)

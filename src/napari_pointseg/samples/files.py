@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.errors import InputError
+from ..core.files import write_tif_atomic
 from ..core.points import PointSet
 from .clicks import human_like_points
 from .synthetic import SAMPLES, make_stack
@@ -114,14 +115,11 @@ def _generate(kind: str, size: int, seed: int):
     return SAMPLES[kind](size=size, seed=seed)
 
 
-def write_tif(path: str | Path, array: np.ndarray, rgb: bool = False) -> None:
-    """Write ``array`` as a zlib-compressed TIFF (RGB when ``rgb``, else grey pages)."""
-    import tifffile
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tifffile.imwrite(path, array, photometric="rgb" if rgb else "minisblack",
-                     compression="zlib", compressionargs={"level": 9}, predictor=True)
+def write_tif(path: str | Path, array: np.ndarray, rgb: bool = False) -> Path:
+    """Write ``array`` as a small zlib TIFF (level 9, predictor: committed sample files), RGB
+    when ``rgb``, else grey pages."""
+    return write_tif_atomic(path, array, photometric="rgb" if rgb else "minisblack",
+                            compressionargs={"level": 9}, predictor=True)
 
 
 def make_dataset(out_dir: str | Path, kind: str = "nuclei", n_images: int = 12, size: int = 256,
