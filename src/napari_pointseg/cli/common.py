@@ -203,6 +203,7 @@ def model_options(args: argparse.Namespace, **overrides):
     """(ModelSpec, TrainConfig, FilterBank) from parsed options (+ config overrides)."""
     from ..core.features import FilterBank
     from ..core.models import ModelSpec
+    from ..core.schedule import with_iters_per_step
     from ..core.trainer import TrainConfig
 
     check_options(args)
@@ -210,12 +211,11 @@ def model_options(args: argparse.Namespace, **overrides):
                      input_scale=args.input_scale)
     cfg = dict(seed=args.seed, lr=args.lr, crop_size=args.crop_size or None, threads=args.threads)
     cfg["entropy_weight"] = args.entropy_weight
+    config = TrainConfig(**{**cfg, **overrides})
     if args.iters_per_point is not None:
-        ips = max(1, int(round(args.iters_per_point)))
-        cfg.update(iters_per_step=ips, min_iters_per_step=min(ips, TrainConfig().min_iters_per_step))
-    cfg.update(overrides)
+        config = with_iters_per_step(config, max(1, int(round(args.iters_per_point))))
     fb = FilterBank(()) if getattr(args, "no_filters", False) else FilterBank()
-    return spec, TrainConfig(**cfg), fb
+    return spec, config, fb
 
 
 @contextmanager

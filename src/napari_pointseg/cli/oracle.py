@@ -62,7 +62,7 @@ def precheck_pairs(args) -> None:
     one trains (the pairs are small 2D images: reading them twice is cheap)."""
     from ..core.errors import InputError
     from ..core.images import read_image, read_mask, to_channels_first
-    from ..core.session import check_mask
+    from ..core.checks import check_mask
 
     pairs = args.pairs
     if not pairs or len(pairs) % 2:

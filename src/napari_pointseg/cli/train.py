@@ -37,10 +37,11 @@ def register_models(sub) -> None:
 def cmd_train(args) -> int:
     """Run `pointseg train`; 0 on success (bad input raises InputError, see ``main``)."""
     from ..core.bundle import save_trainer
+    from ..core.checks import check_mask
     from ..core.images import read_image, read_mask
     from ..core.overlay import save_overlay
     from ..core.points import PointSet
-    from ..core.session import check_mask, make_trainer, metrics_for, write_json, write_labels
+    from ..core.session import make_trainer, metrics_for, write_json, write_labels
 
     # options, files and --out were checked by `precheck`; the inputs are read before training
     spec, cfg, fb = model_options(args, order=args.order)

@@ -192,6 +192,12 @@ def fit_normalisation(image_cf: np.ndarray, low_pct: float = 1.0,
     return Normalisation(lows, highs)
 
 
+def padded_shape(shape, multiple: int) -> tuple[int, ...]:
+    """Each size of ``shape`` rounded up to a multiple of ``multiple`` (the network stride):
+    the (H, W) a plane has after `pad_to_multiple`."""
+    return tuple(-(-int(n) // multiple) * multiple for n in shape)
+
+
 def pad_to_multiple(x: np.ndarray, multiple: int) -> tuple[np.ndarray, tuple[int, int]]:
     """Reflect-pad the last two axes of ``x`` up to a multiple of ``multiple``.
 
@@ -199,7 +205,7 @@ def pad_to_multiple(x: np.ndarray, multiple: int) -> tuple[np.ndarray, tuple[int
     ``x[..., :H, :W]``.
     """
     h, w = x.shape[-2:]
-    ph, pw = (-h) % multiple, (-w) % multiple
+    ph, pw = (n - s for n, s in zip(padded_shape((h, w), multiple), (h, w)))
     if ph == 0 and pw == 0:
         return x, (0, 0)
     mode = "reflect" if (h > ph and w > pw) else "edge"

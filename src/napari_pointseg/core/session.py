@@ -1,6 +1,7 @@
 """One-image jobs shared by the CLI, the widgets and the experiments.
 
-`make_trainer` checks the inputs (shapes, classes, channels) and builds a SparseTrainer;
+`make_trainer` checks the inputs (shapes, classes, channels) and builds a SparseTrainer
+(masks: `checks.check_mask`);
 `write_labels`, `metrics_for` and `write_json` produce the files every interface writes.
 """
 
@@ -96,25 +97,3 @@ def _jsonable(o):
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
-
-
-def check_mask(mask: np.ndarray, spatial_shape: tuple[int, ...], labels=None) -> np.ndarray:
-    """InputError unless ``mask`` matches ``spatial_shape``, has >= 2 classes and (with the
-    point ``labels``) shares at least one value with them."""
-    mask = np.asarray(mask)
-    if tuple(mask.shape) != tuple(spatial_shape):
-        raise InputError(f"mask shape {tuple(int(n) for n in mask.shape)} differs from the image's "
-                         f"spatial shape {tuple(int(n) for n in spatial_shape)}")
-    values = np.unique(mask)
-    if len(values) < 2:
-        raise InputError("the mask holds a single class; at least 2 are needed")
-    if labels is not None and not np.intersect1d(values, np.asarray(labels)).size:
-        raise InputError(f"the mask values {_few(values)} share no value with the point labels "
-                         f"{_few(np.unique(labels))}; the metrics would compare unrelated labels")
-    return mask.astype(np.int64)
-
-
-def _few(values, n: int = 6) -> str:
-    """``[1, 2, 3, ...]`` with plain Python integers."""
-    v = [int(x) for x in values[:n]]
-    return "[" + ", ".join(map(str, v)) + (", ...]" if len(values) > n else "]")

@@ -99,22 +99,17 @@ def load_record(out_dir: str | Path, name: str, key: str | None = None) -> dict 
 
 def _read_inputs(item: Item, opts: PseudoLabelOptions, source: str):
     """(image, channels-first image, mask or None), validated. InputError on a bad input."""
-    from ..core.images import read_image, read_mask, to_channels_first
+    from ..core.checks import check_mask, plane_image
+    from ..core.images import read_image, read_mask
 
     image = read_image(item.image)
-    cf = to_channels_first(image, opts.channel_axis)
-    if cf.ndim != 3:
-        raise InputError(f"3D stacks are not supported by the dataset pipeline (shape {image.shape})")
+    cf = plane_image(image, opts.channel_axis, who="the dataset pipeline")
+    labelled_by_mask = source in ("oracle", "mask")
+    if labelled_by_mask and item.mask is None:
+        raise InputError("no mask for the oracle / full-mask source")
     mask = None
     if item.mask is not None:
-        mask = read_mask(item.mask)
-        if mask.shape != cf.shape[1:]:
-            raise InputError(f"mask shape {mask.shape} differs from the image's {cf.shape[1:]}")
-    if source in ("oracle", "mask"):
-        if mask is None:
-            raise InputError("no mask for the oracle / full-mask source")
-        if len(np.unique(mask)) < 2:
-            raise InputError("the mask holds a single class")
+        mask = check_mask(read_mask(item.mask), cf.shape[1:], min_classes=2 if labelled_by_mask else 0)
     return image, cf, mask
 
 

@@ -22,7 +22,7 @@ import math
 import numpy as np
 
 from ..core.errors import InputError
-from ..core.images import to_channels_first
+from ..core.checks import plane_image
 from ..core.suggest import ACQUISITIONS, as_rng, excluded_mask
 
 LABEL_BASED = ("random", "uniform", "edge", "slic", "geodesic")
@@ -95,9 +95,7 @@ def edge_points(mask: np.ndarray, n: int, rng=None, exclude=None) -> np.ndarray:
 
 def _grey_or_channels_last(image, channel_axis="auto", rgb=None) -> np.ndarray:
     """float (H, W, C) image scaled to [0, 1] per channel."""
-    cf = to_channels_first(image, channel_axis, rgb).astype(np.float32)
-    if cf.ndim != 3:
-        raise InputError("samplers take 2D images")
+    cf = plane_image(image, channel_axis, rgb, who="samplers").astype(np.float32)
     lo = np.percentile(cf, 1, axis=(1, 2), keepdims=True)
     hi = np.percentile(cf, 99, axis=(1, 2), keepdims=True)
     return np.clip(np.moveaxis((cf - lo) / np.maximum(hi - lo, 1e-6), 0, -1), 0, 1)
