@@ -18,7 +18,7 @@ from napari_pointseg.core.session import make_trainer
 from napari_pointseg.oracle.correcting_user import (first_clicks, honoured_fraction,
                                                     max_drop_after, region_centres,
                                                     run_correcting_user)
-from napari_pointseg.oracle.pixel_labeling import run_oracle
+from napari_pointseg.core.oracle_loop import run_oracle
 
 
 def _hard_points(mask, seed=0):

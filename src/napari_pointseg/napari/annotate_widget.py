@@ -1216,7 +1216,7 @@ class AnnotateWidget(QWidget):
             self._fail("no network yet: train first, or load a model")
             return
         try:
-            from ..oracle.samplers import suggest_points as sampler
+            from ..core.suggest import suggest_points as sampler
         except ImportError:
             self._fail("suggestions need napari_pointseg.oracle.samplers, which is not installed")
             return

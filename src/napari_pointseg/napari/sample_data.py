@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..sample_files import load_sample
+from ..samples.files import load_sample
 
 _CELL_CHANNELS = ["cells nuclear stain", "cells cytoplasm stain"]
 
