@@ -1,6 +1,6 @@
 """Benchmark of the dataset pipeline: pseudo-labels from <= 0.3 % clicked pixels vs full masks.
 
-On a synthetic nuclei data set (``synthetic.make_dataset``: N train + M held-back test images)
+On a synthetic nuclei data set (``samples.files.make_dataset``: N train + M held-back test images)
 it measures
 
 * stage 1 (one network per image from its human-like clicks, 0.3 % of the pixels by default,
@@ -88,7 +88,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads per process (1: the machine is shared; see README)")
     a = ap.parse_args(argv)
-    from napari_pointseg.synthetic import make_dataset
+    from napari_pointseg.samples.files import make_dataset
 
     root = Path(a.out)
     load0 = os.getloadavg()

@@ -26,14 +26,14 @@ from napari_pointseg.core.metrics import miou
 from napari_pointseg.core.models import ModelSpec
 from napari_pointseg.core.trainer import TrainConfig
 from napari_pointseg.oracle.baseline import rf_baseline
-from napari_pointseg.oracle.pixel_labeling import run_oracle
+from napari_pointseg.core.oracle_loop import run_oracle
 
 RESULTS = Path(__file__).resolve().parent / "results" / "bench_oracle.json"
 
 
 def load(name: str):
     """(image, mask, channel_axis) of a bundled sample (the CLI's loader)."""
-    from napari_pointseg.oracle.cli import _sample
+    from napari_pointseg.cli.oracle import _sample
 
     image, mask, ca = _sample(name)
     return image, np.asarray(mask), ca

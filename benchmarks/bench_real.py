@@ -38,7 +38,7 @@ from napari_pointseg.core.trainer import TrainConfig
 from napari_pointseg.oracle.baseline import rf_baseline, rf_features
 from napari_pointseg.oracle.correcting_user import (honoured_fraction, max_drop_after,
                                                     run_correcting_user)
-from napari_pointseg.oracle.pixel_labeling import run_oracle
+from napari_pointseg.core.oracle_loop import run_oracle
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "bench_real.json"

@@ -31,14 +31,15 @@ TARGETS = {"first_update_s": 3.0, "stall_p95_ms": 100.0, "stop_s": 1.0}
 
 def load_data(size: int):
     try:
-        from napari_pointseg.sample_files import load_sample
+        from napari_pointseg.samples.files import load_sample
 
         image, mask, points = load_sample("nuclei")[:3]
         image, mask = np.asarray(image)[:size, :size], np.asarray(mask)[:size, :size]
         sel = np.all(points.coords < size, axis=1)
         coords, labels, source = points.coords[sel], points.labels[sel], "sample_files nuclei"
     except Exception:  # noqa: BLE001 - sample files not there: the same generator
-        from napari_pointseg.synthetic import human_like_points, make_nuclei
+        from napari_pointseg.samples.clicks import human_like_points
+        from napari_pointseg.samples.synthetic import make_nuclei
 
         image, mask = make_nuclei(size, seed=0)
         coords, labels = human_like_points(mask, 0.0015, seed=0)

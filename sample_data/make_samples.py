@@ -12,10 +12,12 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 try:
-    from napari_pointseg import synthetic
+    from napari_pointseg.samples import synthetic
 except ImportError:  # running from a source checkout without the package installed
     sys.path.insert(0, str(HERE.parent / "src"))
-    from napari_pointseg import synthetic
+    from napari_pointseg.samples import synthetic
+from napari_pointseg.samples.clicks import human_like_points
+from napari_pointseg.samples.files import write_tif
 
 from napari_pointseg.core.points import PointSet
 
@@ -36,10 +38,10 @@ def make_sample(name: str, out_dir: Path = HERE):
     ``<name>_points.csv`` into ``out_dir``; returns (image, mask, PointSet)."""
     generate, rgb = SAMPLES[name]
     image, mask = generate()
-    coords, labels = synthetic.human_like_points(mask, POINTS_FRACTION, seed=SEED)
+    coords, labels = human_like_points(mask, POINTS_FRACTION, seed=SEED)
     points = PointSet(coords, labels)
-    synthetic.write_tif(out_dir / f"{name}_image.tif", image, rgb=rgb)
-    synthetic.write_tif(out_dir / f"{name}_mask.tif", mask)
+    write_tif(out_dir / f"{name}_image.tif", image, rgb=rgb)
+    write_tif(out_dir / f"{name}_mask.tif", mask)
     points.to_csv(out_dir / f"{name}_points.csv")
     return image, mask, points
 

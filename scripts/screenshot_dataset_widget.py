@@ -31,7 +31,7 @@ def main() -> int:
     from qtpy.QtWidgets import QApplication
 
     from napari_pointseg.widgets.dataset_widget import DatasetWidget
-    from napari_pointseg.synthetic import make_dataset
+    from napari_pointseg.samples.files import make_dataset
 
     root = Path(tempfile.mkdtemp(prefix="pointseg_shot_"))
     make_dataset(root / "train", n_images=4, size=128, seed=11)

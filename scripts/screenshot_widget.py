@@ -30,7 +30,7 @@ def main(argv=None) -> Path:
     from napari_pointseg.widgets.annotate_widget import AnnotateWidget
 
     try:
-        from napari_pointseg.sample_files import load_sample
+        from napari_pointseg.samples.files import load_sample
 
         image, mask, points = load_sample("nuclei")[:3]
         s = args.size
@@ -38,7 +38,8 @@ def main(argv=None) -> Path:
         sel = np.all(points.coords < s, axis=1)
         coords, labels = points.coords[sel], points.labels[sel]
     except Exception:  # noqa: BLE001 - sample files not generated: same generator
-        from napari_pointseg.synthetic import human_like_points, make_nuclei
+        from napari_pointseg.samples.clicks import human_like_points
+        from napari_pointseg.samples.synthetic import make_nuclei
 
         image, mask = make_nuclei(args.size, seed=0)
         coords, labels = human_like_points(mask, 0.0015, seed=0)

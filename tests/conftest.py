@@ -14,16 +14,16 @@ def nuclei_crop():
     clicks in acquisition order. A crop of the packaged sample when it is available, else the
     same synthetic generator at a small size.
     """
-    from napari_pointseg.synthetic import human_like_points
+    from napari_pointseg.samples.clicks import human_like_points
 
     image = mask = None
     try:
-        from napari_pointseg.sample_files import load_sample
+        from napari_pointseg.samples.files import load_sample
 
         image, mask, _ = load_sample("nuclei")[:3]
         image, mask = np.asarray(image)[:128, :128], np.asarray(mask)[:128, :128]
     except Exception:  # noqa: BLE001 - sample files not generated yet: synthesise
-        from napari_pointseg.synthetic import make_nuclei
+        from napari_pointseg.samples.synthetic import make_nuclei
 
         image, mask = make_nuclei(256, seed=0)
         image, mask = image[:128, :128], mask[:128, :128]

@@ -237,7 +237,7 @@ def test_close_viewer_while_training(make_napari_viewer, qtbot, nuclei_crop, not
 def test_close_viewer_right_after_docking(make_napari_viewer, qtbot):
     """Both widgets docked as the plugin menu does, the viewer closed at once while the
     annotate widget still prepares the image in the background: no error, no thread left."""
-    from napari_pointseg.synthetic import make_nuclei
+    from napari_pointseg.samples.synthetic import make_nuclei
 
     baseline = _thread_counts()
     viewer = make_napari_viewer()
@@ -258,7 +258,8 @@ SMALL_NET = dict(encoder_depth=3, decoder_channels=[16, 8, 4])
 def small(make_napari_viewer, qtbot, notes):
     """(viewer, widget, coords, labels): a 48 x 48 image "img" (+ a second image "other"),
     a tiny network, clicks added, the input prepared; the thread baseline in widget.baseline."""
-    from napari_pointseg.synthetic import human_like_points, make_nuclei
+    from napari_pointseg.samples.clicks import human_like_points
+    from napari_pointseg.samples.synthetic import make_nuclei
 
     image, mask = make_nuclei(128, seed=0)
     image, mask = image[:48, :48], mask[:48, :48].astype(np.int64)
@@ -376,7 +377,8 @@ CLOSE_SCRIPT = """
 import sys
 import numpy as np
 import napari
-from napari_pointseg.synthetic import human_like_points, make_nuclei
+from napari_pointseg.samples.clicks import human_like_points
+from napari_pointseg.samples.synthetic import make_nuclei
 
 image, mask = make_nuclei(128, seed=0)
 image, mask = image[:48, :48], mask[:48, :48].astype(np.int64)
@@ -457,7 +459,8 @@ def test_points_csv_through_widget(setup, tmp_path):
 
 
 def test_stack_trains_on_annotated_slices(make_napari_viewer, qtbot, notes):
-    from napari_pointseg.synthetic import human_like_points, make_stack
+    from napari_pointseg.samples.clicks import human_like_points
+    from napari_pointseg.samples.synthetic import make_stack
 
     stack, mask = make_stack((8, 64, 64), seed=1)
     viewer = make_napari_viewer()

@@ -350,7 +350,7 @@ def test_bad_input_in_a_real_process(base, tmp_path):
 
 def test_unwritable_out_folder(d, capsys, monkeypatch):
     """(Tests run as root here, where every folder is writable: os.access is faked.)"""
-    import napari_pointseg.cli_common as cc
+    import napari_pointseg.cli.common as cc
 
     monkeypatch.setattr(cc.os, "access", lambda p, mode: not (mode & os.W_OK))
     code, err = _run(_train(out="newdir/out"), d, capsys)

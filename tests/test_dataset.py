@@ -32,7 +32,7 @@ def tiny_options(data, out, **kw):
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """train/ (3 images: 2 with points, 1 with only a mask -> oracle) and test/ (2 images)."""
-    from napari_pointseg.synthetic import make_dataset
+    from napari_pointseg.samples.files import make_dataset
 
     root = tmp_path_factory.mktemp("ds")
     make_dataset(root / "train", n_images=3, size=64, seed=1)
@@ -188,7 +188,7 @@ def test_cli_clear_errors(tmp_path, capsys, setup, message):
 
 def test_grid_table_and_plot(tiny, tmp_path):
     """A 1 x 1 grid (+ the full-mask reference) writes grid.json and grid.png."""
-    from napari_pointseg.dataset.cli import consume
+    from napari_pointseg.cli.dataset import consume
     from napari_pointseg.dataset.grid import iter_grid
 
     opts = tiny_options(tiny / "train", tmp_path, test=tiny / "test", source="oracle",

@@ -17,7 +17,7 @@ from test_dataset import TINY_CLI, TINY_IMAGE, TINY_SPEC
 
 @pytest.fixture(scope="module")
 def four(tmp_path_factory):
-    from napari_pointseg.synthetic import make_dataset
+    from napari_pointseg.samples.files import make_dataset
 
     root = tmp_path_factory.mktemp("ds4")
     make_dataset(root, n_images=3, size=64, seed=3)

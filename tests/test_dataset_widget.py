@@ -19,7 +19,7 @@ def two(tmp_path_factory):
     """train/ with 2 clicked images, test/ with 1 image + mask."""
     import shutil
 
-    from napari_pointseg.synthetic import make_dataset
+    from napari_pointseg.samples.files import make_dataset
 
     root = tmp_path_factory.mktemp("dsw")
     make_dataset(root / "train", n_images=2, size=64, seed=5)

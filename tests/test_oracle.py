@@ -9,10 +9,11 @@ from napari_pointseg.core.errors import InputError
 from napari_pointseg.core.models import ModelSpec
 from napari_pointseg.core.points import PointSet
 from napari_pointseg.core.trainer import TrainConfig
+from napari_pointseg.core.oracle_loop import (OracleResult, blob_weights, run_oracle,
+                                              sample_from_weights, weight_map)
+from napari_pointseg.core.suggest import ACQUISITIONS, suggest_points
 from napari_pointseg.oracle import samplers
 from napari_pointseg.oracle.baseline import rf_baseline
-from napari_pointseg.oracle.pixel_labeling import (OracleResult, blob_weights, run_oracle,
-                                                   sample_from_weights, weight_map)
 
 # a small, quick network for end-to-end runs
 TINY_SPEC = ModelSpec(encoder="resnet18", encoder_depth=3, decoder_channels=[32, 16, 8])
@@ -121,14 +122,14 @@ def test_samplers_respect_exclude():
     assert len({tuple(p) for p in pts}) == 20
 
 
-@pytest.mark.parametrize("kind", samplers.ACQUISITIONS)
+@pytest.mark.parametrize("kind", ACQUISITIONS)
 def test_suggest_points(kind):
     rng = np.random.default_rng(0)
     p = rng.dirichlet([1, 1, 1], size=(48, 40)).transpose(2, 0, 1).astype(np.float32)
     p[:, 10:20, 10:20] = 1 / 3              # maximally uncertain square
     ex = np.zeros((48, 40), bool)
     ex[12, 12] = True
-    pts = samplers.suggest_points(p, 8, kind, exclude=ex, rng=0)
+    pts = suggest_points(p, 8, kind, exclude=ex, rng=0)
     assert pts.shape == (8, 2) and pts.dtype == np.int64
     assert len({tuple(q) for q in pts}) == 8
     assert not ex[pts[:, 0], pts[:, 1]].any()
@@ -142,10 +143,10 @@ def test_suggest_points(kind):
 
 def test_suggest_points_bad_input():
     with pytest.raises(InputError):
-        samplers.suggest_points(np.ones((1, 4, 4), np.float32), 2)
+        suggest_points(np.ones((1, 4, 4), np.float32), 2)
     with pytest.raises(InputError):
-        samplers.suggest_points(np.full((2, 4, 4), 0.5, np.float32), 2, kind="nope")
-    assert len(samplers.suggest_points(np.full((2, 4, 4), 0.5, np.float32), 100)) == 16
+        suggest_points(np.full((2, 4, 4), 0.5, np.float32), 2, kind="nope")
+    assert len(suggest_points(np.full((2, 4, 4), 0.5, np.float32), 100)) == 16
 
 
 # -- baseline ---------------------------------------------------------------------------------

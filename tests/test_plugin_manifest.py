@@ -54,6 +54,6 @@ def test_built_wheel_contains_manifest_and_sample_data(tmp_path):
     wheel = next(tmp_path.glob("napari_pointseg-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     assert "napari_pointseg/napari.yaml" in names
-    assert any(n.startswith("napari_pointseg/_sample_data/nuclei_image") for n in names)
+    assert any(n.startswith("napari_pointseg/samples/_data/nuclei_image") for n in names)
     entry = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt")))
     assert b"napari_pointseg:napari.yaml" in entry

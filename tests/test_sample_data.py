@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_pointseg import synthetic
+from napari_pointseg.samples import synthetic
+from napari_pointseg.samples.clicks import human_like_points
 from napari_pointseg.core.errors import InputError
 from napari_pointseg.core.points import PointSet
-from napari_pointseg.sample_files import SAMPLE_NAMES, load_sample
+from napari_pointseg.samples.files import SAMPLE_NAMES, load_sample, make_dataset
 
 # name -> (image shape, image dtype, mask classes, channel_axis, rgb) of the committed samples
 SPEC = {
@@ -60,8 +61,8 @@ def test_generators_are_deterministic(name):
     image2, mask2 = generate(3)
     assert np.array_equal(image1, image2) and image1.dtype == image2.dtype
     assert np.array_equal(mask1, mask2)
-    points1 = synthetic.human_like_points(mask1, 0.002, seed=3)
-    points2 = synthetic.human_like_points(mask2, 0.002, seed=3)
+    points1 = human_like_points(mask1, 0.002, seed=3)
+    points2 = human_like_points(mask2, 0.002, seed=3)
     assert all(np.array_equal(a, b) for a, b in zip(points1, points2))
     other, _ = generate(4)
     assert not np.array_equal(image1, other)
@@ -85,7 +86,7 @@ def test_human_like_points_basic_rules():
     mask = np.ones((60, 80), np.uint8)
     mask[10:30, 10:40] = 2
     mask[40:44, 60:64] = 3
-    coords, labels = synthetic.human_like_points(mask, fraction=0.001, seed=1)
+    coords, labels = human_like_points(mask, fraction=0.001, seed=1)
     assert coords.dtype == np.float64 and labels.dtype == np.int64
     assert len(coords) == 6  # round(0.001 * 4800) = 5 < the minimum of 2 per class
     assert np.array_equal(mask[tuple(np.rint(coords).astype(int).T)], labels)
@@ -94,7 +95,7 @@ def test_human_like_points_basic_rules():
 
 
 def test_make_dataset_writes_expected_files(tmp_path):
-    paths = synthetic.make_dataset(tmp_path, kind="nuclei", n_images=3, size=64, seed=0)
+    paths = make_dataset(tmp_path, kind="nuclei", n_images=3, size=64, seed=0)
     names = [f"img_{i:03d}" for i in range(3)]
     assert paths == [tmp_path / "images" / f"{n}.tif" for n in names]
     for n in names:
@@ -110,7 +111,7 @@ def test_make_dataset_writes_expected_files(tmp_path):
 
 @pytest.mark.parametrize("kind", ["cells", "tissue", "stack"])
 def test_make_dataset_other_kinds(tmp_path, kind):
-    (path,) = synthetic.make_dataset(tmp_path, kind=kind, n_images=1, size=64, seed=1)
+    (path,) = make_dataset(tmp_path, kind=kind, n_images=1, size=64, seed=1)
     image = tifffile.imread(path)
     mask = tifffile.imread(tmp_path / "masks" / "img_000.tif")
     points = PointSet.from_csv(tmp_path / "points" / "img_000.csv")
@@ -121,7 +122,7 @@ def test_make_dataset_other_kinds(tmp_path, kind):
 
 def test_make_dataset_unknown_kind(tmp_path):
     with pytest.raises(InputError, match="nuclei"):
-        synthetic.make_dataset(tmp_path, kind="bananas", n_images=1, size=64)
+        make_dataset(tmp_path, kind="bananas", n_images=1, size=64)
 
 
 # -- committed sample files ---------------------------------------------------------------------
@@ -130,7 +131,7 @@ def test_make_dataset_unknown_kind(tmp_path):
 def test_committed_files_equal_generator_output(sample, make_samples):
     name, s = sample
     image, mask = make_samples.SAMPLES[name][0]()
-    coords, labels = synthetic.human_like_points(mask, make_samples.POINTS_FRACTION, seed=make_samples.SEED)
+    coords, labels = human_like_points(mask, make_samples.POINTS_FRACTION, seed=make_samples.SEED)
     assert np.array_equal(s.image, image) and s.image.dtype == image.dtype
     assert np.array_equal(s.mask, mask) and s.mask.dtype == mask.dtype
     assert np.array_equal(s.points.coords, coords)

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
+from .files import atomic_write
 from .images import Normalisation
 from .inputs import InputSpec
 from .models import ModelSpec
@@ -79,7 +80,6 @@ def save_bundle(path: str | Path, model, spec: ModelSpec, classes, input_spec: I
     path = Path(path)
     if path.suffix != ".safetensors":
         path = path.with_name(path.name + ".safetensors")
-    path.parent.mkdir(parents=True, exist_ok=True)
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -94,9 +94,8 @@ def save_bundle(path: str | Path, model, spec: ModelSpec, classes, input_spec: I
         "extra": extra or {},
     }
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(state, str(tmp), metadata={_KEY: json.dumps(meta)})
-    tmp.replace(path)
+    with atomic_write(path) as tmp:
+        save_file(state, str(tmp), metadata={_KEY: json.dumps(meta)})
     return path
 
 

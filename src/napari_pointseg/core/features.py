@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
+from .serial import dataclass_from_dict, dataclass_to_dict
+
 DEFAULT_SIGMAS = (1.0, 2.0, 4.0, 8.0, 16.0)
 
 
@@ -41,13 +43,16 @@ class FilterBank:
         return n_channels * self.per_channel
 
     def to_dict(self) -> dict:
-        return {"sigmas": [float(s) for s in self.sigmas], "on_mean": self.on_mean}
+        """{"sigmas": [float], "on_mean": bool}."""
+        return dataclass_to_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "FilterBank":
-        d = d or {}
-        # bundles written before ``on_mean`` existed filtered every channel
-        return cls(tuple(float(s) for s in d.get("sigmas", ())), bool(d.get("on_mean", False)))
+        """The inverse of `to_dict`. None or no sigmas: raw channels only; no ``on_mean``:
+        False, because bundles written before it existed filtered every channel."""
+        return dataclass_from_dict(cls, d, legacy={"sigmas": (), "on_mean": False},
+                                   convert={"sigmas": lambda v: tuple(float(s) for s in v),
+                                            "on_mean": bool})
 
     def apply(self, image_cf: np.ndarray) -> np.ndarray:
         """``(C, H, W)`` float32 normalised image -> ``(n_outputs(C), H, W)`` float32.

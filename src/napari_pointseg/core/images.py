@@ -17,6 +17,7 @@ import numpy as np
 
 from .errors import InputError
 from .points import as_int64
+from .serial import dataclass_from_dict, dataclass_to_dict
 
 _TIFF = {".tif", ".tiff"}
 
@@ -163,11 +164,14 @@ class Normalisation:
         return np.clip(out, -1.0, 2.0, out=out)
 
     def to_dict(self) -> dict:
-        return {"low": [float(v) for v in self.low], "high": [float(v) for v in self.high]}
+        """{"low": [float] * C, "high": [float] * C}."""
+        return dataclass_to_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "Normalisation":
-        return cls(list(d["low"]), list(d["high"]))
+        """The inverse of `to_dict` (values kept as given: the bundle reader checks them);
+        TypeError when low or high is missing."""
+        return dataclass_from_dict(cls, d, convert={"low": list, "high": list})
 
 
 def fit_normalisation(image_cf: np.ndarray, low_pct: float = 1.0,
@@ -188,6 +192,12 @@ def fit_normalisation(image_cf: np.ndarray, low_pct: float = 1.0,
     return Normalisation(lows, highs)
 
 
+def padded_shape(shape, multiple: int) -> tuple[int, ...]:
+    """Each size of ``shape`` rounded up to a multiple of ``multiple`` (the network stride):
+    the (H, W) a plane has after `pad_to_multiple`."""
+    return tuple(-(-int(n) // multiple) * multiple for n in shape)
+
+
 def pad_to_multiple(x: np.ndarray, multiple: int) -> tuple[np.ndarray, tuple[int, int]]:
     """Reflect-pad the last two axes of ``x`` up to a multiple of ``multiple``.
 
@@ -195,7 +205,7 @@ def pad_to_multiple(x: np.ndarray, multiple: int) -> tuple[np.ndarray, tuple[int
     ``x[..., :H, :W]``.
     """
     h, w = x.shape[-2:]
-    ph, pw = (-h) % multiple, (-w) % multiple
+    ph, pw = (n - s for n, s in zip(padded_shape((h, w), multiple), (h, w)))
     if ph == 0 and pw == 0:
         return x, (0, 0)
     mode = "reflect" if (h > ph and w > pw) else "edge"

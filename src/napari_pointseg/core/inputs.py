@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .features import FilterBank
+from .serial import dataclass_from_dict, dataclass_to_dict
 from .images import Normalisation, fit_normalisation, to_channels_first
 
 
@@ -33,13 +34,14 @@ class InputSpec:
         return self.filter_bank.n_outputs(self.n_channels)
 
     def to_dict(self) -> dict:
-        return {"n_channels": self.n_channels, "filter_bank": self.filter_bank.to_dict(),
-                "feature_mean": self.feature_mean, "feature_std": self.feature_std}
+        """{"n_channels", "filter_bank": FilterBank.to_dict(), "feature_mean", "feature_std"}."""
+        return dataclass_to_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "InputSpec":
-        return cls(int(d["n_channels"]), FilterBank.from_dict(d.get("filter_bank")),
-                   d.get("feature_mean"), d.get("feature_std"))
+        """The inverse of `to_dict`; no filter_bank means raw channels (FilterBank.from_dict(None))."""
+        return dataclass_from_dict(cls, d, legacy={"filter_bank": None},
+                                   convert={"n_channels": int, "filter_bank": FilterBank.from_dict})
 
 
 class PreparedImage:

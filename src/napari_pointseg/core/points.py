@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
+from .files import atomic_write
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _AXIS_NAMES = {2: ("y", "x"), 3: ("z", "y", "x"), 4: ("t", "z", "y", "x")}
@@ -136,11 +137,9 @@ class PointSet:
 
     # -- CSV --------------------------------------------------------------------------------
     def to_csv(self, path: str | Path) -> None:
-        """Write ``order,label,<axes>`` rows in acquisition order."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        """Write ``order,label,<axes>`` rows in acquisition order (atomically)."""
         names = axis_names(self.ndim)
-        with open(path, "w", newline="") as f:
+        with atomic_write(path) as tmp, open(tmp, "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(["order", "label", *names])
             for o, lab, c in zip(self.order, self.labels, self.coords):

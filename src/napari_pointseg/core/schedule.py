@@ -17,13 +17,21 @@ larger groups later.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from .errors import InputError
 
 ORDERS = ("correct", "entire", "random", "reverse")
+
+
+def with_iters_per_step(config, iters_per_step: int):
+    """A copy of the TrainConfig ``config`` training at most ``iters_per_step`` (>= 1)
+    iterations per step; its ``min_iters_per_step`` is lowered to match, else a small
+    ``iters_per_step`` would be overruled by the minimum."""
+    n = int(iters_per_step)
+    return replace(config, iters_per_step=n, min_iters_per_step=min(n, config.min_iters_per_step))
 
 
 def admission_order(n_points: int, order: str, seed: int = 0) -> np.ndarray:

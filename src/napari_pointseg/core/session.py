@@ -1,19 +1,20 @@
 """One-image jobs shared by the CLI, the widgets and the experiments.
 
-`make_trainer` checks the inputs (shapes, classes, channels) and builds a SparseTrainer;
+`make_trainer` checks the inputs (shapes, classes, channels) and builds a SparseTrainer
+(masks: `checks.check_mask`);
 `write_labels`, `metrics_for` and `write_json` produce the files every interface writes.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
 from .errors import InputError
 from .features import FilterBank
+from .files import atomic_write, write_tif_atomic
 from .inputs import PreparedImage
 from .metrics import segmentation_metrics
 from .models import ModelSpec, validate_spec
@@ -45,16 +46,8 @@ def write_labels(path: str | Path, labels: np.ndarray) -> Path:
     """Write a label image as a zlib-compressed TIFF, atomically, in the smallest integer dtype
     that holds every value exactly (up to 64 bits: label 5000000000 stays 5000000000).
     InputError for non-integer values or values no TIFF integer type holds."""
-    import tifffile
-
-    path = Path(path)
     labels = np.asarray(labels)
-    dtype = label_dtype(labels)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tifffile.imwrite(tmp, labels.astype(dtype), compression="zlib")
-    os.replace(tmp, path)
-    return path
+    return write_tif_atomic(path, labels.astype(label_dtype(labels)))
 
 
 def label_dtype(labels: np.ndarray) -> np.dtype:
@@ -90,10 +83,9 @@ def metrics_for(truth: np.ndarray, pred: np.ndarray, points: PointSet | None,
 def write_json(path: str | Path, data: dict) -> Path:
     """Pretty JSON, written atomically."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=_jsonable))
-    os.replace(tmp, path)
+    text = json.dumps(data, indent=2, default=_jsonable)  # before the temp file: no leftover on a TypeError
+    with atomic_write(path) as tmp:
+        tmp.write_text(text)
     return path
 
 
@@ -105,25 +97,3 @@ def _jsonable(o):
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
-
-
-def check_mask(mask: np.ndarray, spatial_shape: tuple[int, ...], labels=None) -> np.ndarray:
-    """InputError unless ``mask`` matches ``spatial_shape``, has >= 2 classes and (with the
-    point ``labels``) shares at least one value with them."""
-    mask = np.asarray(mask)
-    if tuple(mask.shape) != tuple(spatial_shape):
-        raise InputError(f"mask shape {tuple(int(n) for n in mask.shape)} differs from the image's "
-                         f"spatial shape {tuple(int(n) for n in spatial_shape)}")
-    values = np.unique(mask)
-    if len(values) < 2:
-        raise InputError("the mask holds a single class; at least 2 are needed")
-    if labels is not None and not np.intersect1d(values, np.asarray(labels)).size:
-        raise InputError(f"the mask values {_few(values)} share no value with the point labels "
-                         f"{_few(np.unique(labels))}; the metrics would compare unrelated labels")
-    return mask.astype(np.int64)
-
-
-def _few(values, n: int = 6) -> str:
-    """``[1, 2, 3, ...]`` with plain Python integers."""
-    v = [int(x) for x in values[:n]]
-    return "[" + ", ".join(map(str, v)) + (", ...]" if len(values) > n else "]")

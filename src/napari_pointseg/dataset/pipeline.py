@@ -29,9 +29,10 @@ from typing import Iterator
 import numpy as np
 
 from ..core.errors import InputError
+from ..core.files import atomic_write, remove_temp_files, write_tif_atomic
 from .events import Advance, Cancelled, Done, Message, Stage
 from .layout import Item, Skip, scan_folder
-from .pseudo_labels import PseudoLabelOptions, output_paths, pseudo_label_job, write_tif_atomic
+from .pseudo_labels import PseudoLabelOptions, output_paths, pseudo_label_job
 from .runner import run_jobs
 from .train import DatasetTrainConfig, DatasetTrainer, Sample
 
@@ -127,7 +128,7 @@ def iter_pipeline(opts: PipelineOptions, cancel=None) -> Iterator[object]:
 
     # -- stage 1 ---------------------------------------------------------------------------
     pseudo_dir = Path(opts.pseudo_dir) if opts.pseudo_dir else out / "pseudo"
-    _remove_stale_temp_files(out, pseudo_dir)
+    remove_temp_files(out, pseudo_dir)
     t0 = time.perf_counter()
     records, computed = [], []
     yield Stage("pseudo-labels", len(annotated))
@@ -190,8 +191,8 @@ def iter_pipeline(opts: PipelineOptions, cancel=None) -> Iterator[object]:
                                             out / "final.safetensors", "final network", keys, cancel)
             seconds["final_network"] = time.perf_counter() - t0
     bundle = out / "model.safetensors"
-    shutil.copyfile(final.bundle_path, str(bundle) + ".tmp")
-    Path(str(bundle) + ".tmp").replace(bundle)
+    with atomic_write(bundle) as tmp:
+        shutil.copyfile(final.bundle_path, tmp)
 
     # -- stage 4 ---------------------------------------------------------------------------
     t0 = time.perf_counter()
@@ -205,14 +206,6 @@ def iter_pipeline(opts: PipelineOptions, cancel=None) -> Iterator[object]:
 
     write_json(out / "metrics.json", summary)
     yield Done(summary)
-
-
-def _remove_stale_temp_files(*folders: Path) -> None:
-    """Temp files of a killed run (never complete outputs: those were renamed)."""
-    for folder in folders:
-        if folder.is_dir():
-            for p in folder.rglob("*.tmp"):
-                p.unlink(missing_ok=True)
 
 
 def _check(cancel) -> None:
@@ -288,16 +281,13 @@ def _train_stage(opts, samples, classes, path: Path, name: str, keys, cancel):
 
 def _self_label(net: DatasetTrainer, it: Item, out_dir: Path, n_channels: int, channel_axis):
     """Pseudo-label an unannotated image with the stage-2 network (label + confidence TIFFs)."""
-    from ..core.images import read_image, to_channels_first
+    from ..core.checks import plane_image
+    from ..core.images import read_image
     from ..core.session import write_labels
 
     try:
         image = read_image(it.image)
-        cf = to_channels_first(image, channel_axis)
-        if cf.ndim != 3:
-            raise InputError("3D stacks are not supported by the dataset pipeline")
-        if cf.shape[0] != n_channels:
-            raise InputError(f"{cf.shape[0]} channel(s), the data set has {n_channels}")
+        plane_image(image, channel_axis, who="the data set", n_channels=n_channels)
         proba = net.predict_proba(image)
     except InputError as e:
         return Skip(it.name, str(e))
@@ -311,7 +301,8 @@ def _self_label(net: DatasetTrainer, it: Item, out_dir: Path, n_channels: int, c
 
 def _test_stage(net: DatasetTrainer, opts, out: Path, n_channels: int, skipped: list, cancel):
     """Predict the test images; metrics against their masks. Returns the test section."""
-    from ..core.images import read_image, read_mask, to_channels_first
+    from ..core.checks import check_mask, plane_image
+    from ..core.images import read_image, read_mask
     from ..core.metrics import confusion_matrix, iou_from_confusion, segmentation_metrics
     from ..core.session import write_labels
 
@@ -327,12 +318,8 @@ def _test_stage(net: DatasetTrainer, opts, out: Path, n_channels: int, skipped: 
         _check(cancel)
         try:
             image = read_image(it.image)
-            cf = to_channels_first(image, opts.channel_axis)
-            if cf.ndim != 3 or cf.shape[0] != n_channels:
-                raise InputError(f"shape {image.shape} does not match the training images ({n_channels} channel(s), 2D)")
-            mask = read_mask(it.mask) if it.mask else None
-            if mask is not None and mask.shape != cf.shape[1:]:
-                raise InputError(f"mask shape {mask.shape} differs from the image's {cf.shape[1:]}")
+            cf = plane_image(image, opts.channel_axis, who="the training set", n_channels=n_channels)
+            mask = check_mask(read_mask(it.mask), cf.shape[1:], min_classes=0) if it.mask else None
             pred = net.predict(image)
         except InputError as e:
             skipped.append(Skip(f"test/{it.name}", str(e)))

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.errors import InputError
+from ..core.files import write_tif_atomic
 from .events import Cancelled
 from .layout import Item
 
@@ -97,41 +97,19 @@ def load_record(out_dir: str | Path, name: str, key: str | None = None) -> dict 
     return rec
 
 
-def write_tif_atomic(path: Path, array: np.ndarray) -> Path:
-    """zlib TIFF written to a temp file and renamed: a reader never sees half a file."""
-    import tifffile
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    tifffile.imwrite(tmp, array, compression="zlib")
-    os.replace(tmp, path)
-    return path
-
-
-def _write_points_atomic(path: Path, points) -> None:
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    points.to_csv(tmp)
-    os.replace(tmp, path)
-
-
 def _read_inputs(item: Item, opts: PseudoLabelOptions, source: str):
     """(image, channels-first image, mask or None), validated. InputError on a bad input."""
-    from ..core.images import read_image, read_mask, to_channels_first
+    from ..core.checks import check_mask, plane_image
+    from ..core.images import read_image, read_mask
 
     image = read_image(item.image)
-    cf = to_channels_first(image, opts.channel_axis)
-    if cf.ndim != 3:
-        raise InputError(f"3D stacks are not supported by the dataset pipeline (shape {image.shape})")
+    cf = plane_image(image, opts.channel_axis, who="the dataset pipeline")
+    labelled_by_mask = source in ("oracle", "mask")
+    if labelled_by_mask and item.mask is None:
+        raise InputError("no mask for the oracle / full-mask source")
     mask = None
     if item.mask is not None:
-        mask = read_mask(item.mask)
-        if mask.shape != cf.shape[1:]:
-            raise InputError(f"mask shape {mask.shape} differs from the image's {cf.shape[1:]}")
-    if source in ("oracle", "mask"):
-        if mask is None:
-            raise InputError("no mask for the oracle / full-mask source")
-        if len(np.unique(mask)) < 2:
-            raise InputError("the mask holds a single class")
+        mask = check_mask(read_mask(item.mask), cf.shape[1:], min_classes=2 if labelled_by_mask else 0)
     return image, cf, mask
 
 
@@ -170,7 +148,7 @@ def _spatial(image, opts) -> tuple[int, int]:
 
 
 def _from_oracle(image, mask, opts: PseudoLabelOptions, cancel):
-    from ..oracle.pixel_labeling import run_oracle
+    from ..core.oracle_loop import run_oracle
 
     spec, cfg = _configs(opts)
 
@@ -236,7 +214,7 @@ def _write_outputs(item, out_dir, key, source, cf, mask, points, labels, conf, s
     write_labels(paths["labels"], labels)
     write_tif_atomic(paths["confidence"], conf.astype(np.float32))
     if points is not None:
-        _write_points_atomic(paths["points"], points)
+        points.to_csv(paths["points"])
     elif paths["points"].exists():
         paths["points"].unlink()
     n_points = 0 if points is None else len(points)

@@ -11,8 +11,7 @@ import time
 
 import numpy as np
 
-from ..core.errors import InputError
-from ..core.images import to_channels_first
+from ..core.checks import plane_image
 from ..core.points import PointSet
 
 
@@ -20,9 +19,7 @@ def rf_features(image: np.ndarray, channel_axis="auto", rgb=None) -> np.ndarray:
     """float32 (H, W, F) multiscale features of a 2D image (grey or channels), sigma 1-16."""
     from skimage.feature import multiscale_basic_features
 
-    cf = to_channels_first(image, channel_axis, rgb).astype(np.float32)
-    if cf.ndim != 3:
-        raise InputError("the random-forest baseline takes 2D images")
+    cf = plane_image(image, channel_axis, rgb, who="the random-forest baseline").astype(np.float32)
     # per-channel robust scaling: the forest is scale invariant per feature, but the feature
     # functions are not (texture/edge responses depend on the intensity range)
     lo = np.percentile(cf, 1, axis=(1, 2), keepdims=True)

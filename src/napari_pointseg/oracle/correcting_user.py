@@ -27,9 +27,9 @@ from ..core.features import FilterBank
 from ..core.inputs import PreparedImage
 from ..core.metrics import segmentation_metrics
 from ..core.models import ModelSpec
+from ..core.oracle_loop import check_oracle_inputs
 from ..core.points import PointSet
 from ..core.trainer import SparseTrainer, TrainConfig
-from .pixel_labeling import _check_args
 
 
 def first_clicks(truth: np.ndarray, per_class: int, rng: np.random.Generator) -> np.ndarray:
@@ -119,7 +119,7 @@ def run_correcting_user(image: np.ndarray, mask: np.ndarray, *, budget: float = 
     """
     t0 = time.perf_counter()
     prep = PreparedImage(image, channel_axis, rgb, filter_bank=filter_bank)
-    truth = _check_args(prep, mask, budget, 1.0)
+    truth = check_oracle_inputs(prep, mask, budget, 1.0)
     classes = np.unique(truth)
     rng = np.random.default_rng(seed)
     cfg = replace(config or TrainConfig(), order="correct")

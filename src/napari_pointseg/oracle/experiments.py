@@ -22,11 +22,11 @@ import numpy as np
 from ..core.inputs import PreparedImage
 from ..core.metrics import miou
 from ..core.models import ModelSpec
+from ..core.oracle_loop import oracle_config, run_oracle
 from ..core.points import PointSet
 from ..core.schedule import ORDERS, step_sizes
 from ..core.trainer import SparseTrainer, TrainConfig
 from .baseline import rf_baseline
-from .pixel_labeling import oracle_config, run_oracle
 from .samplers import ACQUISITIONS, LABEL_BASED, active_points, label_based_points
 
 ImageItem = tuple  # (name, image, mask, channel_axis)

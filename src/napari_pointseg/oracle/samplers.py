@@ -8,9 +8,9 @@ in a geodesic distance on the image gradient).
 Label-free acquisition scores pixels by the network's uncertainty (``entropy``, ``margin``,
 ``least_confidence``) and keeps them diverse with PixelPick's heuristic: take the 5 % most
 uncertain unlabelled pixels, then spread the picks over them (farthest-point sampling, seeded
-with the most uncertain pixel and pushed away from already-labelled pixels). `suggest_points`
-is what the napari widget's "Suggest points" button calls; `active_points` runs it in a loop
-with a network for the experiments.
+with the most uncertain pixel and pushed away from already-labelled pixels). That part,
+`core.suggest.suggest_points`, is what the napari widget's "Suggest points" button calls;
+`active_points` here runs it in the oracle's loop with a network for the experiments.
 
 All coordinates are int64 (n, 2) ``y, x``; no duplicates; never an excluded pixel.
 """
@@ -22,31 +22,10 @@ import math
 import numpy as np
 
 from ..core.errors import InputError
-from ..core.images import to_channels_first
+from ..core.checks import plane_image
+from ..core.suggest import ACQUISITIONS, as_rng, excluded_mask
 
 LABEL_BASED = ("random", "uniform", "edge", "slic", "geodesic")
-ACQUISITIONS = ("entropy", "margin", "least_confidence")
-
-
-def _rng(rng) -> np.random.Generator:
-    return rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
-
-
-def _excluded_mask(shape, exclude) -> np.ndarray:
-    """bool (H, W) from None, a bool mask or (N, 2) yx coordinates."""
-    out = np.zeros(shape, bool)
-    if exclude is None:
-        return out
-    ex = np.asarray(exclude)
-    if ex.dtype == bool:
-        if ex.shape != tuple(shape):
-            raise InputError(f"exclude mask shape {ex.shape} differs from {tuple(shape)}")
-        return ex.copy()
-    if ex.size:
-        ex = np.rint(ex.reshape(-1, ex.shape[-1])[:, -2:]).astype(np.int64)
-        ok = (ex[:, 0] >= 0) & (ex[:, 0] < shape[0]) & (ex[:, 1] >= 0) & (ex[:, 1] < shape[1])
-        out[ex[ok, 0], ex[ok, 1]] = True
-    return out
 
 
 def _pick_from(candidates: np.ndarray, n: int, rng, shape) -> np.ndarray:
@@ -76,16 +55,16 @@ def _fill(points: np.ndarray, n: int, shape, taken: np.ndarray, rng) -> np.ndarr
 
 def random_points(shape, n: int, rng=None, exclude=None) -> np.ndarray:
     """n distinct random pixels of a (H, W) grid."""
-    rng = _rng(rng)
-    taken = _excluded_mask(shape, exclude)
+    rng = as_rng(rng)
+    taken = excluded_mask(shape, exclude)
     return _pick_from(np.flatnonzero(~taken.ravel()), n, rng, shape)
 
 
 def grid_points(shape, n: int, rng=None, exclude=None) -> np.ndarray:
     """One random pixel in each tile of a grid of about n tiles (paper: "Uniform")."""
-    rng = _rng(rng)
+    rng = as_rng(rng)
     h, w = shape
-    taken = _excluded_mask(shape, exclude)
+    taken = excluded_mask(shape, exclude)
     ny = max(1, int(round(math.sqrt(n * h / w))))
     nx = max(1, int(math.ceil(n / ny)))
     ys = np.linspace(0, h, ny + 1).astype(int)
@@ -107,8 +86,8 @@ def edge_points(mask: np.ndarray, n: int, rng=None, exclude=None) -> np.ndarray:
     """n random pixels on class boundaries of ``mask`` (both sides of each boundary)."""
     from skimage.segmentation import find_boundaries
 
-    rng = _rng(rng)
-    taken = _excluded_mask(mask.shape, exclude)
+    rng = as_rng(rng)
+    taken = excluded_mask(mask.shape, exclude)
     edges = find_boundaries(np.asarray(mask), mode="thick") & ~taken
     pts = _pick_from(np.flatnonzero(edges.ravel()), n, rng, mask.shape)
     return _fill(pts, n, mask.shape, taken, rng)
@@ -116,9 +95,7 @@ def edge_points(mask: np.ndarray, n: int, rng=None, exclude=None) -> np.ndarray:
 
 def _grey_or_channels_last(image, channel_axis="auto", rgb=None) -> np.ndarray:
     """float (H, W, C) image scaled to [0, 1] per channel."""
-    cf = to_channels_first(image, channel_axis, rgb).astype(np.float32)
-    if cf.ndim != 3:
-        raise InputError("samplers take 2D images")
+    cf = plane_image(image, channel_axis, rgb, who="samplers").astype(np.float32)
     lo = np.percentile(cf, 1, axis=(1, 2), keepdims=True)
     hi = np.percentile(cf, 99, axis=(1, 2), keepdims=True)
     return np.clip(np.moveaxis((cf - lo) / np.maximum(hi - lo, 1e-6), 0, -1), 0, 1)
@@ -129,10 +106,10 @@ def slic_points(image: np.ndarray, n: int, rng=None, exclude=None, channel_axis=
     """One random pixel in each of about n SLIC superpixels."""
     from skimage.segmentation import slic
 
-    rng = _rng(rng)
+    rng = as_rng(rng)
     img = _grey_or_channels_last(image, channel_axis, rgb)
     shape = img.shape[:2]
-    taken = _excluded_mask(shape, exclude)
+    taken = excluded_mask(shape, exclude)
     seg = slic(img, n_segments=n, compactness=0.1, channel_axis=-1, start_label=0)
     flat = seg.ravel()
     free = np.flatnonzero(~taken.ravel())
@@ -157,10 +134,10 @@ def geodesic_points(image: np.ndarray, n: int, rng=None, exclude=None, channel_a
     from scipy import ndimage as ndi
     from skimage.graph import MCP_Geometric
 
-    rng = _rng(rng)
+    rng = as_rng(rng)
     img = _grey_or_channels_last(image, channel_axis, rgb)
     shape = img.shape[:2]
-    taken = _excluded_mask(shape, exclude)
+    taken = excluded_mask(shape, exclude)
     grad = np.zeros(shape, np.float32)
     for c in range(img.shape[2]):
         grad = np.maximum(grad, ndi.gaussian_gradient_magnitude(img[..., c], 1.0))
@@ -199,7 +176,7 @@ def geodesic_points(image: np.ndarray, n: int, rng=None, exclude=None, channel_a
 def label_based_points(kind: str, image: np.ndarray, mask: np.ndarray, n: int, rng=None,
                        channel_axis="auto", rgb=None) -> np.ndarray:
     """Dispatch to a label-based sampler by name (LABEL_BASED). Returns (n, 2) int64 yx."""
-    rng = _rng(rng)
+    rng = as_rng(rng)
     shape = np.asarray(mask).shape
     if kind == "random":
         return random_points(shape, n, rng)
@@ -215,56 +192,8 @@ def label_based_points(kind: str, image: np.ndarray, mask: np.ndarray, n: int, r
 
 
 # ---------------------------------------------------------------------------------------------
-# label-free acquisition (uncertainty + diversity)
+# label-free acquisition run actively (the scores and `suggest_points` are in core.suggest)
 # ---------------------------------------------------------------------------------------------
-
-def suggest_points(proba: np.ndarray, n: int, kind: str = "margin", exclude=None, rng=None,
-                   top_fraction: float = 0.05) -> np.ndarray:
-    """Where to click next: n uncertain, spread-out pixels.
-
-    proba: float32 (K, H, W) class probabilities (softmax). kind: 'entropy', 'margin' or
-    'least_confidence'. exclude: pixels never to suggest (bool (H, W) mask or (N, 2) yx, e.g.
-    the points already clicked; they also repel suggestions). Returns int64 (m, 2) yx,
-    m = min(n, free pixels), no duplicates.
-    PixelPick's diversity heuristic: the ``top_fraction`` most uncertain free pixels are the
-    candidates; picks are spread over them by farthest-point sampling, starting from the most
-    uncertain candidate.
-    """
-    from ..core.predict import uncertainty
-
-    proba = np.asarray(proba, np.float32)
-    if proba.ndim != 3 or proba.shape[0] < 2:
-        raise InputError(f"proba must be (K, H, W) with K >= 2, got shape {proba.shape}")
-    if kind not in ACQUISITIONS:
-        raise InputError(f"unknown acquisition '{kind}'; choose one of {', '.join(ACQUISITIONS)}")
-    rng = _rng(rng)
-    shape = proba.shape[1:]
-    taken = _excluded_mask(shape, exclude)
-    u = uncertainty(proba, kind).ravel().astype(np.float64)
-    free = np.flatnonzero(~taken.ravel())
-    if n <= 0 or len(free) == 0:
-        return np.zeros((0, 2), np.int64)
-    n_cand = min(len(free), max(n, int(math.ceil(top_fraction * u.size))))
-    # tiny random jitter breaks ties (e.g. an untrained network: uncertainty equal everywhere)
-    score = u[free] + rng.uniform(0, 1e-6, len(free))
-    cand = free[np.argpartition(-score, n_cand - 1)[:n_cand]]
-    cand = cand[np.argsort(-u[cand], kind="stable")]
-    yx = np.stack(np.unravel_index(cand, shape), axis=1).astype(np.float64)
-    d = np.full(len(cand), np.inf)
-    ex = np.argwhere(taken)
-    if len(ex):
-        from scipy.spatial import cKDTree
-
-        d = cKDTree(ex).query(yx, k=1)[0]
-    chosen = []
-    i = 0 if not len(ex) else int(np.argmax(d + 1e-3 * u[cand]))
-    for _ in range(min(n, len(cand))):
-        chosen.append(i)
-        d = np.minimum(d, np.hypot(yx[:, 0] - yx[i, 0], yx[:, 1] - yx[i, 1]))
-        d[i] = -1
-        i = int(np.argmax(d))
-    return yx[chosen].astype(np.int64)
-
 
 def active_points(image: np.ndarray, mask: np.ndarray, n: int, kind: str = "margin", *, seed: int = 0,
                   channel_axis="auto", rgb=None, config=None, spec=None, device="auto",
@@ -275,7 +204,7 @@ def active_points(image: np.ndarray, mask: np.ndarray, n: int, kind: str = "marg
     Uses the oracle's loop (same step sizes and training) with the acquisition in place of the
     ground-truth weight map. Returns the OracleResult-like object of that loop.
     """
-    from .pixel_labeling import run_active
+    from ..core.oracle_loop import run_active
 
     budget = n / np.asarray(mask).size
 

@@ -47,7 +47,7 @@ def export_layers(images: list[LayerImage], folder: Path) -> dict[str, str]:
     """
     import tifffile
 
-    from ..dataset.pseudo_labels import write_tif_atomic
+    from ..core.files import write_tif_atomic
 
     mapping = {}
     for im in images:

@@ -197,11 +197,8 @@ class ResultLayers:
         if view.jobs.model() is None:
             view.fail("no network yet: train first, or load a model")
             return
-        try:
-            from ..oracle.samplers import suggest_points as sampler
-        except ImportError:
-            view.fail("suggestions need napari_pointseg.oracle.samplers, which is not installed")
-            return
+        from ..core.suggest import suggest_points as sampler
+
         count = int(count or view.n_suggest.value())
         plane = view.current_plane()
         try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..sample_files import load_sample
+from ..samples.files import load_sample
 from ._layer_names import ground_truth_layer_name, points_layer_name
 
 _CELL_CHANNELS = ["cells nuclear stain", "cells cytoplasm stain"]

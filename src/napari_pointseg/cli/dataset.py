@@ -6,7 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..cli_common import CliError, add_model_options, check_inputs, check_out_dir, model_options
+from .common import (CliError, add_image_options, add_model_options, check_inputs, check_out_dir,
+                     model_options, print_table)
 
 LAYOUT = """\
 folder layout (files are matched by name without the last suffix: img_000.tif <-> img_000.csv;
@@ -40,9 +41,8 @@ def _floats(text: str) -> list[float]:
 
 def register(sub) -> None:
     """Add the ``dataset`` subcommand to the `pointseg` subparsers."""
-    from ..cli import add_image_options
-    from .layout import SOURCES
-    from .train import DatasetTrainConfig
+    from ..dataset.layout import SOURCES
+    from ..dataset.train import DatasetTrainConfig
 
     d = DatasetTrainConfig()
     p = sub.add_parser(
@@ -88,7 +88,7 @@ def register(sub) -> None:
 
 def options_from_args(args):
     """PipelineOptions from parsed arguments (CliError on bad values)."""
-    from .pipeline import PipelineOptions
+    from ..dataset.pipeline import PipelineOptions
 
     if args.workers < 1:
         raise CliError("--workers must be >= 1")
@@ -117,8 +117,8 @@ def check_dataset_args(args, opts) -> None:
     """Before stage 1: the data and test folders hold images, --encoder-weights is a weights
     file that fits the encoder, and the output folder is writable without touching an input
     (the run rewrites OUT/pseudo, OUT/self_labels, ... and, with --grid, OUT/rate_*)."""
-    from .grid import FULL, _tag
-    from .layout import scan_folder
+    from ..dataset.grid import FULL, _tag
+    from ..dataset.layout import scan_folder
 
     listing = scan_folder(opts.data)
     inputs = [p for it in listing.items for p in (it.image, it.points, it.mask) if p]
@@ -148,9 +148,9 @@ def _check_encoder_weights(path, spec: dict) -> None:
 
 
 def cmd_dataset(args) -> int:
-    from .events import Done
-    from .grid import iter_grid
-    from .pipeline import iter_pipeline
+    from ..dataset.events import Done
+    from ..dataset.grid import iter_grid
+    from ..dataset.pipeline import iter_pipeline
 
     opts = options_from_args(args)
     check_dataset_args(args, opts)
@@ -166,7 +166,7 @@ def cmd_dataset(args) -> int:
 
 def consume(events, quiet: bool):
     """Drive the event generator with one tqdm bar per stage; returns the Done event."""
-    from .events import Advance, Done, Message, Stage
+    from ..dataset.events import Advance, Done, Message, Stage
 
     bar, done = None, None
     try:
@@ -214,8 +214,6 @@ def _fmt(v, pct=False) -> str:
 
 def print_summary(s: dict) -> None:
     """The end-of-run table on stdout (skipped images with their reasons)."""
-    from ..cli_common import print_table
-
     rows = [("annotated images", s["n_annotated"]), ("self-labelled images", s["n_self_labelled"]),
             ("labelled pixels / image", _fmt(s["fraction_labeled"], pct=True)),
             ("pseudo-label mIoU", _fmt(s["pseudo_label_miou"])),

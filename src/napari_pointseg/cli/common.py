@@ -1,4 +1,5 @@
-"""Pieces every `pointseg` subcommand shares: model/training options, progress, errors."""
+"""Pieces every `pointseg` subcommand shares: image/model/training options, up-front checks,
+progress, errors."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
-from .core.errors import InputError
+from ..core.errors import InputError
 
 
 class CliError(InputError):
@@ -150,10 +151,26 @@ def unique_output_names(inputs, suffix: str) -> list[str]:
     return names
 
 
+def _channel_axis(value: str):
+    if value in ("auto", "none"):
+        return None if value == "none" else "auto"
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError("channel axis must be auto, none or an integer") from None
+
+
+def add_image_options(p: argparse.ArgumentParser) -> None:
+    """--channel-axis (auto / none / an index) and --quiet."""
+    p.add_argument("--channel-axis", type=_channel_axis, default="auto",
+                   help="axis holding channels: auto (a first/last axis of size <= 4), none, or an index")
+    p.add_argument("--quiet", action="store_true", help="no progress bar, no summary table")
+
+
 def add_model_options(p: argparse.ArgumentParser) -> None:
     """--arch/--encoder/--device/--seed/... with the library's defaults."""
-    from .core.models import ModelSpec
-    from .core.trainer import TrainConfig
+    from ..core.models import ModelSpec
+    from ..core.trainer import TrainConfig
 
     d, c = ModelSpec(), TrainConfig()
     g = p.add_argument_group("model and training")
@@ -184,21 +201,21 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
 
 def model_options(args: argparse.Namespace, **overrides):
     """(ModelSpec, TrainConfig, FilterBank) from parsed options (+ config overrides)."""
-    from .core.features import FilterBank
-    from .core.models import ModelSpec
-    from .core.trainer import TrainConfig
+    from ..core.features import FilterBank
+    from ..core.models import ModelSpec
+    from ..core.schedule import with_iters_per_step
+    from ..core.trainer import TrainConfig
 
     check_options(args)
     spec = ModelSpec(arch=args.arch, encoder=args.encoder, encoder_depth=args.encoder_depth,
                      input_scale=args.input_scale)
     cfg = dict(seed=args.seed, lr=args.lr, crop_size=args.crop_size or None, threads=args.threads)
     cfg["entropy_weight"] = args.entropy_weight
+    config = TrainConfig(**{**cfg, **overrides})
     if args.iters_per_point is not None:
-        ips = max(1, int(round(args.iters_per_point)))
-        cfg.update(iters_per_step=ips, min_iters_per_step=min(ips, TrainConfig().min_iters_per_step))
-    cfg.update(overrides)
+        config = with_iters_per_step(config, max(1, int(round(args.iters_per_point))))
     fb = FilterBank(()) if getattr(args, "no_filters", False) else FilterBank()
-    return spec, TrainConfig(**cfg), fb
+    return spec, config, fb
 
 
 @contextmanager

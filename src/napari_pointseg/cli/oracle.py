@@ -1,4 +1,4 @@
-"""`pointseg oracle`, `pointseg orders`, `pointseg samplers` (registered by the package CLI)."""
+"""`pointseg oracle`, `pointseg orders`, `pointseg samplers`: the oracle experiments."""
 
 from __future__ import annotations
 
@@ -7,14 +7,14 @@ import sys
 import time
 from pathlib import Path
 
-from ..cli_common import CliError, add_model_options, model_options, print_table, progress
+from .common import (CliError, add_image_options, add_model_options, model_options, print_table,
+                     progress)
 
 SAMPLE_2D = ("nuclei", "cells", "tissue")
+ORACLE_OUTPUTS = ("points.csv", "prediction.tif", "metrics.json", "overlay.png", "model.safetensors")
 
 
 def _add_common(p: argparse.ArgumentParser, budget: float) -> None:
-    from ..cli import add_image_options
-
     p.add_argument("--budget", type=float, default=budget,
                    help=f"stop at this fraction of labelled pixels (default {budget})")
     p.add_argument("--target", type=float, default=0.995, help="stop at this mIoU (default 0.995)")
@@ -39,7 +39,7 @@ def register(subparsers) -> None:
     o.add_argument("--worst-class", action="store_true",
                    help="sample only errors of the class with the lowest IoU")
     _add_common(o, 0.001)
-    o.set_defaults(func=cmd_oracle)
+    o.set_defaults(func=cmd_oracle, outputs=lambda a: ORACLE_OUTPUTS)
 
     for name, helptext, seeds in (("orders", "Table 1: correct / entire / random / reverse order", 2),
                                   ("samplers", "Table 3: random, grid, edge, SLIC, geodesic, "
@@ -52,7 +52,27 @@ def register(subparsers) -> None:
         p.add_argument("--out", required=True, help="output folder")
         p.add_argument("--seeds", type=int, default=seeds, help=f"seeds per image (default {seeds})")
         _add_common(p, 0.003)
-        p.set_defaults(func=cmd_orders if name == "orders" else cmd_samplers)
+        p.set_defaults(func=cmd_orders if name == "orders" else cmd_samplers,
+                       outputs=lambda a, name=name: (f"{name}.json", f"{name}.png"),
+                       precheck=precheck_pairs)
+
+
+def precheck_pairs(args) -> None:
+    """orders / samplers run every pair in turn: a bad last pair must fail before the first
+    one trains (the pairs are small 2D images: reading them twice is cheap)."""
+    from ..core.errors import InputError
+    from ..core.images import read_image, read_mask, to_channels_first
+    from ..core.checks import check_mask
+
+    pairs = args.pairs
+    if not pairs or len(pairs) % 2:
+        return  # an odd count is refused with its own message by _load_images
+    for img, msk in zip(pairs[::2], pairs[1::2]):
+        shape = to_channels_first(read_image(img), args.channel_axis).shape[1:]
+        try:
+            check_mask(read_mask(msk), shape)
+        except InputError as e:
+            raise InputError(f"{msk}: {e}") from None
 
 
 def _check_budget(args) -> None:
@@ -67,7 +87,7 @@ def cmd_oracle(args) -> int:
     from ..core.images import read_image, read_mask
     from ..core.overlay import save_overlay
     from ..core.session import write_json, write_labels
-    from .pixel_labeling import run_oracle
+    from ..core.oracle_loop import run_oracle
 
     _check_budget(args)
     image, mask = read_image(args.image), read_mask(args.mask)
@@ -104,18 +124,11 @@ def cmd_oracle(args) -> int:
 
 
 def _sample(name: str):
-    """(image, mask, channel_axis) of a bundled sample; the generator (same seed) if the
-    sample module is missing."""
-    try:
-        from ..sample_files import load_sample
-    except ImportError:
-        from .. import synthetic
+    """(image, mask, channel_axis) of a bundled sample."""
+    from ..samples.files import load_sample
 
-        image, mask = getattr(synthetic, f"make_{name}")(seed=0)
-        # the cells sample is (2, H, W): channels first
-        return image, mask, 0 if image.ndim == 3 and image.shape[0] <= 4 else "auto"
     s = load_sample(name)
-    return s.image, s.mask, getattr(s, "channel_axis", "auto")
+    return s.image, s.mask, s.channel_axis
 
 
 def _load_images(args) -> list[tuple]:
@@ -161,7 +174,7 @@ def _run_experiment(args, run) -> tuple[dict, float]:
 
 
 def cmd_orders(args) -> int:
-    from .experiments import run_orders
+    from ..oracle.experiments import run_orders
 
     table, secs = _run_experiment(args, run_orders)
     if not args.quiet:
@@ -171,7 +184,7 @@ def cmd_orders(args) -> int:
 
 
 def cmd_samplers(args) -> int:
-    from .experiments import run_samplers
+    from ..oracle.experiments import run_samplers
 
     table, secs = _run_experiment(args, run_samplers)
     if not args.quiet:

@@ -1,5 +1,9 @@
 """Algorithm 1 of "How low can we go?" (PixelLabeling): an oracle that reveals pixel labels.
 
+Product code, not only an experiment: the dataset pipeline labels images that have a mask
+with `run_oracle`; ``oracle/`` (experiments, samplers, baseline, tables) builds on it, and
+`run_active` runs any other point picker in the same loop.
+
 The oracle has the ground-truth mask. Starting from one random labelled pixel it repeats:
 train the network on the revealed pixels (continuing from the current weights, points admitted
 in the order they were revealed: the "correct order"), predict the whole image, build the
@@ -22,14 +26,15 @@ from typing import Callable
 import numpy as np
 from scipy import ndimage as ndi
 
-from ..core.errors import InputError
-from ..core.features import FilterBank
-from ..core.inputs import PreparedImage
-from ..core.metrics import segmentation_metrics
-from ..core.models import ModelSpec
-from ..core.points import PointSet
-from ..core.schedule import next_step_size
-from ..core.trainer import SparseTrainer, TrainConfig
+from .checks import check_2d, check_mask
+from .errors import InputError
+from .features import FilterBank
+from .inputs import PreparedImage
+from .metrics import segmentation_metrics
+from .models import ModelSpec
+from .points import PointSet
+from .schedule import next_step_size, with_iters_per_step
+from .trainer import SparseTrainer, TrainConfig
 
 # Oracle defaults (measured, see docs/training.md): k grows with the revealed count so that the
 # number of oracle steps (each costs one full-image prediction) stays ~40 for 0.3 % of 512².
@@ -201,23 +206,17 @@ class OracleResult:
     trainer: SparseTrainer = field(repr=False)
 
 
-def _check_args(image_prep: PreparedImage, mask: np.ndarray, budget: float, target: float) -> np.ndarray:
+def check_oracle_inputs(image_prep: PreparedImage, mask: np.ndarray, budget: float,
+                        target: float) -> np.ndarray:
+    """The oracle's (and the simulated correcting user's) input checks: budget and target in
+    (0, 1], a 2D image, a mask of its shape with >= 2 classes. Returns the mask as int64;
+    InputError otherwise."""
     if not (0 < budget <= 1):
         raise InputError(f"budget must be a fraction of pixels in (0, 1], got {budget}")
     if not (0 < target <= 1):
         raise InputError(f"target mIoU must be in (0, 1], got {target}")
-    if image_prep.is_3d:
-        raise InputError("the oracle runs on 2D images; for a stack run it on each plane")
-    mask = np.asarray(mask)
-    if tuple(mask.shape) != tuple(image_prep.spatial_shape):
-        raise InputError(f"mask shape {mask.shape} differs from the image's spatial shape "
-                         f"{tuple(image_prep.spatial_shape)}")
-    if not np.issubdtype(mask.dtype, np.integer) and not np.issubdtype(mask.dtype, np.bool_):
-        if not np.all(np.mod(mask, 1) == 0):
-            raise InputError("the mask must hold integer label values")
-    if len(np.unique(mask)) < 2:
-        raise InputError("the mask holds a single class; the oracle needs at least 2")
-    return mask.astype(np.int64)
+    check_2d(image_prep.spatial_shape, "the oracle")
+    return check_mask(mask, image_prep.spatial_shape)
 
 
 def oracle_config(config: TrainConfig | None = None, points_per_step: int | None = None,
@@ -235,8 +234,7 @@ def oracle_config(config: TrainConfig | None = None, points_per_step: int | None
     if iters_per_step is not None:
         if iters_per_step < 1:
             raise InputError(f"iterations per step must be >= 1, got {iters_per_step}")
-        upd.update(iters_per_step=int(iters_per_step),
-                   min_iters_per_step=min(int(iters_per_step), cfg.min_iters_per_step))
+        cfg = with_iters_per_step(cfg, iters_per_step)
     return replace(cfg, **upd)
 
 
@@ -284,7 +282,7 @@ def run_active(image: np.ndarray, mask: np.ndarray, picker, *, budget: float, ta
     """
     t0 = time.perf_counter()
     prep = PreparedImage(image, channel_axis, rgb, filter_bank=filter_bank)
-    truth = _check_args(prep, mask, budget, target)
+    truth = check_oracle_inputs(prep, mask, budget, target)
     classes = np.unique(truth)
     h, w = truth.shape
     n_budget = max(1, int(np.floor(budget * truth.size)))
