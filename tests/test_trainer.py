@@ -140,3 +140,27 @@ def test_device_cuda_without_cuda_is_clear():
     image, mask = blobs(32)
     with pytest.raises(InputError, match="CUDA is not available"):
         make_trainer(image, random_points(mask, 4), device="cuda")
+
+
+@pytest.mark.parametrize("order", ["correct", "entire", "random", "reverse"])
+def test_trainer_admits_points_as_the_schedule_plans(order):
+    """The trainer's own admission (not only `schedule.plan`): which points are in the loss at
+    each step, in which order, and how many iterations each step gets."""
+    from napari_pointseg.core.schedule import plan
+
+    image, mask = blobs(48, 5)
+    pts = random_points(mask, 9, 5)
+    cfg = fast_config(order=order, points_per_step=2, step_growth=0.0, iters_per_step=3,
+                      min_iters_per_step=3, fit_threshold=2.0, final_iters=0, polish_iters=0,
+                      head_polish_iters=0, seed=3)
+    tr = make_trainer(image, pts, config=cfg, spec=TINY_SPEC, device="cpu")
+    seen = {}
+    for update in tr.run():
+        if not update.done:
+            admitted = tr._perm[:tr.n_admitted].tolist()
+            first_iter, _ = seen.get(update.step, (update.iteration, None))
+            seen[update.step] = (first_iter, admitted)
+    steps = plan(len(pts), order, points_per_step=2, iters_per_step=3, seed=3)
+    assert [admitted for _, admitted in seen.values()] == [s.active.tolist() for s in steps]
+    starts = [first for first, _ in seen.values()] + [tr.iteration + 1]
+    assert [b - a for a, b in zip(starts, starts[1:])] == [s.iters for s in steps]

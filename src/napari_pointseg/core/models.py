@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from .errors import InputError
+from .serial import dataclass_from_dict, dataclass_to_dict
 
 ARCHITECTURES = {
     "unet": "Unet",
@@ -53,12 +54,11 @@ class ModelSpec:
     refine_channels: int = 16  # with input_scale > 1: width of the full-resolution head (0: none)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return dataclass_to_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelSpec":
-        known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
-        return cls(**known)
+        return dataclass_from_dict(cls, d)
 
     @property
     def stride(self) -> int:

@@ -8,15 +8,15 @@ generator so that a GUI worker, the CLI and the oracle drive it the same way: it
 edited points between iterations (thread safe).
 
 Each iteration trains on a mini-batch of crops around admitted points (cost independent of the
-image size), with flips / 90 degree rotations and intensity jitter: on a fixed point set the
-network otherwise memorises the points and the rest of the image stays noisy.
+image size), with flips / 90 degree rotations and intensity jitter (`training_kit.Augmenter`):
+on a fixed point set the network otherwise memorises the points and the rest stays noisy.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -27,6 +27,9 @@ from .models import (ModelSpec, build_model, choose_device, rebalance_threads,
                      resolve_input_scale, setup_torch, use_bf16)
 from .points import PointSet
 from .schedule import admission_order, next_step_size
+from .serial import dataclass_from_dict, dataclass_to_dict
+from .training_kit import (Augmenter, class_weights, make_optimizer, place_network, set_lr,
+                           stack_batch, warmup_lr)
 
 
 @dataclass
@@ -45,7 +48,7 @@ class TrainConfig:
     polish_lr: float = 0.3          # ... at lr x this, without augmentation
     head_polish_iters: int = 300    # networks with a full-resolution head: polish the head alone, at most this many steps
     head_polish_lr: float = 3e-3    # ... with Adam at this lr
-    head_polish_anchors: int = 16384  # ... keeping the prediction on this many pixels (random 64² patches)
+    head_polish_anchors: int = 4096  # ... keeping the prediction on this many pixels (mostly near class boundaries)
     head_polish_keep: float = 30.0  # ... with this weight (KL divergence from the prediction before)
     final_lr_floor: float = 0.1     # lr falls linearly to lr * this over the final iterations (1: flat)
     ema_decay: float = 0.9          # >0: predict with an exponential moving average of the weights
@@ -68,11 +71,11 @@ class TrainConfig:
     threads: int | None = None
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return dataclass_to_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
-        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+        return dataclass_from_dict(cls, d)
 
 
 def crop_batch_shape(config: TrainConfig, plane_shape, stride: int,
@@ -143,13 +146,10 @@ class SparseTrainer:
         # bundles use: a weight average (EMA) of ``net`` when ``ema_decay`` > 0, else ``net``
         # itself. Single-image training at a high lr jitters from iteration to iteration; the
         # average predicts more stably (see docs/training.md).
-        self.net = (model if model is not None else build_model(spec)).to(self.device)
-        if self.device.type == "cpu":
-            self.net = self.net.to(memory_format=torch.channels_last)
-        self.net.train()
-        # foreach: torch picks the per-tensor loop on CPU by default, ~8 ms slower per iteration
-        self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=self.config.lr,
-                                           weight_decay=self.config.weight_decay, foreach=True)
+        self.net = place_network(model if model is not None else build_model(spec), self.device)
+        self.optimizer = make_optimizer(self.net.parameters(), self.config.lr,
+                                        self.config.weight_decay)
+        self.augment = Augmenter(self.rng, self._torch_rng, self.device)
         self.model = self.net
         self.ema_model = None
         if self.config.ema_decay > 0:
@@ -180,7 +180,6 @@ class SparseTrainer:
         self._polish_left: int | None = None  # polish iterations left (None: not polished yet)
         self._polishing = False
         self._proba_cache: tuple | None = None  # (iteration, plane, proba) of the last prediction
-        self._noise_bank = None
         self.history: list[dict] = []
 
     # -- points (thread safe) ---------------------------------------------------------------
@@ -276,15 +275,9 @@ class SparseTrainer:
         return self._targets[z]
 
     def _class_weights(self):
-        import torch
-
         _, _, cls = self._active()
-        counts = np.bincount(cls, minlength=len(self.classes)).astype(np.float64)
-        w = np.ones(len(self.classes))
-        present = counts > 0
-        if self.config.class_balance > 0 and present.any():
-            w[present] = (counts[present].mean() / counts[present]) ** self.config.class_balance
-        return torch.tensor(w, dtype=torch.float32, device=self.device)
+        counts = np.bincount(cls, minlength=len(self.classes))
+        return class_weights(counts, self.config.class_balance, self.device)
 
     def _batch(self, newest: int):
         """A batch of crops (B, C, S, S) and targets (B, S, S) around admitted points."""
@@ -318,51 +311,17 @@ class SparseTrainer:
                 x0 = int(np.clip(yx[i, 1] - self.rng.integers(size), 0, w - size))
                 xc, tc = x[:, y0:y0 + size, x0:x0 + size], t[y0:y0 + size, x0:x0 + size]
             if cfg.augment and not self._polishing:
-                xc, tc = self._augment(xc, tc, square=xc.shape[-1] == xc.shape[-2])
+                xc, tc = self.augment(xc, tc)
             xs.append(xc)
             ts.append(tc)
-        xb = torch.stack(xs)
-        if self.device.type == "cpu":
-            xb = xb.contiguous(memory_format=torch.channels_last)
-        return xb, torch.stack(ts)
-
-    def _augment(self, x, t, square: bool):
-        import torch
-
-        r = self.rng
-        if r.random() < 0.5:
-            x, t = x.flip(-1), t.flip(-1)
-        if r.random() < 0.5:
-            x, t = x.flip(-2), t.flip(-2)
-        if square and r.random() < 0.5:
-            x, t = x.transpose(-1, -2), t.transpose(-1, -2)
-        c = x.shape[0]
-        gain = torch.from_numpy(r.uniform(0.85, 1.15, (c, 1, 1)).astype(np.float32)).to(x.device)
-        bias = torch.from_numpy(r.normal(0, 0.1, (c, 1, 1)).astype(np.float32)).to(x.device)
-        x = x * gain + bias
-        x = x + 0.05 * self._noise(x.shape)
-        return x, t
-
-    def _noise(self, shape):
-        """Gaussian noise of ``shape`` (C, h, w): a random window of a bank drawn once
-        (drawing ~2 M fresh values per 256² crop cost ~10 % of an iteration)."""
-        import torch
-
-        c, h, w = shape
-        bank = self._noise_bank
-        if bank is None or bank.shape[0] != c or bank.shape[1] < h or bank.shape[2] < w:
-            side = max(h, w) + 64
-            bank = torch.randn((c, side, side), generator=self._torch_rng).to(self.device)
-            self._noise_bank = bank
-        y0 = int(self.rng.integers(bank.shape[1] - h + 1))
-        x0 = int(self.rng.integers(bank.shape[2] - w + 1))
-        return bank[:, y0:y0 + h, x0:x0 + w]
+        return stack_batch(xs, self.device), torch.stack(ts)
 
     # -- training ---------------------------------------------------------------------------
     def _lr(self) -> float:
         cfg = self.config
-        if self.iteration < cfg.warmup_iters:
-            return cfg.lr * (self.iteration + 1) / cfg.warmup_iters
+        warm = warmup_lr(cfg.lr, self.iteration, cfg.warmup_iters)
+        if warm is not None:
+            return warm
         if self._polishing:
             return cfg.lr * cfg.polish_lr
         if self._final_left is not None and cfg.final_iters > 0:
@@ -379,8 +338,7 @@ class SparseTrainer:
         import torch.nn.functional as F
 
         xb, tb = self._batch(newest)
-        for g in self.optimizer.param_groups:
-            g["lr"] = self._lr()
+        set_lr(self.optimizer, self._lr())
         use_bf16 = self._use_bf16()
         mask = tb >= 0
         if not mask.any():
@@ -540,33 +498,28 @@ class SparseTrainer:
         model = self.inference_model()
         zs, yx, cls = self._active()
         planes = np.unique(zs)
-        side = 64  # anchors: random patches whose prediction the polish must keep
-        n_patches = -(-cfg.head_polish_anchors // (side * side)) if cfg.head_polish_keep > 0 else 0
-        points_in, patches, targets = [], [], []
+        per_plane = cfg.head_polish_anchors // len(planes) if cfg.head_polish_keep > 0 else 0
+        inputs, targets, n_points = [], [], 0
         with torch.no_grad():
             for z in planes:
                 sel = np.flatnonzero(zs == z)
                 x = self._plane(int(z))[None]
                 low = model.net(F.avg_pool2d(x, model.factor)).float()
-                index = [torch.zeros(len(sel), dtype=torch.long, device=self.device),
-                         torch.from_numpy(yx[sel, 0]).to(self.device),
-                         torch.from_numpy(yx[sel, 1]).to(self.device)]
-                points_in.append(model.point_inputs(x, low, *index))
+                rows, cols = yx[sel, 0], yx[sel, 1]
+                n_points += len(sel)
                 targets.append(torch.from_numpy(cls[sel]).to(self.device))
-                h, w = self.image.spatial_shape[-2:]
-                if n_patches and h >= side + 4 and w >= side + 4:
-                    up = F.interpolate(low, size=x.shape[-2:], mode="bilinear", align_corners=False)
-                    feat = torch.cat([x.float(), up], 1)[0]
-                    for _ in range(max(1, n_patches // len(planes))):
-                        y0, x0 = (int(self.rng.integers(0, n - side - 3)) for n in (h, w))
-                        patch = feat[:, y0:y0 + side + 4, x0:x0 + side + 4]
-                        patches.append((patch, up[0, :, y0 + 2:y0 + side + 2, x0 + 2:x0 + side + 2]))
-            base, feat, inside = (torch.cat(part) for part in zip(*points_in))
+                if per_plane:
+                    anchors = self._boundary_anchors(model, x, low, per_plane)
+                    rows, cols = np.concatenate([rows, anchors[:, 0]]), np.concatenate([cols, anchors[:, 1]])
+                index = [torch.zeros(len(rows), dtype=torch.long, device=self.device),
+                         torch.from_numpy(rows).to(self.device), torch.from_numpy(cols).to(self.device)]
+                inputs.append((len(sel), model.point_inputs(x, low, *index)))
+            # points first, then the anchors (pixels whose prediction the polish must keep)
+            parts = [(b[:k], f[:k], i[:k]) for k, (b, f, i) in inputs]
+            parts += [(b[k:], f[k:], i[k:]) for k, (b, f, i) in inputs]
+            base, feat, inside = (torch.cat(part) for part in zip(*parts))
             target = torch.cat(targets)
-            if patches:
-                patch_feat = torch.stack([p for p, _ in patches])
-                patch_base = torch.stack([b for _, b in patches])
-                before = F.log_softmax(patch_base + model.head_valid(patch_feat), 1)
+            before = F.log_softmax(base[n_points:] + model.head_at(feat[n_points:], inside[n_points:]), 1)
         weights = self._class_weights()
         params = list(model.refine.parameters())
         for p in params:
@@ -575,13 +528,14 @@ class SparseTrainer:
         try:
             for _ in range(cfg.head_polish_iters):
                 logits = base + model.head_at(feat, inside)
-                wrong = logits.argmax(1) != target
+                points, rest = logits[:n_points], logits[n_points:]
+                wrong = points.argmax(1) != target
                 if 1.0 - wrong.float().mean().item() >= cfg.honour_target:
                     break
-                ce = F.cross_entropy(logits, target, weight=weights, reduction="none")
+                ce = F.cross_entropy(points, target, weight=weights, reduction="none")
                 loss = ce.mean() + ce[wrong].mean()
-                if patches:
-                    now = F.log_softmax(patch_base + model.head_valid(patch_feat), 1)
+                if len(rest):
+                    now = F.log_softmax(rest, 1)
                     kl = (before.exp() * (before - now)).sum(1).mean()
                     loss = loss + cfg.head_polish_keep * kl
                 opt.zero_grad(set_to_none=True)
@@ -594,6 +548,24 @@ class SparseTrainer:
             self.net.refine.load_state_dict(model.refine.state_dict())
         self._proba_cache = None
         self._wrong = np.zeros(0, np.int64)
+
+    def _boundary_anchors(self, model, x, low, n: int) -> np.ndarray:
+        """int64 (n, 2) yx anchor pixels of plane ``x`` (1, C, H, W): three quarters within
+        2 px of a class boundary of the current prediction (where a change of the head
+        changes the labels), a quarter anywhere."""
+        import torch
+        import torch.nn.functional as F
+
+        h, w = self.image.spatial_shape[-2:]
+        logits = F.interpolate(low, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        logits = logits + model.refine(torch.cat([x.float(), logits], 1))
+        pred = logits.argmax(1, keepdim=True).float()[..., :h, :w]
+        edge = (F.max_pool2d(pred, 5, 1, 2) != -F.max_pool2d(-pred, 5, 1, 2))[0, 0]
+        band = np.argwhere(edge.cpu().numpy())
+        n_band = min(len(band), 3 * n // 4)
+        picks = [band[self.rng.choice(len(band), n_band, replace=False)]] if n_band else []
+        picks.append(self.rng.integers(0, (h, w), (n - n_band, 2)))
+        return np.concatenate(picks).astype(np.int64)
 
     def _update(self, t0, it0, loss, acc, prediction=None, waiting=False, done=False) -> TrainUpdate:
         secs = time.perf_counter() - t0

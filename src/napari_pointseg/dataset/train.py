@@ -15,7 +15,7 @@ the bundle, so `predict_with_bundle` and widget 1 treat any image the same way.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -27,6 +27,9 @@ from ..core.images import fit_normalisation, to_channels_first
 from ..core.inputs import InputSpec, PreparedImage
 from ..core.models import ModelSpec
 from ..core.points import PointSet
+from ..core.serial import dataclass_from_dict, dataclass_to_dict
+from ..core.training_kit import (Augmenter, class_weights, make_optimizer, place_network, set_lr,
+                                 stack_batch, warmup_lr)
 
 
 @dataclass
@@ -48,11 +51,11 @@ class DatasetTrainConfig:
     threads: int | None = None
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return dataclass_to_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "DatasetTrainConfig":
-        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+        return dataclass_from_dict(cls, d)
 
 
 @dataclass
@@ -154,8 +157,9 @@ class DatasetTrainer:
         if encoder_weights:
             matched, total = load_encoder_weights(self.model, encoder_weights)
             self.encoder_init = {"file": str(encoder_weights), "matched": matched, "total": total}
-        self.model.to(self.device)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.model = place_network(self.model, self.device)
+        self.optimizer = make_optimizer(self.model.parameters(), cfg.lr, cfg.weight_decay)
+        self.augment = Augmenter(self.rng, torch.Generator().manual_seed(cfg.seed), torch.device("cpu"))
         self.iteration = 0
         side = min(min(x.shape[-2:]) for x in self.x)
         self.crop = max(self.spec.stride, min(cfg.crop_size, side) // self.spec.stride * self.spec.stride)
@@ -182,19 +186,13 @@ class DatasetTrainer:
         return t, w.astype(np.float32)
 
     def _class_weights(self):
-        import torch
-
         k = len(self.classes)
         counts = np.zeros(k)
         for t, w in zip(self.t, self.w):
             tt, ww = t.numpy().ravel(), w.numpy().ravel()
             ok = tt >= 0
             counts += np.bincount(tt[ok], weights=ww[ok], minlength=k)
-        cw = np.ones(k)
-        present = counts > 0
-        if self.config.class_balance > 0 and present.any():
-            cw[present] = (counts[present].mean() / counts[present]) ** self.config.class_balance
-        return torch.tensor(cw, dtype=torch.float32, device=self.device)
+        return class_weights(counts, self.config.class_balance, self.device)
 
     def _batch(self):
         import torch
@@ -208,35 +206,19 @@ class DatasetTrainer:
             y0, x0 = int(self.rng.integers(h - s + 1)), int(self.rng.integers(wd - s + 1))
             xc, tc, wc = x[:, y0:y0 + s, x0:x0 + s], t[y0:y0 + s, x0:x0 + s], w[y0:y0 + s, x0:x0 + s]
             if self.config.augment:
-                xc, tc, wc = self._augment(xc, tc, wc)
+                xc, tc, wc = self.augment(xc, tc, wc)
             xs.append(xc)
             ts.append(tc)
             ws.append(wc)
-        xb = torch.stack(xs).to(self.device)
-        if self.device.type == "cpu":
-            xb = xb.contiguous(memory_format=torch.channels_last)
-        return xb, torch.stack(ts).to(self.device), torch.stack(ws).to(self.device)
-
-    def _augment(self, x, t, w):
-        import torch
-
-        r = self.rng
-        for dim in (-1, -2):
-            if r.random() < 0.5:
-                x, t, w = x.flip(dim), t.flip(dim), w.flip(dim)
-        if r.random() < 0.5:  # with the flips: all 8 rotations / reflections of the square
-            x, t, w = x.transpose(-1, -2), t.transpose(-1, -2), w.transpose(-1, -2)
-        c = x.shape[0]
-        gain = torch.from_numpy(r.uniform(0.85, 1.15, (c, 1, 1)).astype(np.float32))
-        bias = torch.from_numpy(r.normal(0, 0.1, (c, 1, 1)).astype(np.float32))
-        x = x * gain + bias + 0.05 * torch.randn(x.shape)
-        return x, t, w
+        return (stack_batch(xs, self.device), torch.stack(ts).to(self.device),
+                torch.stack(ws).to(self.device))
 
     # -- training ---------------------------------------------------------------------------
     def _lr(self) -> float:
         cfg = self.config
-        if self.iteration < cfg.warmup_iters:
-            return cfg.lr * (self.iteration + 1) / cfg.warmup_iters
+        warm = warmup_lr(cfg.lr, self.iteration, cfg.warmup_iters)
+        if warm is not None:
+            return warm
         span = max(1, cfg.iterations - cfg.warmup_iters)
         prog = min(1.0, (self.iteration - cfg.warmup_iters) / span)
         lo = cfg.min_lr_fraction
@@ -248,8 +230,7 @@ class DatasetTrainer:
 
         self.model.train()
         xb, tb, wb = self._batch()
-        for g in self.optimizer.param_groups:
-            g["lr"] = self._lr()
+        set_lr(self.optimizer, self._lr())
         logits = self.model(xb).float()
         pix = F.cross_entropy(logits, tb.clamp(min=0), weight=self.class_weights, reduction="none")
         loss = (pix * wb).sum() / wb.sum().clamp(min=1e-6)
