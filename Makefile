@@ -12,14 +12,25 @@ XVFB_DEBS := xvfb xauth libgl1 libegl1 libfontconfig1 libdbus-1-3 libxkbcommon-x
 	libxcb-icccm4 libxcb-image0 libxcb-keysyms1 libxcb-randr0 libxcb-render-util0 \
 	libxcb-xinerama0 libxcb-xfixes0 libxcb-shape0 libxcb-cursor0
 
-.PHONY: demo test install xvfb bench clean
+.PHONY: demo test lint format install xvfb bench clean
 
 demo: $(STAMP)
 	$(VENV)/bin/pointseg train sample_data/nuclei_image.tif sample_data/nuclei_points.csv \
 		--mask sample_data/nuclei_mask.tif --out results/nuclei
 
-test: $(STAMP) xvfb
+LINTED := src tests benchmarks scripts
+
+test: $(STAMP) xvfb lint
 	xvfb-run -a -s "-screen 0 1600x1000x24" $(PY) -m pytest -q
+
+# ruff (lint + format) as configured in pyproject.toml; `make format` applies the formatting
+lint: $(STAMP)
+	$(PY) -m ruff check $(LINTED)
+	$(PY) -m ruff format --check $(LINTED)
+
+format: $(STAMP)
+	$(PY) -m ruff format $(LINTED)
+	$(PY) -m ruff check --fix $(LINTED)
 
 install: $(STAMP)
 

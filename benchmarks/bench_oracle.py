@@ -24,9 +24,9 @@ import numpy as np
 
 from napari_pointseg.core.metrics import miou
 from napari_pointseg.core.models import ModelSpec
+from napari_pointseg.core.oracle_loop import run_oracle
 from napari_pointseg.core.trainer import TrainConfig
 from napari_pointseg.oracle.baseline import rf_baseline
-from napari_pointseg.core.oracle_loop import run_oracle
 
 RESULTS = Path(__file__).resolve().parent / "results" / "bench_oracle.json"
 
@@ -45,8 +45,12 @@ def main(argv=None) -> int:
     p.add_argument("--target", type=float, default=0.995)
     p.add_argument("--images", nargs="+", default=["nuclei", "cells", "tissue"])
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--entropy-weight", type=float, default=TrainConfig().entropy_weight,
-                   help="TrainConfig.entropy_weight (0 = the recipe before the entropy term)")
+    p.add_argument(
+        "--entropy-weight",
+        type=float,
+        default=TrainConfig().entropy_weight,
+        help="TrainConfig.entropy_weight (0 = the recipe before the entropy term)",
+    )
     p.add_argument("--out", default=str(RESULTS))
     args = p.parse_args(argv)
     config = TrainConfig(entropy_weight=args.entropy_weight)
@@ -55,40 +59,81 @@ def main(argv=None) -> int:
     loads = [os.getloadavg()[0]]
     for name in args.images:
         image, mask, ca = load(name)
-        t0 = time.perf_counter()
-        res = run_oracle(image, mask, budget=args.budget, target=args.target, seed=args.seed,
-                         channel_axis=ca, device="cpu", config=config)
+        res = run_oracle(
+            image,
+            mask,
+            budget=args.budget,
+            target=args.target,
+            seed=args.seed,
+            channel_axis=ca,
+            device="cpu",
+            config=config,
+        )
         m = res.metrics
         rf_pred, rf_s = rf_baseline(image, res.points, channel_axis=ca, seed=args.seed)
         rf_m = miou(mask, rf_pred, np.unique(mask))
         loads.append(os.getloadavg()[0])
-        rows.append({"image": name, "shape": list(mask.shape), "miou": m["miou"],
-                     "fraction_labeled": m["fraction_labeled"], "n_points": m["n_points"],
-                     "seconds": m["seconds"], "iterations": m["iterations"], "steps": m["steps"],
-                     "per_class_iou": m["per_class_iou"], "rf_miou": rf_m, "rf_seconds": rf_s,
-                     "curve": m["curve"], "load_1min_after": loads[-1]})
-        print(f"{name:8s} oracle mIoU {m['miou']:.4f}  {m['fraction_labeled'] * 100:.3f} %  "
-              f"{m['seconds']:6.1f} s  ({m['iterations']} it, {m['steps']} steps) | "
-              f"RF {rf_m:.4f} {rf_s:.1f} s  (load {loads[-1]:.1f})", flush=True)
+        rows.append(
+            {
+                "image": name,
+                "shape": list(mask.shape),
+                "miou": m["miou"],
+                "fraction_labeled": m["fraction_labeled"],
+                "n_points": m["n_points"],
+                "seconds": m["seconds"],
+                "iterations": m["iterations"],
+                "steps": m["steps"],
+                "per_class_iou": m["per_class_iou"],
+                "rf_miou": rf_m,
+                "rf_seconds": rf_s,
+                "curve": m["curve"],
+                "load_1min_after": loads[-1],
+            }
+        )
+        print(
+            f"{name:8s} oracle mIoU {m['miou']:.4f}  {m['fraction_labeled'] * 100:.3f} %  "
+            f"{m['seconds']:6.1f} s  ({m['iterations']} it, {m['steps']} steps) | "
+            f"RF {rf_m:.4f} {rf_s:.1f} s  (load {loads[-1]:.1f})",
+            flush=True,
+        )
         del res
         time.sleep(0.1)
     mious = [r["miou"] for r in rows]
     secs = [r["seconds"] for r in rows if r["shape"] == [512, 512]]
-    summary = {"median_miou": float(np.median(mious)), "min_miou": float(np.min(mious)),
-               "median_seconds_512": float(np.median(secs)) if secs else None,
-               "beats_rf_everywhere": all(r["miou"] > r["rf_miou"] for r in rows),
-               "max_fraction_labeled": max(r["fraction_labeled"] for r in rows)}
-    print("median mIoU {median_miou:.4f}, min {min_miou:.4f}, median s/512² {median_seconds_512}, "
-          "beats RF on every image: {beats_rf_everywhere}".format(**summary))
+    summary = {
+        "median_miou": float(np.median(mious)),
+        "min_miou": float(np.min(mious)),
+        "median_seconds_512": float(np.median(secs)) if secs else None,
+        "beats_rf_everywhere": all(r["miou"] > r["rf_miou"] for r in rows),
+        "max_fraction_labeled": max(r["fraction_labeled"] for r in rows),
+    }
+    print(
+        "median mIoU {median_miou:.4f}, min {min_miou:.4f}, median s/512² {median_seconds_512}, "
+        "beats RF on every image: {beats_rf_everywhere}".format(**summary)
+    )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({
-        "budget": args.budget, "target": args.target, "seed": args.seed, "rows": rows,
-        "summary": summary, "config": config.to_dict(), "spec": ModelSpec().to_dict(),
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                    "python": sys.version.split()[0], "load_1min": loads,
-                    "threads_env": os.environ.get("POINTSEG_THREADS")},
-    }, indent=2))
+    out.write_text(
+        json.dumps(
+            {
+                "budget": args.budget,
+                "target": args.target,
+                "seed": args.seed,
+                "rows": rows,
+                "summary": summary,
+                "config": config.to_dict(),
+                "spec": ModelSpec().to_dict(),
+                "machine": {
+                    "cpus": os.cpu_count(),
+                    "platform": platform.platform(),
+                    "python": sys.version.split()[0],
+                    "load_1min": loads,
+                    "threads_env": os.environ.get("POINTSEG_THREADS"),
+                },
+            },
+            indent=2,
+        )
+    )
     print(f"wrote {out}")
     return 0
 

@@ -34,11 +34,10 @@ import numpy as np
 
 from napari_pointseg.core.metrics import segmentation_metrics
 from napari_pointseg.core.models import ModelSpec
+from napari_pointseg.core.oracle_loop import run_oracle
 from napari_pointseg.core.trainer import TrainConfig
 from napari_pointseg.oracle.baseline import rf_baseline, rf_features
-from napari_pointseg.oracle.correcting_user import (honoured_fraction, max_drop_after,
-                                                    run_correcting_user)
-from napari_pointseg.core.oracle_loop import run_oracle
+from napari_pointseg.oracle.correcting_user import honoured_fraction, max_drop_after, run_correcting_user
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "bench_real.json"
@@ -56,14 +55,17 @@ def load_pair(folder: Path, i: int, crop: int | None):
     if crop:
         h, w = mask.shape
         y0, x0 = max((h - crop) // 2, 0), max((w - crop) // 2, 0)
-        image, mask = image[y0:y0 + crop, x0:x0 + crop], mask[y0:y0 + crop, x0:x0 + crop]
+        image, mask = image[y0 : y0 + crop, x0 : x0 + crop], mask[y0 : y0 + crop, x0 : x0 + crop]
     return image, mask
 
 
 def score(mask, pred, points, classes) -> dict:
     m = segmentation_metrics(mask, pred, labels=classes)
-    return {"miou": m["miou"], "per_class_iou": m["per_class_iou"],
-            "honoured": honoured_fraction(pred, points)}
+    return {
+        "miou": m["miou"],
+        "per_class_iou": m["per_class_iou"],
+        "honoured": honoured_fraction(pred, points),
+    }
 
 
 def rf_row(image, mask, points, classes, feats, feat_s, seed) -> dict:
@@ -82,35 +84,64 @@ def run_image(name, image, mask, modes, args, config, spec) -> dict:
     for mode in modes:
         if mode.startswith("oracle"):
             budget = {"oracle3": 0.003, "oracle1": 0.001}[mode]
-            res = run_oracle(image, mask, budget=budget, target=1.0, seed=args.seed,
-                             device=args.device, config=config, spec=spec)
+            res = run_oracle(
+                image,
+                mask,
+                budget=budget,
+                target=1.0,
+                seed=args.seed,
+                device=args.device,
+                config=config,
+                spec=spec,
+            )
             r = score(mask, res.prediction, res.points, classes)
-            r.update({"n_points": len(res.points), "seconds": res.metrics["seconds"],
-                      "iterations": res.metrics["iterations"], "steps": res.metrics["steps"],
-                      "curve": [{k: c[k] for k in ("n_points", "miou", "seconds")}
-                                for c in res.metrics["curve"]]})
+            r.update(
+                {
+                    "n_points": len(res.points),
+                    "seconds": res.metrics["seconds"],
+                    "iterations": res.metrics["iterations"],
+                    "steps": res.metrics["steps"],
+                    "curve": [
+                        {k: c[k] for k in ("n_points", "miou", "seconds")} for c in res.metrics["curve"]
+                    ],
+                }
+            )
             r.update(rf_row(image, mask, res.points, classes, feats, feat_s, args.seed))
             row[mode] = r
         elif mode == "user":
             marks = tuple(m for m in USER_MARKS if m <= args.user_budget + 1e-12)
-            res = run_correcting_user(image, mask, budget=marks[-1], checkpoints=marks,
-                                      seed=args.seed, device=args.device, config=config,
-                                      spec=spec)
+            res = run_correcting_user(
+                image,
+                mask,
+                budget=marks[-1],
+                checkpoints=marks,
+                seed=args.seed,
+                device=args.device,
+                config=config,
+                spec=spec,
+            )
             cps = {}
             for mark, cp in zip(marks, res.checkpoints):
                 r = score(mask, cp["prediction"], cp["points"], classes)
-                r.update({"n_points": cp["n_points"], "seconds": cp["seconds"],
-                          "iterations": cp["iterations"]})
+                r.update(
+                    {"n_points": cp["n_points"], "seconds": cp["seconds"], "iterations": cp["iterations"]}
+                )
                 r.update(rf_row(image, mask, cp["points"], classes, feats, feat_s, args.seed))
                 cps[f"{mark * 100:.2f}%"] = r
-            row["user"] = {"checkpoints": cps, "max_drop_after_0.8": max_drop_after(res.curve),
-                           "rounds": len(res.curve), "curve": res.curve}
+            row["user"] = {
+                "checkpoints": cps,
+                "max_drop_after_0.8": max_drop_after(res.curve),
+                "rounds": len(res.curve),
+                "curve": res.curve,
+            }
     return row
 
 
 def fmt(r: dict) -> str:
-    return (f"{r['miou']:.3f} (rf {r['rf_miou']:.3f}) hon {r['honoured']:.2f}/{r['rf_honoured']:.2f}"
-            f" {r['seconds']:5.1f}s")
+    return (
+        f"{r['miou']:.3f} (rf {r['rf_miou']:.3f}) hon {r['honoured']:.2f}/{r['rf_honoured']:.2f}"
+        f" {r['seconds']:5.1f}s"
+    )
 
 
 def summarise(rows: list[dict], modes) -> dict:
@@ -120,8 +151,16 @@ def summarise(rows: list[dict], modes) -> dict:
         if mode == "user":
             for mark in USER_MARKS:
                 key = f"{mark * 100:.2f}%"
-                entries.append((f"user@{key}", [r["user"]["checkpoints"][key] for r in rows
-                                                if "user" in r and key in r["user"]["checkpoints"]]))
+                entries.append(
+                    (
+                        f"user@{key}",
+                        [
+                            r["user"]["checkpoints"][key]
+                            for r in rows
+                            if "user" in r and key in r["user"]["checkpoints"]
+                        ],
+                    )
+                )
         else:
             entries.append((mode, [r[mode] for r in rows if mode in r]))
     for key, rs in entries:
@@ -138,14 +177,12 @@ def summarise(rows: list[dict], modes) -> dict:
             "median_seconds": float(np.median([r["seconds"] for r in rs])),
             "median_rf_seconds": float(np.median([r["rf_seconds"] for r in rs])),
         }
-    secs512 = [r["oracle3"]["seconds"] * 512 * 512 / np.prod(r["shape"])
-               for r in rows if "oracle3" in r]
+    secs512 = [r["oracle3"]["seconds"] * 512 * 512 / np.prod(r["shape"]) for r in rows if "oracle3" in r]
     if secs512:
         out["oracle3"]["median_seconds_per_512sq"] = float(np.median(secs512))
     drops = [r["user"]["max_drop_after_0.8"] for r in rows if "user" in r]
     if drops:
-        out["user_max_drop_after_0.8"] = {"max": float(np.max(drops)),
-                                          "median": float(np.median(drops))}
+        out["user_max_drop_after_0.8"] = {"max": float(np.max(drops)), "median": float(np.median(drops))}
     return out
 
 
@@ -157,12 +194,19 @@ def main(argv=None) -> int:
     p.add_argument("--crop", type=int, default=0, help="centre crop size (0: whole image)")
     p.add_argument("--modes", default=",".join(MODES))
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--user-budget", type=float, default=USER_MARKS[-1],
-                   help="the simulated user stops at this fraction (0.003; 0.001 is ~3x quicker)")
+    p.add_argument(
+        "--user-budget",
+        type=float,
+        default=USER_MARKS[-1],
+        help="the simulated user stops at this fraction (0.003; 0.001 is ~3x quicker)",
+    )
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default=str(RESULTS))
-    p.add_argument("--config", default="{}",
-                   help='TrainConfig overrides as JSON, e.g. \'{"crop_size": null}\' (recipe trials)')
+    p.add_argument(
+        "--config",
+        default="{}",
+        help="TrainConfig overrides as JSON, e.g. '{\"crop_size\": null}' (recipe trials)",
+    )
     p.add_argument("--spec", default="{}", help="ModelSpec overrides as JSON")
     args = p.parse_args(argv)
     data = Path(args.data)
@@ -170,7 +214,8 @@ def main(argv=None) -> int:
         print(f"error: no development data at {data} (--data)", file=sys.stderr)
         return 2
     sets = [s for s in args.sets.split(",") if s] or sorted(
-        d.name for d in data.iterdir() if d.is_dir() and (d / "image_0.png").exists())
+        d.name for d in data.iterdir() if d.is_dir() and (d / "image_0.png").exists()
+    )
     idx = [int(i) for i in args.images.split(",") if i != ""]
     modes = [m for m in args.modes.split(",") if m]
     if args.user_budget < USER_MARKS[0]:
@@ -201,33 +246,51 @@ def main(argv=None) -> int:
             for m in modes:
                 if m == "user":
                     c = row["user"]["checkpoints"]
-                    parts.append("user " + " | ".join(f"{k} {fmt(v)}" for k, v in c.items())
-                                 + f" drop {row['user']['max_drop_after_0.8']:.2f}")
+                    parts.append(
+                        "user "
+                        + " | ".join(f"{k} {fmt(v)}" for k, v in c.items())
+                        + f" drop {row['user']['max_drop_after_0.8']:.2f}"
+                    )
                 else:
                     parts.append(f"{m} {fmt(row[m])}")
             print("  ".join(parts), flush=True)
-            out.write_text(json.dumps({
-                "args": vars(args), "rows": rows, "summary": summarise(rows, modes),
-                "config": config.to_dict(), "spec": spec.to_dict(),
-                "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+            out.write_text(
+                json.dumps(
+                    {
+                        "args": vars(args),
+                        "rows": rows,
+                        "summary": summarise(rows, modes),
+                        "config": config.to_dict(),
+                        "spec": spec.to_dict(),
+                        "machine": {
+                            "cpus": os.cpu_count(),
+                            "platform": platform.platform(),
                             "python": sys.version.split()[0],
-                            "threads_env": os.environ.get("POINTSEG_THREADS")},
-                "total_seconds": round(time.perf_counter() - t_all, 1),
-            }, indent=1, default=float))
+                            "threads_env": os.environ.get("POINTSEG_THREADS"),
+                        },
+                        "total_seconds": round(time.perf_counter() - t_all, 1),
+                    },
+                    indent=1,
+                    default=float,
+                )
+            )
     summary = summarise(rows, modes)
     print("\nmode          n  median net  median RF  min net  net>RF  honoured med/min   s net  s RF")
     for key, v in summary.items():
         if key.startswith("user_max"):
             continue
-        print(f"{key:12s} {v['n']:2d}  {v['median_miou']:.3f}       {v['median_rf_miou']:.3f}      "
-              f"{v['min_miou']:.3f}    {v['beats_rf']:2d}/{v['n']:<2d}   {v['median_honoured']:.3f}/"
-              f"{v['min_honoured']:.3f}      {v['median_seconds']:5.1f}  {v['median_rf_seconds']:4.1f}")
+        print(
+            f"{key:12s} {v['n']:2d}  {v['median_miou']:.3f}       {v['median_rf_miou']:.3f}      "
+            f"{v['min_miou']:.3f}    {v['beats_rf']:2d}/{v['n']:<2d}   {v['median_honoured']:.3f}/"
+            f"{v['min_honoured']:.3f}      {v['median_seconds']:5.1f}  {v['median_rf_seconds']:4.1f}"
+        )
     if "oracle3" in summary and "median_seconds_per_512sq" in summary["oracle3"]:
         print(f"oracle 0.3 %: median {summary['oracle3']['median_seconds_per_512sq']:.1f} s per 512²")
     if "user_max_drop_after_0.8" in summary:
         d = summary["user_max_drop_after_0.8"]
-        print(f"user: largest mIoU drop between rounds after 0.8: max {d['max']:.3f}, "
-              f"median {d['median']:.3f}")
+        print(
+            f"user: largest mIoU drop between rounds after 0.8: max {d['max']:.3f}, median {d['median']:.3f}"
+        )
     print(f"wrote {out}  ({time.perf_counter() - t_all:.0f} s)")
     return 0
 

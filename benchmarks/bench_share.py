@@ -27,9 +27,18 @@ RESULTS = ROOT / "benchmarks" / "results" / "bench_share.json"
 
 
 def command(out: Path, threads: int | None) -> list[str]:
-    cmd = [sys.executable, "-m", "napari_pointseg", "train",
-           str(ROOT / "sample_data" / "nuclei_image.tif"),
-           str(ROOT / "sample_data" / "nuclei_points.csv"), "--out", str(out), "--seed", "0"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "napari_pointseg",
+        "train",
+        str(ROOT / "sample_data" / "nuclei_image.tif"),
+        str(ROOT / "sample_data" / "nuclei_points.csv"),
+        "--out",
+        str(out),
+        "--seed",
+        "0",
+    ]
     if threads:
         cmd += ["--threads", str(threads)]
     return cmd
@@ -40,8 +49,11 @@ def run_many(n: int, threads: int | None, work: Path) -> list[float]:
     procs, starts = [], []
     for i in range(n):
         starts.append(time.perf_counter())
-        procs.append(subprocess.Popen(command(work / f"run{n}_{i}", threads),
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
+        procs.append(
+            subprocess.Popen(
+                command(work / f"run{n}_{i}", threads), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            )
+        )
     times = [0.0] * n
     pending = set(range(n))
     while pending:
@@ -68,12 +80,24 @@ def main(argv=None) -> int:
         both = run_many(2, args.threads, work)
     ratios = [t / alone for t in both]
     print(f"threads: {args.threads or 'auto (fair share)'}")
-    print(f"alone {alone:.1f} s | two at once {both[0]:.1f} s, {both[1]:.1f} s | "
-          f"ratios {ratios[0]:.2f}x, {ratios[1]:.2f}x (target <= 2.5x)")
+    print(
+        f"alone {alone:.1f} s | two at once {both[0]:.1f} s, {both[1]:.1f} s | "
+        f"ratios {ratios[0]:.2f}x, {ratios[1]:.2f}x (target <= 2.5x)"
+    )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"threads": args.threads, "alone_s": alone, "together_s": both,
-                               "ratios": ratios, "cpus": os.cpu_count()}, indent=2))
+    out.write_text(
+        json.dumps(
+            {
+                "threads": args.threads,
+                "alone_s": alone,
+                "together_s": both,
+                "ratios": ratios,
+                "cpus": os.cpu_count(),
+            },
+            indent=2,
+        )
+    )
     print(f"wrote {out}")
     return 0
 

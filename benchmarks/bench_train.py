@@ -46,11 +46,16 @@ def speed_rows(repeats: int = 5) -> list[dict]:
         for label, crop in (("default (crops)", TrainConfig().crop_size), ("whole image", None)):
             tr = make_trainer(image, pts, config=TrainConfig(crop_size=crop), device="cpu")
             tr.n_admitted = len(pts)  # every point in the loss: a steady-state iteration
-            train_ms = _median_ms(lambda: tr._iterate(0), repeats)
-            row = {"size": size, "mode": label, "train_ms": round(train_ms, 1),
-                   "crop_size": crop, "batch_size": tr.config.batch_size if crop else 1}
+            train_ms = _median_ms(lambda tr=tr: tr._iterate(0), repeats)
+            row = {
+                "size": size,
+                "mode": label,
+                "train_ms": round(train_ms, 1),
+                "crop_size": crop,
+                "batch_size": tr.config.batch_size if crop else 1,
+            }
             if crop is None:
-                row["predict_ms"] = round(_median_ms(lambda: tr.predict(0), repeats), 1)
+                row["predict_ms"] = round(_median_ms(lambda tr=tr: tr.predict(0), repeats), 1)
             rows.append(row)
         spec = tr.spec
     return rows, spec
@@ -61,14 +66,29 @@ def demo_row() -> dict:
 
     out = ROOT / "results" / "bench_demo"
     t0 = time.perf_counter()
-    code = main(["train", str(ROOT / "sample_data/nuclei_image.tif"),
-                 str(ROOT / "sample_data/nuclei_points.csv"), "--mask",
-                 str(ROOT / "sample_data/nuclei_mask.tif"), "--out", str(out), "--quiet",
-                 "--device", "cpu"])
+    code = main(
+        [
+            "train",
+            str(ROOT / "sample_data/nuclei_image.tif"),
+            str(ROOT / "sample_data/nuclei_points.csv"),
+            "--mask",
+            str(ROOT / "sample_data/nuclei_mask.tif"),
+            "--out",
+            str(out),
+            "--quiet",
+            "--device",
+            "cpu",
+        ]
+    )
     secs = time.perf_counter() - t0
     m = json.loads((out / "metrics.json").read_text()) if code == 0 else {}
-    return {"exit_code": code, "miou": m.get("miou"), "seconds": round(secs, 1),
-            "n_points": m.get("n_points"), "iterations": m.get("iterations")}
+    return {
+        "exit_code": code,
+        "miou": m.get("miou"),
+        "seconds": round(secs, 1),
+        "n_points": m.get("n_points"),
+        "iterations": m.get("iterations"),
+    }
 
 
 def main() -> int:
@@ -79,16 +99,32 @@ def main() -> int:
     setup_torch()
     rows, spec = speed_rows()
     demo = demo_row()
-    print(f"model: {spec.arch} / {spec.encoder} depth {spec.encoder_depth}, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
+    print(
+        f"model: {spec.arch} / {spec.encoder} depth {spec.encoder_depth}, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}"
+    )
     print(f"{'size':>5} {'mode':<16} {'train ms/iter':>14} {'predict ms':>11}")
     for r in rows:
-        print(f"{r['size']:>5} {r['mode']:<16} {r['train_ms']:>14.1f} {r.get('predict_ms', float('nan')):>11.1f}")
-    print(f"demo (sample a, nuclei 512x512): mIoU {demo['miou']}, {demo['seconds']} s, "
-          f"{demo['n_points']} points, {demo['iterations']} iterations")
+        print(
+            f"{r['size']:>5} {r['mode']:<16} {r['train_ms']:>14.1f} {r.get('predict_ms', float('nan')):>11.1f}"
+        )
+    print(
+        f"demo (sample a, nuclei 512x512): mIoU {demo['miou']}, {demo['seconds']} s, "
+        f"{demo['n_points']} points, {demo['iterations']} iterations"
+    )
     OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps({"model": spec.to_dict(), "threads": torch.get_num_threads(),
-                               "torch": torch.__version__, "speed": rows, "demo": demo}, indent=2))
+    OUT.write_text(
+        json.dumps(
+            {
+                "model": spec.to_dict(),
+                "threads": torch.get_num_threads(),
+                "torch": torch.__version__,
+                "speed": rows,
+                "demo": demo,
+            },
+            indent=2,
+        )
+    )
     print(f"wrote {OUT}")
     return 0 if demo["exit_code"] == 0 else 1
 

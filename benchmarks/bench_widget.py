@@ -51,8 +51,11 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=20.0, help="training time to probe")
     ap.add_argument("--size", type=int, default=512)
-    ap.add_argument("--cold", action="store_true",
-                    help="press Train 2 s after opening the widget, while torch may still be importing")
+    ap.add_argument(
+        "--cold",
+        action="store_true",
+        help="press Train 2 s after opening the widget, while torch may still be importing",
+    )
     ap.add_argument("--first-batch", type=int, default=6, help="points in the first click batch")
     ap.add_argument("--batch", type=int, default=3, help="points per later click batch")
     ap.add_argument("--out", default=str(Path(__file__).with_name("results") / "bench_widget.json"))
@@ -116,7 +119,7 @@ def main(argv=None) -> dict:
         app.processEvents()
         time.sleep(0.002)
         if time.perf_counter() >= next_click and added < len(coords):
-            widget.add_points(coords[added:added + args.batch], labels[added:added + args.batch])
+            widget.add_points(coords[added : added + args.batch], labels[added : added + args.batch])
             added += args.batch
             next_click += 2.0
     seconds = time.perf_counter() - t_train
@@ -159,20 +162,37 @@ def main(argv=None) -> dict:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
-    rows = [("first prediction update", f"{result['first_update_s']:.2f} s", "<= 3 s",
-             result["pass"]["first_update_s"]),
-            ("event-loop stall p95", f"{result['stall_p95_ms']:.0f} ms", "<= 100 ms",
-             result["pass"]["stall_p95_ms"]),
-            ("event-loop stall p50 / max", f"{result['stall_p50_ms']:.0f} / {result['stall_max_ms']:.0f} ms", "", None),
-            ("stop takes effect", f"{result['stop_s']:.2f} s", "<= 1 s", result["pass"]["stop_s"]),
-            ("iterations per second", f"{result['iters_per_s']:.1f}", "", None),
-            ("prediction updates per second", f"{result['prediction_updates_per_s']:.2f}", "", None),
-            ("points used / clicked", f"{result['points_used']} / {result['points_clicked']}", "", None),
-            ("mIoU at stop", f"{result['miou_at_stop']:.3f}", "", None),
-            ("torch import at widget open", f"{result['warm_up_import_s']} s", "", None),
-            ("clock started", "1 s after open (--cold)" if result["cold"] else "after the import", "", None)]
-    print(f"bench_widget: {result['image']}, {result['train_seconds']} s of training on "
-          f"{result['device']} ({result['cpu_count']} cores, load {result['load_avg_1min']})")
+    rows = [
+        (
+            "first prediction update",
+            f"{result['first_update_s']:.2f} s",
+            "<= 3 s",
+            result["pass"]["first_update_s"],
+        ),
+        (
+            "event-loop stall p95",
+            f"{result['stall_p95_ms']:.0f} ms",
+            "<= 100 ms",
+            result["pass"]["stall_p95_ms"],
+        ),
+        (
+            "event-loop stall p50 / max",
+            f"{result['stall_p50_ms']:.0f} / {result['stall_max_ms']:.0f} ms",
+            "",
+            None,
+        ),
+        ("stop takes effect", f"{result['stop_s']:.2f} s", "<= 1 s", result["pass"]["stop_s"]),
+        ("iterations per second", f"{result['iters_per_s']:.1f}", "", None),
+        ("prediction updates per second", f"{result['prediction_updates_per_s']:.2f}", "", None),
+        ("points used / clicked", f"{result['points_used']} / {result['points_clicked']}", "", None),
+        ("mIoU at stop", f"{result['miou_at_stop']:.3f}", "", None),
+        ("torch import at widget open", f"{result['warm_up_import_s']} s", "", None),
+        ("clock started", "1 s after open (--cold)" if result["cold"] else "after the import", "", None),
+    ]
+    print(
+        f"bench_widget: {result['image']}, {result['train_seconds']} s of training on "
+        f"{result['device']} ({result['cpu_count']} cores, load {result['load_avg_1min']})"
+    )
     print(f"| {'measure':<30} | {'value':>14} | {'target':>9} | ok  |")
     print(f"|{'-' * 32}|{'-' * 16}|{'-' * 11}|-----|")
     for name, val, tgt, ok in rows:

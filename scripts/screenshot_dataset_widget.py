@@ -30,8 +30,8 @@ def main() -> int:
     import napari
     from qtpy.QtWidgets import QApplication
 
-    from napari_pointseg.widgets.dataset_widget import DatasetWidget
     from napari_pointseg.samples.files import make_dataset
+    from napari_pointseg.widgets.dataset_widget import DatasetWidget
 
     root = Path(tempfile.mkdtemp(prefix="pointseg_shot_"))
     make_dataset(root / "train", n_images=4, size=128, seed=11)
@@ -48,10 +48,14 @@ def main() -> int:
     w.out_edit.setText(str(root / "out"))
     w.fraction_spin.setValue(75)
     w.iter_spin.setValue(400)
-    w.overrides = dict(image_config=dict(iters_per_step=2, min_iters_per_step=1, final_iters=10,
-                                         crop_size=64, step_growth=0.3),
-                       spec=dict(encoder_depth=3, decoder_channels=[32, 16, 8]), threads=1,
-                       dataset_config=dict(crop_size=96, batch_size=4))
+    w.overrides = dict(
+        image_config=dict(
+            iters_per_step=2, min_iters_per_step=1, final_iters=10, crop_size=64, step_growth=0.3
+        ),
+        spec=dict(encoder_depth=3, decoder_channels=[32, 16, 8]),
+        threads=1,
+        dataset_config=dict(crop_size=96, batch_size=4),
+    )
     w.run()
     app = QApplication.instance()
     t0 = time.time()

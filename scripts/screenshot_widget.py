@@ -63,7 +63,7 @@ def main(argv=None) -> Path:
     widget.add_points(coords[:n0], labels[:n0])
     widget.start_training()
     spin(args.max_seconds / 2, lambda: widget.n_predictions > 0)
-    widget.add_points(coords[n0:], labels[n0:])   # clicks while training
+    widget.add_points(coords[n0:], labels[n0:])  # clicks while training
     spin(args.max_seconds, lambda: widget.last_update is not None and widget.last_update.waiting)
     widget.pick_class(2)
     viewer.layers.selection.active = widget.points_layer

@@ -30,12 +30,21 @@ def random_points(mask, n, seed=0):
         coords.append((ys[i], xs[i]))
     flat = rng.choice(mask.size, n, replace=False)
     coords += list(zip(*np.unravel_index(flat, mask.shape)))
-    coords = np.array(coords[:max(n, len(np.unique(mask)))])
+    coords = np.array(coords[: max(n, len(np.unique(mask)))])
     return PointSet(coords, mask[tuple(coords.T)])
 
 
 def fast_config(**kw):
-    base = dict(points_per_step=4, step_growth=0.0, iters_per_step=4, min_iters_per_step=2,
-                final_iters=10, crop_size=32, batch_size=2, lr=3e-3, warmup_iters=3)
+    base = dict(
+        points_per_step=4,
+        step_growth=0.0,
+        iters_per_step=4,
+        min_iters_per_step=2,
+        final_iters=10,
+        crop_size=32,
+        batch_size=2,
+        lr=3e-3,
+        warmup_iters=3,
+    )
     base.update(kw)
     return TrainConfig(**base)

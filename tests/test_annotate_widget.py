@@ -17,8 +17,7 @@ from napari_pointseg.widgets import _messages
 from napari_pointseg.widgets import annotate_widget as aw
 from napari_pointseg.widgets._layer_names import prediction_layer_name
 
-TINY = dict(iters_per_step=4, min_iters_per_step=2,
-            final_iters=40, threads=1)
+TINY = dict(iters_per_step=4, min_iters_per_step=2, final_iters=40, threads=1)
 WAIT = 90_000  # ms
 
 
@@ -41,8 +40,7 @@ def setup(make_napari_viewer, qtbot, nuclei_crop, notes):
     widget.train_overrides = dict(TINY)
     yield viewer, widget, image, mask, coords, labels
     widget.stop_training()
-    qtbot.waitUntil(lambda: not widget.is_training and not widget.busy and not widget.preparing,
-                    timeout=WAIT)
+    qtbot.waitUntil(lambda: not widget.is_training and not widget.busy and not widget.preparing, timeout=WAIT)
 
 
 def _classes_in(widget):
@@ -110,13 +108,13 @@ def test_train_reaches_ground_truth(setup, qtbot):
     widget.add_points(coords, labels)
     assert widget.start_training()
     assert not widget.train_button.isEnabled() and widget.stop_button.isEnabled()
-    qtbot.waitUntil(lambda: widget.prediction_layer is not None and len(_classes_in(widget)) >= 2,
-                    timeout=WAIT)
+    qtbot.waitUntil(
+        lambda: widget.prediction_layer is not None and len(_classes_in(widget)) >= 2, timeout=WAIT
+    )
     layer = widget.prediction_layer
     assert layer.name == "nuclei prediction" and not layer.editable
     np.testing.assert_allclose(layer.colormap.map(np.array([2]))[0][:3], label_colour(2), atol=1e-3)
-    qtbot.waitUntil(lambda: widget.last_update is not None and widget.last_update.waiting,
-                    timeout=WAIT)
+    qtbot.waitUntil(lambda: widget.last_update is not None and widget.last_update.waiting, timeout=WAIT)
     assert miou(mask, widget.prediction_layer.data) >= 0.8
     status = widget.status.text()
     for part in ("step", "loss", f"points {len(coords)}/{len(coords)}", "it/s", "cpu"):
@@ -141,8 +139,10 @@ def test_points_clicked_while_training_are_used(setup, qtbot):
     layer.data = moved
     layer.selected_data = {6}
     widget.relabel_selected(3 - int(labels[6]))
-    qtbot.waitUntil(lambda: np.allclose(trainer.points.coords[5], target)
-                    and trainer.points.labels[6] == 3 - labels[6], timeout=WAIT)
+    qtbot.waitUntil(
+        lambda: np.allclose(trainer.points.coords[5], target) and trainer.points.labels[6] == 3 - labels[6],
+        timeout=WAIT,
+    )
     # a point dragged outside the image is ignored, the others still count
     moved = layer.data.copy()
     moved[7] = (-20, -20)
@@ -162,8 +162,7 @@ def test_stop_resume_reset(setup, qtbot):
     viewer, widget, image, mask, coords, labels = setup
     widget.add_points(coords[:6], labels[:6])
     widget.start_training()
-    qtbot.waitUntil(lambda: widget.last_update is not None and widget.last_update.step >= 2,
-                    timeout=WAIT)
+    qtbot.waitUntil(lambda: widget.last_update is not None and widget.last_update.step >= 2, timeout=WAIT)
     first = widget.trainer
     widget.stop_training()
     qtbot.waitUntil(lambda: not widget.is_training, timeout=WAIT)
@@ -175,9 +174,16 @@ def test_stop_resume_reset(setup, qtbot):
     qtbot.waitUntil(lambda: first.iteration > it + 2, timeout=WAIT)
     assert widget.trainer is first
     widget.reset_training()  # fresh network, replays all points in click order
-    qtbot.waitUntil(lambda: widget.trainer is not None and widget.trainer is not first
-                    and widget.is_training and widget.last_update is not None
-                    and widget.last_update.n_active == 6, timeout=WAIT)
+    qtbot.waitUntil(
+        lambda: (
+            widget.trainer is not None
+            and widget.trainer is not first
+            and widget.is_training
+            and widget.last_update is not None
+            and widget.last_update.n_active == 6
+        ),
+        timeout=WAIT,
+    )
     assert widget.trainer.step >= 6  # admitted one by one again
 
 
@@ -203,6 +209,7 @@ def _idle_baseline(qtbot) -> tuple[int, int]:
 
 def _back_to(qtbot, baseline, timeout=WAIT) -> None:
     """Wait until no thread is left over compared with ``baseline`` (fails on a leak)."""
+
     def settled():
         py, pool = _thread_counts()
         assert py <= baseline[0] and pool <= baseline[1], (_thread_counts(), baseline)
@@ -220,8 +227,7 @@ def test_close_viewer_while_training(make_napari_viewer, qtbot, nuclei_crop, not
     widget.add_points(coords[:6], labels[:6])
     baseline = _idle_baseline(qtbot)
     widget.start_training()
-    qtbot.waitUntil(lambda: widget.trainer is not None and widget.last_update is not None,
-                    timeout=WAIT)
+    qtbot.waitUntil(lambda: widget.trainer is not None and widget.last_update is not None, timeout=WAIT)
     trainer = widget.trainer
     assert _thread_counts()[1] > baseline[1]  # the training thread counts
     viewer.close()
@@ -272,8 +278,7 @@ def small(make_napari_viewer, qtbot, notes):
     widget.select_image("img")
     widget.train_overrides = dict(SMALL_TRAIN)
     widget.model_overrides = dict(SMALL_NET)
-    qtbot.waitUntil(lambda: widget.input_prepared and not widget.preparing and not widget.busy,
-                    timeout=WAIT)
+    qtbot.waitUntil(lambda: widget.input_prepared and not widget.preparing and not widget.busy, timeout=WAIT)
     widget.add_points(coords, labels)
     widget.baseline = _idle_baseline(qtbot)
     yield viewer, widget, coords, labels
@@ -312,8 +317,7 @@ def test_train_stop_reset_100_times(small, qtbot, notes):
     _prediction_consistent(widget, (48, 48), {1, 2})
     _back_to(qtbot, widget.baseline)
     assert widget.start_training()
-    qtbot.waitUntil(lambda: widget.n_predictions > 0 and len(_classes_in(widget)) >= 1,
-                    timeout=WAIT)
+    qtbot.waitUntil(lambda: widget.n_predictions > 0 and len(_classes_in(widget)) >= 1, timeout=WAIT)
     _prediction_consistent(widget, (48, 48), {1, 2})
 
 
@@ -361,8 +365,7 @@ def test_remove_layer_while_training(small, qtbot, notes, layer):
     viewer.layers.remove(f"img {layer}")
     if layer == "points":
         assert widget.points_layer is None
-        qtbot.waitUntil(lambda: widget.last_update.n_points == 0 and widget.last_update.waiting,
-                        timeout=WAIT)
+        qtbot.waitUntil(lambda: widget.last_update.n_points == 0 and widget.last_update.waiting, timeout=WAIT)
     else:
         widget.training.control.predict_now = True
         qtbot.waitUntil(lambda: widget.n_predictions > n, timeout=WAIT)
@@ -408,8 +411,9 @@ def test_close_at_once_does_not_abort(tmp_path, mode):
     script = tmp_path / "close_at_once.py"
     script.write_text(CLOSE_SCRIPT)
     env = {**os.environ, "POINTSEG_THREADS": "1", "OMP_NUM_THREADS": "1"}
-    r = subprocess.run([sys.executable, str(script), mode], capture_output=True, text=True,
-                       timeout=300, env=env)
+    r = subprocess.run(
+        [sys.executable, str(script), mode], capture_output=True, text=True, timeout=300, env=env
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     assert "closed" in r.stdout
     assert "Traceback" not in r.stderr and "has been deleted" not in r.stderr, r.stderr[-3000:]
@@ -419,8 +423,7 @@ def test_bundle_round_trip(setup, qtbot, tmp_path):
     viewer, widget, image, mask, coords, labels = setup
     widget.add_points(coords, labels)
     widget.start_training()
-    qtbot.waitUntil(lambda: widget.last_update is not None and widget.last_update.step >= 4,
-                    timeout=WAIT)
+    qtbot.waitUntil(lambda: widget.last_update is not None and widget.last_update.step >= 4, timeout=WAIT)
     widget.stop_training()
     qtbot.waitUntil(lambda: not widget.is_training, timeout=WAIT)
     expected = widget.trainer.predict(0)
@@ -475,9 +478,13 @@ def test_stack_trains_on_annotated_slices(make_napari_viewer, qtbot, notes):
     viewer.dims.set_current_step(0, z)
     assert widget.current_plane() == z
     widget.start_training()
-    qtbot.waitUntil(lambda: widget.prediction_layer is not None
-                    and len(set(np.unique(widget.prediction_layer.data[z]).tolist()) - {0}) >= 2,
-                    timeout=WAIT)
+    qtbot.waitUntil(
+        lambda: (
+            widget.prediction_layer is not None
+            and len(set(np.unique(widget.prediction_layer.data[z]).tolist()) - {0}) >= 2
+        ),
+        timeout=WAIT,
+    )
     assert widget.prediction_layer.data.shape == stack.shape
     assert widget.predict_button.text() == "Predict all slices"
     widget.stop_training()
@@ -494,8 +501,7 @@ def test_suggest_and_accept_points(setup, qtbot):
     widget.uncert_check.setChecked(True)
     widget.add_points(coords[:8], labels[:8])
     widget.start_training()
-    qtbot.waitUntil(lambda: widget.last_update is not None and widget.last_update.step >= 4,
-                    timeout=WAIT)
+    qtbot.waitUntil(lambda: widget.last_update is not None and widget.last_update.step >= 4, timeout=WAIT)
     widget.suggest_points(5)  # while training: runs in the training thread between iterations
     qtbot.waitUntil(lambda: widget.suggestions_layer is not None, timeout=WAIT)
     sugg = widget.suggestions_layer

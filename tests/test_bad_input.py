@@ -19,15 +19,26 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
+from _synth import blobs, fast_config, random_points
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from _synth import blobs, fast_config, random_points
 from napari_pointseg.cli import main
 from napari_pointseg.core.errors import InputError
 
-QUICK = ["--iters-per-point", "2", "--crop-size", "32", "--encoder-depth", "3", "--device", "cpu",
-         "--quiet", "--threads", "1"]
+QUICK = [
+    "--iters-per-point",
+    "2",
+    "--crop-size",
+    "32",
+    "--encoder-depth",
+    "3",
+    "--device",
+    "cpu",
+    "--quiet",
+    "--threads",
+    "1",
+]
 KEY = "napari_pointseg"
 
 
@@ -40,6 +51,7 @@ def _small_spec():
 
 
 # -- fixtures ---------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
@@ -54,8 +66,13 @@ def base(tmp_path_factory):
     from napari_pointseg.core.bundle import save_trainer
     from napari_pointseg.core.session import make_trainer
 
-    tr = make_trainer(image, pts, config=fast_config(iters_per_step=1, final_iters=1, polish_iters=0),
-                      spec=_small_spec(), device="cpu").train_all()
+    tr = make_trainer(
+        image,
+        pts,
+        config=fast_config(iters_per_step=1, final_iters=1, polish_iters=0),
+        spec=_small_spec(),
+        device="cpu",
+    ).train_all()
     save_trainer(d / "model.safetensors", tr)
     _write_broken_files(d, image, mask)
     return d
@@ -68,11 +85,11 @@ def _write_broken_files(d: Path, image, mask) -> None:
     tifffile.imwrite(d / "5d.tif", np.zeros((2, 3, 2, 16, 16), np.uint8))
     tifffile.imwrite(d / "rgb.tif", np.zeros((32, 32, 3), np.uint8))
     tifffile.imwrite(d / "small_mask.tif", mask[:16].astype(np.uint8))
-    tifffile.imwrite(d / "other_mask.tif", (mask * 100).astype(np.uint8))   # values 100, 200
+    tifffile.imwrite(d / "other_mask.tif", (mask * 100).astype(np.uint8))  # values 100, 200
     tifffile.imwrite(d / "frac_mask.tif", mask.astype(np.float32) + 0.5)
-    tifffile.imwrite(d / "prediction.tif", image)       # an input named like a train output
+    tifffile.imwrite(d / "prediction.tif", image)  # an input named like a train output
     tifffile.imwrite(d / "x.tif", image)
-    tifffile.imwrite(d / "x_prediction.tif", image)     # predict x.tif --out d would replace it
+    tifffile.imwrite(d / "x_prediction.tif", image)  # predict x.tif --out d would replace it
     (d / "garbage.tif").write_bytes(b"II*\x00garbage" * 8)
     from skimage.io import imsave
 
@@ -85,14 +102,22 @@ def _write_broken_files(d: Path, image, mask) -> None:
     tifffile.imwrite(d / "b" / "img.tif", image)
     head = "order,label,y,x\n"
     csvs = {
-        "label_inf": "0,1,5,5\n1,inf,9,9\n", "label_1e30": "0,1,5,5\n1,1e30,9,9\n",
-        "label_nan": "0,1,5,5\n1,nan,9,9\n", "label_frac": "0,1,5,5\n1,1.5,9,9\n",
+        "label_inf": "0,1,5,5\n1,inf,9,9\n",
+        "label_1e30": "0,1,5,5\n1,1e30,9,9\n",
+        "label_nan": "0,1,5,5\n1,nan,9,9\n",
+        "label_frac": "0,1,5,5\n1,1.5,9,9\n",
         "label_huge": "0,1,5,5\n1,99999999999999999999,9,9\n",
-        "order_inf": "0,1,5,5\ninf,2,9,9\n", "order_1e30": "0,1,5,5\n1e30,2,9,9\n",
-        "order_dup": "0,1,5,5\n0,2,9,9\n", "coord_1e300": "0,1,5,5\n1,2,1e300,9\n",
-        "coord_neg": "0,1,5,5\n1,2,-5,9\n", "coord_nan": "0,1,5,5\n1,2,nan,9\n",
-        "coord_text": "0,1,5,5\n1,2,five,9\n", "one_class": "0,1,5,5\n1,1,9,9\n",
-        "short_row": "0,1,5\n", "no_points": "", "3d_points": None,
+        "order_inf": "0,1,5,5\ninf,2,9,9\n",
+        "order_1e30": "0,1,5,5\n1e30,2,9,9\n",
+        "order_dup": "0,1,5,5\n0,2,9,9\n",
+        "coord_1e300": "0,1,5,5\n1,2,1e300,9\n",
+        "coord_neg": "0,1,5,5\n1,2,-5,9\n",
+        "coord_nan": "0,1,5,5\n1,2,nan,9\n",
+        "coord_text": "0,1,5,5\n1,2,five,9\n",
+        "one_class": "0,1,5,5\n1,1,9,9\n",
+        "short_row": "0,1,5\n",
+        "no_points": "",
+        "3d_points": None,
     }
     for name, rows in csvs.items():
         text = "order,label,z,y,x\n0,1,0,5,5\n1,2,0,9,9\n" if rows is None else head + rows
@@ -113,6 +138,7 @@ def _write_broken_files(d: Path, image, mask) -> None:
 
 def _write_bundles(d: Path) -> None:
     """Bundles whose header was edited after training (the tensors are the real ones)."""
+
     def edit(name, change):
         header, tensors = _read_bundle(d / "model.safetensors")
         change(header)
@@ -124,6 +150,7 @@ def _write_bundles(d: Path) -> None:
             for k in path[:-1]:
                 node = node[k]
             node[path[-1]] = value
+
         return change
 
     edit("no_classes", set_(["classes"], []))
@@ -134,8 +161,8 @@ def _write_bundles(d: Path) -> None:
     edit("wrong_arch", set_(["spec", "arch"], "fpn"))
     edit("newer", set_(["format_version"], 99))
     edit("bad_json_type", set_(["spec"], "unet"))
-    from safetensors.torch import save_file
     import torch
+    from safetensors.torch import save_file
 
     save_file({"w": torch.zeros(2)}, str(d / "foreign.safetensors"))
     (d / "garbage.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{garbage" * 4)
@@ -173,21 +200,33 @@ def _hashes(root: Path) -> dict:
         if p.is_file():
             st = p.stat()
             out[str(p.relative_to(root))] = (
-                hashlib.sha256(p.read_bytes()).hexdigest() if st.st_size < 200_000
-                else (st.st_ino, st.st_size, st.st_mtime_ns))
+                hashlib.sha256(p.read_bytes()).hexdigest()
+                if st.st_size < 200_000
+                else (st.st_ino, st.st_size, st.st_mtime_ns)
+            )
     return out
 
 
 # -- the table ------------------------------------------------------------------------------
 # name -> (argv with {d} for the work folder, a substring of the error line)
 
+
 def _train(*extra, image="img.tif", points="pts.csv", out="out"):
     return ["train", f"{{d}}/{image}", f"{{d}}/{points}", "--out", f"{{d}}/{out}", *QUICK, *extra]
 
 
 def _predict(*images, bundle="model.safetensors", out="out", extra=()):
-    return ["predict", f"{{d}}/{bundle}", *[f"{{d}}/{i}" for i in images or ("img.tif",)],
-            "--out", f"{{d}}/{out}", "--device", "cpu", "--quiet", *extra]
+    return [
+        "predict",
+        f"{{d}}/{bundle}",
+        *[f"{{d}}/{i}" for i in images or ("img.tif",)],
+        "--out",
+        f"{{d}}/{out}",
+        "--device",
+        "cpu",
+        "--quiet",
+        *extra,
+    ]
 
 
 def _oracle(*extra, mask="mask.tif", out="out"):
@@ -269,25 +308,51 @@ CASES = {
     "bundle header of the wrong type": (_predict(bundle="bad_json_type.safetensors"), "corrupt"),
     "two inputs with one output name": (_predict("a/img.tif", "b/img.tif"), "would both be written"),
     "the same image twice": (_predict("img.tif", "img.tif"), "given twice"),
-    "prediction would replace an input": (_predict("x.tif", "x_prediction.tif", out="."), "overwrite the input"),
+    "prediction would replace an input": (
+        _predict("x.tif", "x_prediction.tif", out="."),
+        "overwrite the input",
+    ),
     "a later image is no image": (_predict("img.tif", "garbage.tif", "fake.png"), "cannot read image"),
-    "image with other channels than the bundle": (_predict("rgb.tif", extra=["--channel-axis", "2"]), "channel"),
+    "image with other channels than the bundle": (
+        _predict("rgb.tif", extra=["--channel-axis", "2"]),
+        "channel",
+    ),
     "predict out is a file": (_predict(out="afile"), "existing file"),
     # oracle / orders / samplers
     "oracle budget nan": (_oracle("--budget", "nan"), "--budget"),
     "oracle target above 1": (_oracle("--target", "2"), "--target"),
     "oracle points-per-step 0": (_oracle("--points-per-step", "0"), "--points-per-step"),
     "oracle mask of another shape": (_oracle(mask="small_mask.tif"), "shape"),
-    "oracle would overwrite its mask": (["oracle", "{d}/img.tif", "{d}/prediction.tif", "--out", "{d}", *QUICK],
-                                        "overwrite the input"),
+    "oracle would overwrite its mask": (
+        ["oracle", "{d}/img.tif", "{d}/prediction.tif", "--out", "{d}", *QUICK],
+        "overwrite the input",
+    ),
     "orders odd pairs": (["orders", "{d}/img.tif", "--out", "{d}/out", *QUICK], "pairs"),
-    "orders negative seed": (["orders", "{d}/img.tif", "{d}/mask.tif", "--out", "{d}/out", *QUICK, "--seed", "-3"],
-                             "--seed"),
-    "samplers zero seeds": (["samplers", "{d}/img.tif", "{d}/mask.tif", "--out", "{d}/out", *QUICK, "--seeds", "0"],
-                            "--seeds"),
-    "orders bad second pair": (["orders", "{d}/img.tif", "{d}/mask.tif", "{d}/img.tif", "{d}/small_mask.tif",
-                                "--out", "{d}/out", *QUICK], "small_mask.tif: mask shape"),
-    "samplers missing mask": (["samplers", "{d}/img.tif", "{d}/nope.tif", "--out", "{d}/out", *QUICK], "not found"),
+    "orders negative seed": (
+        ["orders", "{d}/img.tif", "{d}/mask.tif", "--out", "{d}/out", *QUICK, "--seed", "-3"],
+        "--seed",
+    ),
+    "samplers zero seeds": (
+        ["samplers", "{d}/img.tif", "{d}/mask.tif", "--out", "{d}/out", *QUICK, "--seeds", "0"],
+        "--seeds",
+    ),
+    "orders bad second pair": (
+        [
+            "orders",
+            "{d}/img.tif",
+            "{d}/mask.tif",
+            "{d}/img.tif",
+            "{d}/small_mask.tif",
+            "--out",
+            "{d}/out",
+            *QUICK,
+        ],
+        "small_mask.tif: mask shape",
+    ),
+    "samplers missing mask": (
+        ["samplers", "{d}/img.tif", "{d}/nope.tif", "--out", "{d}/out", *QUICK],
+        "not found",
+    ),
     "models with an argument": (["models", "--bogus"], "unrecognized"),
     "no subcommand": ([], "required"),
     # dataset
@@ -302,7 +367,10 @@ CASES = {
     "dataset missing test folder": (_dataset("--test", "{d}/nope"), "--test folder not found"),
     "dataset grid without test": (_dataset("--grid"), "--test"),
     "dataset missing encoder weights": (_dataset("--encoder-weights", "{d}/nope.pt"), "not found"),
-    "dataset garbage encoder weights": (_dataset("--encoder-weights", "{d}/weights.pt"), "cannot read weights"),
+    "dataset garbage encoder weights": (
+        _dataset("--encoder-weights", "{d}/weights.pt"),
+        "cannot read weights",
+    ),
     "dataset out is a file": (_dataset(out="afile"), "existing file"),
     "dataset out inside an input": (_dataset(out="ds/images/a.tif"), "existing file"),
 }
@@ -338,12 +406,20 @@ def test_bad_input_in_a_real_process(base, tmp_path):
     """Through the console entry point: nothing (warnings, torch text) before the line."""
     work = tmp_path / "w"
     shutil.copytree(base, work)
-    for argv in (["train", str(work / "img.tif"), str(work / "label_1e30.csv"), "--out", str(work),
-                  *QUICK],
-                 ["dataset", str(work / "ds"), "--out", str(work / "o"), "--encoder-weights",
-                  str(work / "weights.pt")]):
-        r = subprocess.run([sys.executable, "-m", "napari_pointseg", *argv], capture_output=True,
-                           text=True, timeout=180)
+    for argv in (
+        ["train", str(work / "img.tif"), str(work / "label_1e30.csv"), "--out", str(work), *QUICK],
+        [
+            "dataset",
+            str(work / "ds"),
+            "--out",
+            str(work / "o"),
+            "--encoder-weights",
+            str(work / "weights.pt"),
+        ],
+    ):
+        r = subprocess.run(
+            [sys.executable, "-m", "napari_pointseg", *argv], capture_output=True, text=True, timeout=180
+        )
         lines = r.stderr.strip().splitlines()
         assert r.returncode == 2 and len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
 
@@ -372,6 +448,7 @@ def test_pickle_encoder_weights_never_run(d, capsys):
 
 # -- what valid-but-unusual input must give ----------------------------------------------------
 
+
 def test_excel_csv_with_byte_order_mark(tmp_path):
     from napari_pointseg.core.points import PointSet
 
@@ -395,7 +472,9 @@ def test_large_labels_are_written_exactly(tmp_path):
     from napari_pointseg.core.points import PointSet
     from napari_pointseg.core.session import write_labels
 
-    (tmp_path / "p.csv").write_text("order,label,y,x\n0,5000000000,1,1\n1,-7,2,2\n2,9223372036854775807,3,3\n")
+    (tmp_path / "p.csv").write_text(
+        "order,label,y,x\n0,5000000000,1,1\n1,-7,2,2\n2,9223372036854775807,3,3\n"
+    )
     pts = PointSet.from_csv(tmp_path / "p.csv")
     assert pts.labels.tolist() == [5000000000, -7, 2**63 - 1]
     for values in ([0, 5000000000], [-7, 5000000000], [1, 2**64 - 1]):
@@ -411,7 +490,7 @@ def test_metrics_count_pixels_with_labels_absent_from_the_mask():
 
     truth = np.array([1] * 28 + [2] * 22)
     pred = truth.copy()
-    pred[6:28] = 3                      # a label the mask never uses
+    pred[6:28] = 3  # a label the mask never uses
     m = segmentation_metrics(truth, pred)
     assert m["pixel_accuracy"] == pytest.approx(0.56)
     assert m["per_class_iou"]["3"] == 0.0 and m["miou"] < 0.6
@@ -423,9 +502,26 @@ def test_predict_keeps_full_stems(base, tmp_path, capsys):
     work.mkdir()
     for name in ("img.v1.tif", "img.v2.tif"):
         shutil.copy(base / "img.tif", work / name)
-    assert main(["predict", str(base / "model.safetensors"), str(work / "img.v1.tif"),
-                 str(work / "img.v2.tif"), "--out", str(work / "o"), "--device", "cpu", "--quiet"]) == 0
-    assert sorted(p.name for p in (work / "o").iterdir()) == ["img.v1_prediction.tif", "img.v2_prediction.tif"]
+    assert (
+        main(
+            [
+                "predict",
+                str(base / "model.safetensors"),
+                str(work / "img.v1.tif"),
+                str(work / "img.v2.tif"),
+                "--out",
+                str(work / "o"),
+                "--device",
+                "cpu",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    assert sorted(p.name for p in (work / "o").iterdir()) == [
+        "img.v1_prediction.tif",
+        "img.v2_prediction.tif",
+    ]
 
 
 def test_dataset_reports_every_name_clash(tmp_path):
@@ -442,7 +538,7 @@ def test_dataset_reports_every_name_clash(tmp_path):
     (tmp_path / "points" / "b.csv").write_text("order,label,y,x\n0,1,1,1\n")
     lst = scan_folder(tmp_path)
     assert sorted(i.name for i in lst.items) == ["b", "cells.day0", "cells.day1"]
-    assert lst.items[0].points is not None          # b.ome.tif <-> b.csv
+    assert lst.items[0].points is not None  # b.ome.tif <-> b.csv
     skipped = {s.name: s.reason for s in lst.skipped}
     assert list(skipped) == ["a"] and "a.png" in skipped["a"] and "a.tif" in skipped["a"]
 
@@ -462,10 +558,36 @@ def test_bundle_build_with_foreign_weights_is_an_input_error(base):
 
 # -- fuzzing the readers ----------------------------------------------------------------------
 
-FUZZ = settings(max_examples=60, deadline=None, database=None,
-                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-TOKENS = ["0", "1", "2", "-1", "1.5", "inf", "-inf", "nan", "1e30", "1e300", "5000000000",
-          "99999999999999999999", "", " ", "x", "\ufeff", "label", "order", "y", "x", "\"", "1,2"]
+FUZZ = settings(
+    max_examples=60,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+TOKENS = [
+    "0",
+    "1",
+    "2",
+    "-1",
+    "1.5",
+    "inf",
+    "-inf",
+    "nan",
+    "1e30",
+    "1e300",
+    "5000000000",
+    "99999999999999999999",
+    "",
+    " ",
+    "x",
+    "\ufeff",
+    "label",
+    "order",
+    "y",
+    "x",
+    '"',
+    "1,2",
+]
 
 
 def _only_input_errors(fn, *args):
@@ -485,8 +607,10 @@ def test_fuzz_points_csv_random_bytes(tmp_path, data):
 
 
 @FUZZ
-@given(rows=st.lists(st.lists(st.sampled_from(TOKENS), min_size=0, max_size=6), max_size=6),
-       header=st.sampled_from(["order,label,y,x", "label,y,x", "order,label,z,y,x", "\ufefforder,label,y,x"]))
+@given(
+    rows=st.lists(st.lists(st.sampled_from(TOKENS), min_size=0, max_size=6), max_size=6),
+    header=st.sampled_from(["order,label,y,x", "label,y,x", "order,label,z,y,x", "\ufefforder,label,y,x"]),
+)
 def test_fuzz_points_csv_mutated(tmp_path, rows, header):
     from napari_pointseg.core.points import PointSet
 
@@ -499,8 +623,11 @@ def test_fuzz_points_csv_mutated(tmp_path, rows, header):
 
 @pytest.fixture(scope="module")
 def valid_files(base):
-    return {"tif": (base / "img.tif").read_bytes(), "png": (base / "img.png").read_bytes(),
-            "bundle": (base / "model.safetensors").read_bytes()}
+    return {
+        "tif": (base / "img.tif").read_bytes(),
+        "png": (base / "img.png").read_bytes(),
+        "bundle": (base / "model.safetensors").read_bytes(),
+    }
 
 
 def _mutate(data: bytes, edits) -> bytes:
@@ -554,13 +681,32 @@ def test_fuzz_bundle_mutated_bytes(tmp_path, valid_files, edits):
 
     data = valid_files["bundle"]
     header_len = int.from_bytes(data[:8], "little") + 8
-    edits = [(p % header_len, v) for p, v in edits]   # the header: the tensors' bytes are free
+    edits = [(p % header_len, v) for p, v in edits]  # the header: the tensors' bytes are free
     (tmp_path / "b.safetensors").write_bytes(_mutate(data, edits))
     _only_input_errors(load_bundle, tmp_path / "b.safetensors")
 
 
-HOSTILE = [None, -1, 0, 1, 3, 1e9, -1e9, 1e308, float("nan"), "x", "", [], [1], [1, 1], [1e9],
-           {}, {"a": 1}, True, 2**70]
+HOSTILE = [
+    None,
+    -1,
+    0,
+    1,
+    3,
+    1e9,
+    -1e9,
+    1e308,
+    float("nan"),
+    "x",
+    "",
+    [],
+    [1],
+    [1, 1],
+    [1e9],
+    {},
+    {"a": 1},
+    True,
+    2**70,
+]
 
 
 def _paths(node, prefix=()):

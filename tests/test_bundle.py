@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
-
 from _synth import TINY_SPEC, blobs, fast_config, random_points
+
 from napari_pointseg.core.bundle import load_bundle, predict_with_bundle, save_trainer
 from napari_pointseg.core.errors import InputError
 from napari_pointseg.core.session import make_trainer
@@ -24,8 +24,8 @@ def test_bundle_round_trip_predicts_identically(tmp_path):
 
 
 def test_foreign_and_corrupt_files_give_clear_errors(tmp_path):
-    from safetensors.torch import save_file
     import torch
+    from safetensors.torch import save_file
 
     save_file({"w": torch.zeros(2)}, str(tmp_path / "foreign.safetensors"))
     with pytest.raises(InputError, match="not a napari-pointseg bundle"):
@@ -52,8 +52,9 @@ def test_pickle_file_is_not_executed(tmp_path):
 
 def test_bundle_rejects_wrong_channel_count(tmp_path):
     image, mask = blobs(64, 2)
-    tr = make_trainer(image, random_points(mask, 8), config=fast_config(), spec=TINY_SPEC,
-                      device="cpu").train_all()
+    tr = make_trainer(
+        image, random_points(mask, 8), config=fast_config(), spec=TINY_SPEC, device="cpu"
+    ).train_all()
     b = load_bundle(save_trainer(tmp_path / "m", tr))
     with pytest.raises(InputError, match="channel"):
         predict_with_bundle(b, np.zeros((64, 64, 3), np.uint8), device="cpu")

@@ -5,8 +5,8 @@ import sys
 import numpy as np
 import pytest
 import tifffile
-
 from _synth import blobs, random_points
+
 from napari_pointseg.cli import build_parser, main
 
 FAST = ["--iters-per-point", "2", "--crop-size", "32", "--encoder-depth", "3", "--device", "cpu", "--quiet"]
@@ -30,8 +30,21 @@ def _err_line(capsys):
 
 def test_train_writes_outputs_and_predict_uses_bundle(files, capsys):
     out = files / "out"
-    assert main(["train", str(files / "img.tif"), str(files / "pts.csv"), "--out", str(out),
-                 "--mask", str(files / "mask.tif"), *FAST]) == 0
+    assert (
+        main(
+            [
+                "train",
+                str(files / "img.tif"),
+                str(files / "pts.csv"),
+                "--out",
+                str(out),
+                "--mask",
+                str(files / "mask.tif"),
+                *FAST,
+            ]
+        )
+        == 0
+    )
     pred = tifffile.imread(out / "prediction.tif")
     assert pred.shape == (64, 64)
     assert set(np.unique(pred)) <= {1, 2}  # the point label values
@@ -40,8 +53,21 @@ def test_train_writes_outputs_and_predict_uses_bundle(files, capsys):
         assert key in m
     assert 0 <= m["miou"] <= 1 and m["n_points"] == 12
     assert (out / "overlay.png").stat().st_size > 1000
-    assert main(["predict", str(out / "model.safetensors"), str(files / "img.tif"),
-                 "--out", str(files / "pred"), "--quiet", "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                str(out / "model.safetensors"),
+                str(files / "img.tif"),
+                "--out",
+                str(files / "pred"),
+                "--quiet",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     again = tifffile.imread(files / "pred" / "img_prediction.tif")
     assert again.shape == (64, 64)
     assert (again == pred).mean() > 0.95  # renormalised on the same image: (nearly) the same
@@ -51,8 +77,21 @@ def test_entropy_weight_option_reaches_the_bundle(files):
     from napari_pointseg.core.bundle import load_bundle
 
     out = files / "no_entropy"
-    assert main(["train", str(files / "img.tif"), str(files / "pts.csv"), "--out", str(out),
-                 "--entropy-weight", "0", *FAST]) == 0
+    assert (
+        main(
+            [
+                "train",
+                str(files / "img.tif"),
+                str(files / "pts.csv"),
+                "--out",
+                str(out),
+                "--entropy-weight",
+                "0",
+                *FAST,
+            ]
+        )
+        == 0
+    )
     assert load_bundle(out / "model.safetensors").train_config["entropy_weight"] == 0.0
 
 
@@ -60,8 +99,12 @@ def test_every_subcommand_has_help():
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")
     for name in sub.choices:
-        r = subprocess.run([sys.executable, "-m", "napari_pointseg", name, "--help"],
-                           capture_output=True, text=True, timeout=120)
+        r = subprocess.run(
+            [sys.executable, "-m", "napari_pointseg", name, "--help"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert r.returncode == 0 and "usage: pointseg" in r.stdout, name
 
 
@@ -94,10 +137,24 @@ def _bad_inputs(tmp):
     }
 
 
-@pytest.mark.parametrize("case", [
-    "missing image", "unreadable image", "missing points", "nan image", "inf image", "5d image",
-    "points outside", "one class", "malformed csv", "unknown arch", "unknown encoder", "missing mask",
-    "negative entropy weight"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "missing image",
+        "unreadable image",
+        "missing points",
+        "nan image",
+        "inf image",
+        "5d image",
+        "points outside",
+        "one class",
+        "malformed csv",
+        "unknown arch",
+        "unknown encoder",
+        "missing mask",
+        "negative entropy weight",
+    ],
+)
 def test_bad_input_is_one_line_exit_2(files, capsys, case):
     args, msg = _bad_inputs(files)[case]
     code = main(["train", *args, "--out", str(files / "o"), "--quiet", "--device", "cpu"])
@@ -111,18 +168,31 @@ def test_device_cuda_without_cuda(files, capsys):
 
     if torch.cuda.is_available():
         pytest.skip("CUDA present")
-    code = main(["train", str(files / "img.tif"), str(files / "pts.csv"), "--out", str(files / "o"),
-                 "--device", "cuda", "--quiet"])
+    code = main(
+        [
+            "train",
+            str(files / "img.tif"),
+            str(files / "pts.csv"),
+            "--out",
+            str(files / "o"),
+            "--device",
+            "cuda",
+            "--quiet",
+        ]
+    )
     assert code == 2 and "CUDA is not available" in _err_line(capsys)
 
 
 def test_predict_with_bad_bundle(files, capsys):
     (files / "bad.safetensors").write_bytes(b"nope")
-    code = main(["predict", str(files / "bad.safetensors"), str(files / "img.tif"), "--out", str(files / "o")])
+    code = main(
+        ["predict", str(files / "bad.safetensors"), str(files / "img.tif"), "--out", str(files / "o")]
+    )
     assert code == 2 and "bundle" in _err_line(capsys)
 
 
 def test_console_script_entry_point():
-    r = subprocess.run([sys.executable, "-m", "napari_pointseg", "models"], capture_output=True,
-                       text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "napari_pointseg", "models"], capture_output=True, text=True, timeout=120
+    )
     assert r.returncode == 0 and "resnet18" in r.stdout

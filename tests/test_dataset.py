@@ -12,19 +12,43 @@ import tifffile
 
 from napari_pointseg.core.errors import InputError
 
-TINY_IMAGE = dict(iters_per_step=2, min_iters_per_step=1, final_iters=3, crop_size=64,
-                  batch_size=2, step_growth=0.3)
+TINY_IMAGE = dict(
+    iters_per_step=2, min_iters_per_step=1, final_iters=3, crop_size=64, batch_size=2, step_growth=0.3
+)
 TINY_DATASET = dict(iterations=6, batch_size=2, crop_size=64, warmup_iters=2)
 TINY_SPEC = dict(encoder_depth=3, decoder_channels=[32, 16, 8])
-TINY_CLI = ["--iters-per-point", "2", "--crop-size", "64", "--iterations", "6", "--batch-size", "2",
-            "--dataset-crop-size", "64", "--encoder-depth", "3", "--device", "cpu", "--threads", "1"]
+TINY_CLI = [
+    "--iters-per-point",
+    "2",
+    "--crop-size",
+    "64",
+    "--iterations",
+    "6",
+    "--batch-size",
+    "2",
+    "--dataset-crop-size",
+    "64",
+    "--encoder-depth",
+    "3",
+    "--device",
+    "cpu",
+    "--threads",
+    "1",
+]
 
 
 def tiny_options(data, out, **kw):
     from napari_pointseg.dataset.pipeline import PipelineOptions
 
-    base = dict(data=data, out=out, device="cpu", image_config=TINY_IMAGE,
-                dataset_config=TINY_DATASET, spec=TINY_SPEC, threads=1)
+    base = dict(
+        data=data,
+        out=out,
+        device="cpu",
+        image_config=TINY_IMAGE,
+        dataset_config=TINY_DATASET,
+        spec=TINY_SPEC,
+        threads=1,
+    )
     base.update(kw)
     return PipelineOptions(**base)
 
@@ -49,8 +73,10 @@ def run_full(tiny, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("out")
     events = []
-    summary = run_pipeline(tiny_options(tiny / "train", out, test=tiny / "test", fraction=0.67,
-                                        rate=0.01), on_event=events.append)
+    summary = run_pipeline(
+        tiny_options(tiny / "train", out, test=tiny / "test", fraction=0.67, rate=0.01),
+        on_event=events.append,
+    )
     return out, summary, events
 
 
@@ -115,8 +141,18 @@ def test_final_bundle_works_with_predict_and_widget_api(run_full, tiny, tmp_path
     pred = predict_with_bundle(b, img, device="cpu")
     saved = tifffile.imread(out / "test_predictions" / "img_000.tif")
     assert pred.shape == (64, 64) and (pred == saved).mean() > 0.99
-    rc = main(["predict", str(out / "model.safetensors"), str(tiny / "test" / "images" / "img_000.tif"),
-               "--out", str(tmp_path), "--quiet", "--device", "cpu"])
+    rc = main(
+        [
+            "predict",
+            str(out / "model.safetensors"),
+            str(tiny / "test" / "images" / "img_000.tif"),
+            "--out",
+            str(tmp_path),
+            "--quiet",
+            "--device",
+            "cpu",
+        ]
+    )
     assert rc == 0 and (tmp_path / "img_000_prediction.tif").is_file()
 
 
@@ -126,8 +162,10 @@ def test_rerun_resumes_everything(run_full, tiny):
 
     out, first, _ = run_full
     events = []
-    s = run_pipeline(tiny_options(tiny / "train", out, test=tiny / "test", fraction=0.67, rate=0.01),
-                     on_event=events.append)
+    s = run_pipeline(
+        tiny_options(tiny / "train", out, test=tiny / "test", fraction=0.67, rate=0.01),
+        on_event=events.append,
+    )
     texts = [e.text for e in events if isinstance(e, Message)]
     assert sum("complete outputs found" in t for t in texts) == 2
     assert sum("reused (resume)" in t for t in texts) == 2
@@ -168,11 +206,14 @@ def test_bad_inputs_are_skipped_with_reasons(tiny, tmp_path, capsys):
     assert m["n_annotated"] == 2 and m["miou"] is None
 
 
-@pytest.mark.parametrize("setup, message", [
-    ("empty", "no images found"),
-    ("missing", "not found"),
-    ("no_annotation", "points CSV or a mask"),
-])
+@pytest.mark.parametrize(
+    "setup, message",
+    [
+        ("empty", "no images found"),
+        ("missing", "not found"),
+        ("no_annotation", "points CSV or a mask"),
+    ],
+)
 def test_cli_clear_errors(tmp_path, capsys, setup, message):
     from napari_pointseg.cli import main
 
@@ -191,8 +232,13 @@ def test_grid_table_and_plot(tiny, tmp_path):
     from napari_pointseg.cli.dataset import consume
     from napari_pointseg.dataset.grid import iter_grid
 
-    opts = tiny_options(tiny / "train", tmp_path, test=tiny / "test", source="oracle",
-                        dataset_config={**TINY_DATASET, "iterations": 3})
+    opts = tiny_options(
+        tiny / "train",
+        tmp_path,
+        test=tiny / "test",
+        source="oracle",
+        dataset_config={**TINY_DATASET, "iterations": 3},
+    )
     done = consume(iter_grid(opts, [1.0], [0.005]), quiet=True)
     rows = done.summary["rows"]
     assert [(r["fraction"], r["rate"]) for r in rows] == [(1.0, 0.005), (1.0, "full")]
@@ -228,8 +274,9 @@ def test_test_stage_counts_every_pixel_and_lists_clashes(tmp_path):
             return np.ones((8, 8), np.int64)
 
     skipped = []
-    gen = _test_stage(Net(), PipelineOptions(data=tmp_path, out=tmp_path / "o", test=test),
-                      tmp_path / "o", 1, skipped, None)
+    gen = _test_stage(
+        Net(), PipelineOptions(data=tmp_path, out=tmp_path / "o", test=test), tmp_path / "o", 1, skipped, None
+    )
     try:
         while True:
             next(gen)

@@ -11,7 +11,6 @@ import time
 
 import pytest
 import tifffile
-
 from test_dataset import TINY_CLI, TINY_IMAGE, TINY_SPEC
 
 
@@ -38,8 +37,9 @@ def test_dask_local_cluster(four, tmp_path):
     from napari_pointseg.dataset.runner import run_jobs
 
     items, opts = _jobs(four)
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None, silence_logs=40) as cluster:
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=40
+    ) as cluster:
         res = list(run_jobs(pseudo_label_job, items, tmp_path, opts, scheduler=cluster.scheduler_address))
     assert sorted((r["name"], r["status"]) for r in res) == [("img_000", "done"), ("img_001", "done")]
     assert (tmp_path / "img_001_confidence.tif").is_file()
@@ -73,11 +73,20 @@ def test_kill_and_resume(four, tmp_path, workers):
     `kill -9 PID` does) once the first image is complete: no worker process outlives it, and
     the rerun keeps the finished images and completes the run."""
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "napari_pointseg", "dataset", str(four), "--out", str(out),
-           "--workers", str(workers), *TINY_CLI]
+    cmd = [
+        sys.executable,
+        "-m",
+        "napari_pointseg",
+        "dataset",
+        str(four),
+        "--out",
+        str(out),
+        "--workers",
+        str(workers),
+        *TINY_CLI,
+    ]
     # own session: the finally clause can end any leftover of a failed run by its group
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            start_new_session=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     try:
         first = out / "pseudo" / "img_000.json"
         deadline = time.time() + 120
@@ -131,8 +140,9 @@ def test_parent_watchdog_ends_an_orphaned_worker(tmp_path):
         "print(child.pid, flush=True)\n"
         "time.sleep(60)\n"
     )
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, start_new_session=True
+    )
     try:
         child = psutil.Process(int(proc.stdout.readline()))
         assert proc.stdout.readline().strip() == "ready"  # the child's watchdog runs
@@ -169,8 +179,11 @@ def test_cancel_ends_a_process_pool_run_at_once(tmp_path):
     timer = threading.Timer(3.0, cancel.set)  # the workers have started their job by then
     timer.start()
     t0 = time.perf_counter()
-    results = list(run_jobs(_sleeping_job, ["a", "b", "c"], tmp_path, PseudoLabelOptions(threads=1),
-                            workers=2, cancel=cancel))
+    results = list(
+        run_jobs(
+            _sleeping_job, ["a", "b", "c"], tmp_path, PseudoLabelOptions(threads=1), workers=2, cancel=cancel
+        )
+    )
     elapsed = time.perf_counter() - t0
     timer.join()
     assert results == [] and elapsed < 15, elapsed
@@ -192,9 +205,10 @@ def test_cancel_during_stage1_is_a_cancel(four, tmp_path):
     "no image could be pseudo-labelled"."""
     import threading
 
+    from test_dataset import tiny_options
+
     from napari_pointseg.dataset.events import Cancelled
     from napari_pointseg.dataset.pipeline import iter_pipeline
-    from test_dataset import tiny_options
 
     cancel = threading.Event()
     cancel.set()

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from test_dataset import TINY_DATASET, TINY_IMAGE, TINY_SPEC
 
 pytest.importorskip("napari")
 
 TIMEOUT_MS = 240_000
-OVERRIDES = dict(image_config=TINY_IMAGE, dataset_config={**TINY_DATASET}, spec=TINY_SPEC,
-                 device="cpu", threads=1)
+OVERRIDES = dict(
+    image_config=TINY_IMAGE, dataset_config={**TINY_DATASET}, spec=TINY_SPEC, device="cpu", threads=1
+)
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +75,7 @@ def test_layer_mode_predicts_open_images(widget, two, tmp_path, qtbot):
         img = tifffile.imread(two / "train" / "images" / f"img_00{i}.tif")
         viewer.add_image(img, name=f"cells {i}")
     pts = PointSet.from_csv(two / "train" / "points" / "img_000.csv")
-    viewer.add_points(pts.coords, name="cells 0 points",
-                      features={"label": pts.labels, "order": pts.order})
+    viewer.add_points(pts.coords, name="cells 0 points", features={"label": pts.labels, "order": pts.order})
     w.layers_radio.setChecked(True)
     assert not w.data_edit.isEnabled()
     w.out_edit.setText(str(tmp_path / "out"))
@@ -149,8 +148,7 @@ def test_layer_predictions_use_the_chosen_device(monkeypatch, tmp_path):
     monkeypatch.setattr(models_mod, "choose_device", lambda name: f"resolved {name}")
     layers = [LayerImage("cells", np.zeros((8, 8), np.uint16))]
     opts = SimpleNamespace(device="cuda", channel_axis="auto")
-    res = predict_layers(tmp_path / "model.safetensors", {"cells": "cells"}, layers, opts,
-                         threading.Event())
+    res = predict_layers(tmp_path / "model.safetensors", {"cells": "cells"}, layers, opts, threading.Event())
     assert seen == {"build": "resolved cuda", "predict": ("cuda", "net")}
     assert res.predictions["cells"].shape == (8, 8)
 

@@ -4,15 +4,27 @@ import tifffile
 
 from napari_pointseg.core.errors import InputError
 from napari_pointseg.core.features import FilterBank
-from napari_pointseg.core.images import (fit_normalisation, guess_channel_axis, pad_to_multiple,
-                                         read_image, to_channels_first)
+from napari_pointseg.core.images import (
+    fit_normalisation,
+    guess_channel_axis,
+    pad_to_multiple,
+    read_image,
+    to_channels_first,
+)
 from napari_pointseg.core.inputs import PreparedImage
 
 
-@pytest.mark.parametrize("shape, axis", [
-    ((64, 64), None), ((64, 64, 3), 2), ((2, 64, 64), 0), ((20, 64, 64), None),
-    ((20, 64, 64, 2), 3), ((3, 20, 64, 64), 0),
-])
+@pytest.mark.parametrize(
+    "shape, axis",
+    [
+        ((64, 64), None),
+        ((64, 64, 3), 2),
+        ((2, 64, 64), 0),
+        ((20, 64, 64), None),
+        ((20, 64, 64, 2), 3),
+        ((3, 20, 64, 64), 0),
+    ],
+)
 def test_guess_channel_axis(shape, axis):
     assert guess_channel_axis(shape) == axis
 

@@ -7,18 +7,22 @@ import pytest
 
 from napari_pointseg.core.errors import InputError
 from napari_pointseg.core.models import ModelSpec
+from napari_pointseg.core.oracle_loop import (
+    OracleResult,
+    blob_weights,
+    run_oracle,
+    sample_from_weights,
+    weight_map,
+)
 from napari_pointseg.core.points import PointSet
-from napari_pointseg.core.trainer import TrainConfig
-from napari_pointseg.core.oracle_loop import (OracleResult, blob_weights, run_oracle,
-                                              sample_from_weights, weight_map)
 from napari_pointseg.core.suggest import ACQUISITIONS, suggest_points
+from napari_pointseg.core.trainer import TrainConfig
 from napari_pointseg.oracle import samplers
 from napari_pointseg.oracle.baseline import rf_baseline
 
 # a small, quick network for end-to-end runs
 TINY_SPEC = ModelSpec(encoder="resnet18", encoder_depth=3, decoder_channels=[32, 16, 8])
-TINY_CFG = TrainConfig(iters_per_step=2, min_iters_per_step=1, final_iters=2, crop_size=None,
-                       warmup_iters=2)
+TINY_CFG = TrainConfig(iters_per_step=2, min_iters_per_step=1, final_iters=2, crop_size=None, warmup_iters=2)
 
 
 def blobs(size=64, seed=0):
@@ -35,16 +39,17 @@ def blobs(size=64, seed=0):
 
 # -- weight map -------------------------------------------------------------------------------
 
+
 def test_weight_map_centre_of_largest_blob():
     truth = np.ones((40, 40), np.int64)
     pred = truth.copy()
-    pred[10:21, 10:21] = 2          # 11x11 wrong blob: the largest
-    pred[30:33, 30:33] = 2          # a smaller one
+    pred[10:21, 10:21] = 2  # 11x11 wrong blob: the largest
+    pred[30:33, 30:33] = 2  # a smaller one
     w = weight_map(pred, truth)
     assert w.dtype == np.float64 and w.shape == truth.shape
     assert w.sum() == pytest.approx(1.0)
-    assert np.all(w[pred == truth] == 0)             # zero outside R
-    assert np.all(w[30:33, 30:33] == 0)              # only the largest component
+    assert np.all(w[pred == truth] == 0)  # zero outside R
+    assert np.all(w[30:33, 30:33] == 0)  # only the largest component
     assert np.unravel_index(np.argmax(w), w.shape) == (15, 15)  # maximal at the centre
     assert w[15, 15] > w[10, 10] > 0
 
@@ -52,7 +57,7 @@ def test_weight_map_centre_of_largest_blob():
 def test_weight_map_no_error_and_whole_image():
     truth = np.ones((8, 8), np.int64)
     assert not weight_map(truth, truth).any()
-    w = weight_map(truth + 1, truth)                 # everything wrong: distance to the border
+    w = weight_map(truth + 1, truth)  # everything wrong: distance to the border
     assert w.sum() == pytest.approx(1.0) and w[4, 4] > w[0, 0] > 0
 
 
@@ -60,8 +65,8 @@ def test_weight_map_worst_class():
     truth = np.ones((30, 30), np.int64)
     truth[:, 15:] = 2
     pred = truth.copy()
-    pred[2:12, 2:12] = 2        # big error inside class 1 (class 1 IoU still high)
-    truth[20:24, 20:24] = 3     # class 3 never predicted: IoU 0 -> worst
+    pred[2:12, 2:12] = 2  # big error inside class 1 (class 1 IoU still high)
+    truth[20:24, 20:24] = 3  # class 3 never predicted: IoU 0 -> worst
     w = weight_map(pred, truth, restrict_to_worst_class=True)
     assert w.sum() == pytest.approx(1.0)
     assert np.all(w[truth != 3] == 0)
@@ -97,6 +102,7 @@ def test_sample_from_weights_no_duplicates_no_excluded():
 
 # -- samplers ---------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("kind", samplers.LABEL_BASED)
 def test_label_based_samplers(kind):
     image, mask = blobs()
@@ -113,7 +119,7 @@ def test_label_based_samplers(kind):
 def test_samplers_respect_exclude():
     image, mask = blobs()
     ex = np.zeros(mask.shape, bool)
-    ex[:, :60] = True                       # only 4 columns free
+    ex[:, :60] = True  # only 4 columns free
     for fn in (samplers.random_points, samplers.grid_points):
         pts = fn(mask.shape, 50, np.random.default_rng(0), exclude=ex)
         assert len(pts) == 50 and not ex[pts[:, 0], pts[:, 1]].any()
@@ -126,7 +132,7 @@ def test_samplers_respect_exclude():
 def test_suggest_points(kind):
     rng = np.random.default_rng(0)
     p = rng.dirichlet([1, 1, 1], size=(48, 40)).transpose(2, 0, 1).astype(np.float32)
-    p[:, 10:20, 10:20] = 1 / 3              # maximally uncertain square
+    p[:, 10:20, 10:20] = 1 / 3  # maximally uncertain square
     ex = np.zeros((48, 40), bool)
     ex[12, 12] = True
     pts = suggest_points(p, 8, kind, exclude=ex, rng=0)
@@ -151,6 +157,7 @@ def test_suggest_points_bad_input():
 
 # -- baseline ---------------------------------------------------------------------------------
 
+
 def test_rf_baseline_label_values():
     image, mask = blobs()
     yx = samplers.grid_points(mask.shape, 60, np.random.default_rng(0))
@@ -163,19 +170,37 @@ def test_rf_baseline_label_values():
 
 # -- oracle -----------------------------------------------------------------------------------
 
+
 def test_run_oracle_end_to_end():
     image, mask = blobs()
     rows = []
-    res = run_oracle(image, mask, budget=0.006, target=1.0, seed=0, config=TINY_CFG, spec=TINY_SPEC,
-                     device="cpu", callback=rows.append)
+    res = run_oracle(
+        image,
+        mask,
+        budget=0.006,
+        target=1.0,
+        seed=0,
+        config=TINY_CFG,
+        spec=TINY_SPEC,
+        device="cpu",
+        callback=rows.append,
+    )
     assert isinstance(res, OracleResult)
     n_budget = int(0.006 * mask.size)
     assert len(res.points) == n_budget
     assert res.prediction.shape == mask.shape and set(np.unique(res.prediction)) <= {1, 2, 3}
     assert res.proba.shape == (3, 64, 64) and res.proba.dtype == np.float32
     m = res.metrics
-    for key in ("miou", "pixel_accuracy", "per_class_iou", "n_points", "fraction_labeled",
-                "seconds", "steps", "curve"):
+    for key in (
+        "miou",
+        "pixel_accuracy",
+        "per_class_iou",
+        "n_points",
+        "fraction_labeled",
+        "seconds",
+        "steps",
+        "curve",
+    ):
         assert key in m
     assert m["steps"] == len(m["curve"]) == len(rows)
     assert [r["n_points"] for r in m["curve"]] == sorted(r["n_points"] for r in m["curve"])
@@ -191,14 +216,29 @@ def test_run_oracle_stops_at_target_and_fixed_k():
     image, mask = blobs()
     res = run_oracle(image, mask, budget=0.02, target=0.01, config=TINY_CFG, spec=TINY_SPEC, device="cpu")
     assert res.metrics["steps"] == 1 and len(res.points) == 1
-    res = run_oracle(image, mask, budget=0.01, target=1.0, points_per_step=8, iters_per_step=1,
-                     config=TINY_CFG, spec=TINY_SPEC, device="cpu")
+    res = run_oracle(
+        image,
+        mask,
+        budget=0.01,
+        target=1.0,
+        points_per_step=8,
+        iters_per_step=1,
+        config=TINY_CFG,
+        spec=TINY_SPEC,
+        device="cpu",
+    )
     assert [r["n_points"] for r in res.metrics["curve"]][:3] == [1, 9, 17]
 
 
-@pytest.mark.parametrize("kwargs, msg", [
-    ({"budget": 0}, "budget"), ({"budget": 1.5}, "budget"), ({"target": 0}, "target"),
-    ({"target": 1.2}, "target")])
+@pytest.mark.parametrize(
+    "kwargs, msg",
+    [
+        ({"budget": 0}, "budget"),
+        ({"budget": 1.5}, "budget"),
+        ({"target": 0}, "target"),
+        ({"target": 1.2}, "target"),
+    ],
+)
 def test_run_oracle_bad_numbers(kwargs, msg):
     image, mask = blobs()
     with pytest.raises(InputError, match=msg):
@@ -212,5 +252,23 @@ def test_run_oracle_bad_masks():
     with pytest.raises(InputError, match="single class"):
         run_oracle(image, np.ones_like(mask), config=TINY_CFG, spec=TINY_SPEC, device="cpu")
     with pytest.raises(InputError, match="2D"):
-        run_oracle(np.stack([image] * 5), np.stack([mask] * 5), channel_axis=None,
-                   config=TINY_CFG, spec=TINY_SPEC, device="cpu")
+        run_oracle(
+            np.stack([image] * 5),
+            np.stack([mask] * 5),
+            channel_axis=None,
+            config=TINY_CFG,
+            spec=TINY_SPEC,
+            device="cpu",
+        )
+
+
+def test_active_acquisition_points_reveal_the_mask_in_the_oracle_loop():
+    """`samplers.active_points` (the sampler table's label-free acquisition): n distinct
+    points, labelled from the mask, picked by the acquisition in the oracle's loop."""
+    image, mask = blobs()
+    res = samplers.active_points(
+        image, mask, 12, "margin", seed=0, config=TINY_CFG, spec=TINY_SPEC, device="cpu"
+    )
+    pix = res.points.pixel_coords()
+    assert len(pix) == 12 and len({tuple(p) for p in pix}) == 12
+    assert np.array_equal(res.points.labels, mask[pix[:, 0], pix[:, 1]])

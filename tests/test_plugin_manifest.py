@@ -23,8 +23,7 @@ def test_npe2_discovers_plugin_and_contributions():
 
 def test_npe2_validate_passes():
     exe = Path(sys.executable).with_name("npe2")
-    r = subprocess.run([str(exe), "validate", "napari-pointseg"], capture_output=True, text=True,
-                       timeout=120)
+    r = subprocess.run([str(exe), "validate", "napari-pointseg"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "valid" in r.stdout
 
@@ -48,8 +47,12 @@ def test_built_wheel_contains_manifest_and_sample_data(tmp_path):
     import zipfile
 
     root = Path(__file__).parents[1]
-    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", str(root), "-w",
-                        str(tmp_path)], capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", str(root), "-w", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     wheel = next(tmp_path.glob("napari_pointseg-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()

@@ -27,15 +27,18 @@ def test_csv_3d_header(tmp_path):
     assert PointSet.from_csv(tmp_path / "p.csv").ndim == 3
 
 
-@pytest.mark.parametrize("content, msg", [
-    ("", "empty"),
-    ("a,b,c\n1,2,3\n", "header"),
-    ("order,label,y,x\n0,1,2\n", "expected 4 fields"),
-    ("order,label,y,x\n0,one,2,3\n", "line 2"),
-    ("order,label,y,x\n0,1.5,2,3\n", "integer"),
-    ("order,label,y,x\n0,1,2,3\n0,2,4,5\n", "duplicate"),
-    ("order,label,y,x\n", "no points"),
-])
+@pytest.mark.parametrize(
+    "content, msg",
+    [
+        ("", "empty"),
+        ("a,b,c\n1,2,3\n", "header"),
+        ("order,label,y,x\n0,1,2\n", "expected 4 fields"),
+        ("order,label,y,x\n0,one,2,3\n", "line 2"),
+        ("order,label,y,x\n0,1.5,2,3\n", "integer"),
+        ("order,label,y,x\n0,1,2,3\n0,2,4,5\n", "duplicate"),
+        ("order,label,y,x\n", "no points"),
+    ],
+)
 def test_malformed_csv_raises_clear_error(tmp_path, content, msg):
     p = tmp_path / "bad.csv"
     p.write_text(content)

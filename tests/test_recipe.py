@@ -9,16 +9,19 @@ import sys
 
 import numpy as np
 import pytest
-
 from _synth import TINY_SPEC, blobs, fast_config, random_points
+
 from napari_pointseg.core import cpu_share
 from napari_pointseg.core.features import FilterBank
-from napari_pointseg.core.points import PointSet
-from napari_pointseg.core.session import make_trainer
-from napari_pointseg.oracle.correcting_user import (first_clicks, honoured_fraction,
-                                                    max_drop_after, region_centres,
-                                                    run_correcting_user)
 from napari_pointseg.core.oracle_loop import run_oracle
+from napari_pointseg.core.session import make_trainer
+from napari_pointseg.oracle.correcting_user import (
+    first_clicks,
+    honoured_fraction,
+    max_drop_after,
+    region_centres,
+    run_correcting_user,
+)
 
 
 def _hard_points(mask, seed=0):
@@ -38,8 +41,7 @@ def test_final_prediction_honours_the_points():
     pts = _hard_points(mask)
 
     def run(**cfg):
-        tr = make_trainer(image, pts, config=fast_config(crop_size=None, **cfg), spec=TINY_SPEC,
-                          device="cpu")
+        tr = make_trainer(image, pts, config=fast_config(crop_size=None, **cfg), spec=TINY_SPEC, device="cpu")
         tr.train_all()
         return tr, honoured_fraction(tr.predict(), tr.points)
 
@@ -67,10 +69,10 @@ def test_oracle_runs_its_final_phase():
     from napari_pointseg.core.trainer import TrainConfig
 
     image, mask = blobs(48, 3)
-    cfg = TrainConfig(iters_per_step=1, min_iters_per_step=1, final_iters=15, polish_iters=0,
-                      crop_size=None, warmup_iters=2)
-    res = run_oracle(image, mask, budget=0.004, target=1.0, config=cfg, spec=TINY_SPEC,
-                     device="cpu")
+    cfg = TrainConfig(
+        iters_per_step=1, min_iters_per_step=1, final_iters=15, polish_iters=0, crop_size=None, warmup_iters=2
+    )
+    res = run_oracle(image, mask, budget=0.004, target=1.0, config=cfg, spec=TINY_SPEC, device="cpu")
     assert res.trainer.final_done
     assert res.metrics["iterations"] >= res.metrics["steps"] + 15
 
@@ -80,7 +82,7 @@ def test_filter_bank_on_the_channel_mean():
     fb = FilterBank((1.0, 2.0))
     out = fb.apply(rgb)
     assert out.shape == (3 + 10, 32, 32) and fb.n_outputs(3) == 13
-    np.testing.assert_array_equal(out[:3], rgb)          # raw channels first
+    np.testing.assert_array_equal(out[:3], rgb)  # raw channels first
     per_channel = FilterBank((1.0, 2.0), on_mean=False)
     assert per_channel.apply(rgb).shape[0] == per_channel.n_outputs(3) == 33
     grey = rgb[:1]
@@ -93,13 +95,13 @@ def test_filter_bank_on_the_channel_mean():
 def test_region_centres_pick_the_largest_wrong_regions():
     truth = np.zeros((40, 40), np.int64)
     truth[5:25, 5:25] = 1
-    pred = np.zeros_like(truth)                 # the 20x20 square is missed ...
-    pred[30:33, 30:33] = 1                      # ... and a 3x3 false positive
+    pred = np.zeros_like(truth)  # the 20x20 square is missed ...
+    pred[30:33, 30:33] = 1  # ... and a 3x3 false positive
     clicked = np.zeros(truth.shape, bool)
     c = region_centres(pred, truth, 5, clicked)
     assert c.tolist()[0] in ([14, 14], [14, 15], [15, 14], [15, 15])
     assert c.tolist()[1] == [31, 31] and len(c) == 2
-    clicked[31, 31] = True                      # a clicked pixel is not clicked again
+    clicked[31, 31] = True  # a clicked pixel is not clicked again
     assert [31, 31] not in region_centres(pred, truth, 5, clicked).tolist()
     assert len(region_centres(truth, truth, 5, clicked)) == 0
 
@@ -113,23 +115,25 @@ def test_first_clicks_cover_every_class():
 def test_correcting_user_run():
     image, mask = blobs(48, 4)
     cfg = fast_config(crop_size=None, final_iters=4, polish_iters=10)
-    res = run_correcting_user(image, mask, budget=0.02, checkpoints=(0.01, 0.02), seed=0,
-                              config=cfg, spec=TINY_SPEC, device="cpu")
+    res = run_correcting_user(
+        image, mask, budget=0.02, checkpoints=(0.01, 0.02), seed=0, config=cfg, spec=TINY_SPEC, device="cpu"
+    )
     assert all(c["n_points"] >= int(f * mask.size) for c, f in zip(res.checkpoints, (0.01, 0.02)))
     assert len(res.checkpoints) == 2 and res.curve
     assert res.checkpoints[-1]["miou"] > 0.5
     assert 0.0 <= res.checkpoints[-1]["honoured"] <= 1.0
     assert set(np.unique(res.points.labels)) <= {1, 2}
-    assert max_drop_after([{"miou": 0.7}, {"miou": 0.85}, {"miou": 0.8}, {"miou": 0.9}]) == \
-        pytest.approx(0.05)
+    assert max_drop_after([{"miou": 0.7}, {"miou": 0.85}, {"miou": 0.8}, {"miou": 0.9}]) == pytest.approx(
+        0.05
+    )
 
 
 def test_cpu_share_counts_live_trainings(tmp_path, monkeypatch):
     monkeypatch.setenv("POINTSEG_RUN_DIR", str(tmp_path))
     monkeypatch.setattr(cpu_share, "_REGISTERED", None)
-    assert cpu_share.running_trainings() == 1           # nobody registered: still "1"
+    assert cpu_share.running_trainings() == 1  # nobody registered: still "1"
     cpu_share.register()
-    (tmp_path / "999999999.trainer").write_text("")     # a process that died uncleanly
+    (tmp_path / "999999999.trainer").write_text("")  # a process that died uncleanly
     assert cpu_share.running_trainings() == 1
     assert not (tmp_path / "999999999.trainer").exists()
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
@@ -154,7 +158,8 @@ def test_bench_real_writes_its_table(tmp_path, capsys):
     from skimage import io
 
     spec = importlib.util.spec_from_file_location(
-        "bench_real", Path(__file__).resolve().parent.parent / "benchmarks" / "bench_real.py")
+        "bench_real", Path(__file__).resolve().parent.parent / "benchmarks" / "bench_real.py"
+    )
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     data = tmp_path / "data"
@@ -162,12 +167,28 @@ def test_bench_real_writes_its_table(tmp_path, capsys):
         image, mask = blobs(64, k)
         (data / name).mkdir(parents=True)
         img8 = (np.clip(image, 0, 1) * 255).astype(np.uint8)
-        io.imsave(data / name / "image_0.png", img8 if k == 0 else np.stack([img8] * 3, -1),
-                  check_contrast=False)
+        io.imsave(
+            data / name / "image_0.png", img8 if k == 0 else np.stack([img8] * 3, -1), check_contrast=False
+        )
         io.imsave(data / name / "mask_0.png", (mask - 1).astype(np.uint8), check_contrast=False)
     out = tmp_path / "bench.json"
-    assert bench.main(["--data", str(data), "--images", "0", "--modes", "oracle3,user",
-                       "--user-budget", "0.003", "--out", str(out)]) == 0
+    assert (
+        bench.main(
+            [
+                "--data",
+                str(data),
+                "--images",
+                "0",
+                "--modes",
+                "oracle3,user",
+                "--user-budget",
+                "0.003",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     import json
 
     result = json.loads(out.read_text())
@@ -209,8 +230,7 @@ def test_half_resolution_network_shapes_and_refine_head():
     x = torch.randn(1, 3, 64, 64)
     out = net(x)
     assert out.shape == (1, 3, 64, 64)
-    inner = F.interpolate(net.net(F.avg_pool2d(x, 2)), size=(64, 64), mode="bilinear",
-                          align_corners=False)
+    inner = F.interpolate(net.net(F.avg_pool2d(x, 2)), size=(64, 64), mode="bilinear", align_corners=False)
     torch.testing.assert_close(out, inner)  # zero-initialised head: no change at first
     out.square().mean().backward()
     assert net.refine[0].weight.grad is not None
@@ -244,8 +264,15 @@ def test_logits_at_points_equal_the_full_forward():
 
     for refine in (16, 0):
         torch.manual_seed(0)
-        spec = ModelSpec(**{**TINY_SPEC.to_dict(), "in_channels": 4, "classes": 3,
-                            "input_scale": 2, "refine_channels": refine})
+        spec = ModelSpec(
+            **{
+                **TINY_SPEC.to_dict(),
+                "in_channels": 4,
+                "classes": 3,
+                "input_scale": 2,
+                "refine_channels": refine,
+            }
+        )
         net = build_model(spec).eval()
         if refine:
             torch.nn.init.normal_(net.refine[4].weight, std=0.5)  # not the zero start

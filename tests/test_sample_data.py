@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_pointseg.samples import synthetic
-from napari_pointseg.samples.clicks import human_like_points
 from napari_pointseg.core.errors import InputError
 from napari_pointseg.core.points import PointSet
+from napari_pointseg.samples import synthetic
+from napari_pointseg.samples.clicks import human_like_points
 from napari_pointseg.samples.files import SAMPLE_NAMES, load_sample, make_dataset
 
 # name -> (image shape, image dtype, mask classes, channel_axis, rgb) of the committed samples

@@ -1,4 +1,3 @@
-import numpy as np
 import pytest
 
 from napari_pointseg.core.errors import InputError

@@ -2,8 +2,8 @@ import threading
 
 import numpy as np
 import pytest
-
 from _synth import TINY_SPEC, blobs, fast_config, random_points
+
 from napari_pointseg.core.errors import InputError
 from napari_pointseg.core.metrics import miou
 from napari_pointseg.core.predict import uncertainty
@@ -28,6 +28,7 @@ def test_trains_to_useful_segmentation():
 def test_entropy_term_makes_unlabelled_pixels_confident():
     """The entropy term acts on every crop pixel, not only the points: with it the mean
     prediction entropy over the image ends lower than without, from the same seed."""
+
     def mean_entropy(weight):
         tr, _, _ = _trainer(n=12, final_iters=60, entropy_weight=weight, entropy_ramp_iters=5)
         tr.train_all()
@@ -48,7 +49,7 @@ def test_correct_order_admits_points_step_by_step():
 def test_stop_between_iterations():
     tr, _, _ = _trainer(n=24)
     n = 0
-    for u in tr.run():
+    for _update in tr.run():
         n += 1
         if n == 3:
             tr.stop()
@@ -91,7 +92,7 @@ def test_points_appended_while_running_join_in_order():
     assert tr.n_admitted == len(tr.points) == 8 + len(extra)
     # the new points come after the original ones
     assert tr.points.order.tolist() == list(range(len(tr.points)))
-    np.testing.assert_array_equal(tr.points.coords[-len(extra):], extra.coords)
+    np.testing.assert_array_equal(tr.points.coords[-len(extra) :], extra.coords)
 
 
 def test_set_points_rejects_unknown_class():
@@ -150,14 +151,23 @@ def test_trainer_admits_points_as_the_schedule_plans(order):
 
     image, mask = blobs(48, 5)
     pts = random_points(mask, 9, 5)
-    cfg = fast_config(order=order, points_per_step=2, step_growth=0.0, iters_per_step=3,
-                      min_iters_per_step=3, fit_threshold=2.0, final_iters=0, polish_iters=0,
-                      head_polish_iters=0, seed=3)
+    cfg = fast_config(
+        order=order,
+        points_per_step=2,
+        step_growth=0.0,
+        iters_per_step=3,
+        min_iters_per_step=3,
+        fit_threshold=2.0,
+        final_iters=0,
+        polish_iters=0,
+        head_polish_iters=0,
+        seed=3,
+    )
     tr = make_trainer(image, pts, config=cfg, spec=TINY_SPEC, device="cpu")
     seen = {}
     for update in tr.run():
         if not update.done:
-            admitted = tr._perm[:tr.n_admitted].tolist()
+            admitted = tr._perm[: tr.n_admitted].tolist()
             first_iter, _ = seen.get(update.step, (update.iteration, None))
             seen[update.step] = (first_iter, admitted)
     steps = plan(len(pts), order, points_per_step=2, iters_per_step=3, seed=3)

@@ -16,13 +16,19 @@ import argparse
 import sys
 import warnings
 
-from . import dataset, oracle, predict, train
 from ..core.errors import InputError
+from . import dataset, oracle, predict, train
 from .common import check_inputs, check_options, check_out_dir
 
 # argparse dest -> what the error line calls that file
-_INPUTS = (("image", "image"), ("points", "points"), ("mask", "mask"), ("bundle", "model bundle"),
-           ("images", "image"), ("pairs", "input"))
+_INPUTS = (
+    ("image", "image"),
+    ("points", "points"),
+    ("mask", "mask"),
+    ("bundle", "model bundle"),
+    ("images", "image"),
+    ("pairs", "input"),
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -37,12 +43,18 @@ def build_parser() -> argparse.ArgumentParser:
     """The `pointseg` parser with every subcommand registered."""
     p = _Parser(
         prog="pointseg",
-        description="Train a segmentation network from scratch on one image from a few clicked points.")
+        description="Train a segmentation network from scratch on one image from a few clicked points.",
+    )
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     # in the order `pointseg --help` lists them
-    for register in (train.register, predict.register, train.register_models, oracle.register,
-                     dataset.register):
+    for register in (
+        train.register,
+        predict.register,
+        train.register_models,
+        oracle.register,
+        dataset.register,
+    ):
         register(sub)
     return p
 

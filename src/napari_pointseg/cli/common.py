@@ -25,8 +25,8 @@ _OPTION_RANGES = {
     "seed": (True, 0, 2**32 - 1, False),
     "seeds": (True, 1, 1000, False),
     "encoder_depth": (True, 1, 5, False),
-    "crop_size": (True, 0, 65536, False),            # 0 = the whole image
-    "input_scale": (True, 0, 8, False),              # 0 = auto
+    "crop_size": (True, 0, 65536, False),  # 0 = the whole image
+    "input_scale": (True, 0, 8, False),  # 0 = auto
     "threads": (True, 1, 4096, False),
     "iters_per_point": (False, 0, 1e6, True),
     "lr": (False, 0, 10, True),
@@ -64,8 +64,9 @@ def check_options(args: argparse.Namespace) -> None:
             if not ok:
                 lo = f"> {_num(low)}" if low_open else f">= {_num(low)}"
                 kind = " (an integer)" if integer else ""
-                raise CliError(f"--{dest.replace('_', '-')} must be {lo} and <= {_num(high)}{kind}, "
-                               f"got {_num(v)}")
+                raise CliError(
+                    f"--{dest.replace('_', '-')} must be {lo} and <= {_num(high)}{kind}, got {_num(v)}"
+                )
 
 
 def _num(v) -> str:
@@ -120,14 +121,18 @@ def check_out_dir(out, outputs=(), inputs=(), generated_dirs=()) -> Path:
         if target.is_dir():
             raise CliError(f"--out {out}: the output {target} is a folder")
         if _same_file_key(target) in ins:
-            raise CliError(f"--out {out} would overwrite the input {ins[_same_file_key(target)]}; "
-                           "choose another output folder")
+            raise CliError(
+                f"--out {out} would overwrite the input {ins[_same_file_key(target)]}; "
+                "choose another output folder"
+            )
     for d in generated_dirs:
         root = _same_file_key(out / d) + os.sep
         for key, p in ins.items():
             if key.startswith(root):
-                raise CliError(f"--out {out}: the input {p} lies in {out / d}, which the run "
-                               "rewrites; choose another output folder")
+                raise CliError(
+                    f"--out {out}: the input {p} lies in {out / d}, which the run "
+                    "rewrites; choose another output folder"
+                )
     return out
 
 
@@ -143,8 +148,11 @@ def unique_output_names(inputs, suffix: str) -> list[str]:
         key = name.casefold()
         if key in seen:
             other = seen[key]
-            why = ("is given twice" if _same_file_key(other) == _same_file_key(p)
-                   else f"and {other} would both be written as {name}")
+            why = (
+                "is given twice"
+                if _same_file_key(other) == _same_file_key(p)
+                else f"and {other} would both be written as {name}"
+            )
             raise CliError(f"{p} {why}; rename one or use separate runs")
         seen[key] = p
         names.append(name)
@@ -162,8 +170,12 @@ def _channel_axis(value: str):
 
 def add_image_options(p: argparse.ArgumentParser) -> None:
     """--channel-axis (auto / none / an index) and --quiet."""
-    p.add_argument("--channel-axis", type=_channel_axis, default="auto",
-                   help="axis holding channels: auto (a first/last axis of size <= 4), none, or an index")
+    p.add_argument(
+        "--channel-axis",
+        type=_channel_axis,
+        default="auto",
+        help="axis holding channels: auto (a first/last axis of size <= 4), none, or an index",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar, no summary table")
 
 
@@ -179,24 +191,45 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--encoder-depth", type=int, default=d.encoder_depth, help="Unet-family encoder depth")
     g.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, mps")
     g.add_argument("--seed", type=int, default=c.seed, help="random seed (reproducible on CPU)")
-    g.add_argument("--iters-per-point", type=float, default=None,
-                   help=f"iterations per admitted step (default {c.iters_per_step} per step)")
+    g.add_argument(
+        "--iters-per-point",
+        type=float,
+        default=None,
+        help=f"iterations per admitted step (default {c.iters_per_step} per step)",
+    )
     g.add_argument("--lr", type=float, default=c.lr, help=f"learning rate (default {c.lr})")
-    g.add_argument("--crop-size", type=int, default=c.crop_size,
-                   help=f"training crop size in network pixels (image pixels / input scale); "
-                        f"0 = whole image every iteration (default {c.crop_size})")
-    g.add_argument("--input-scale", type=int, default=d.input_scale,
-                   help="the network sees the image downsampled by this factor (its logits are "
-                        "upsampled, with a full-resolution head); 0 = auto: 1 for images up to "
-                        "320 px, else 2 (default 0)")
-    g.add_argument("--entropy-weight", type=float, default=c.entropy_weight,
-                   help=f"weight of the prediction-entropy term on unlabelled pixels; 0 = off "
-                        f"(default {c.entropy_weight})")
-    g.add_argument("--no-filters", action="store_true",
-                   help="feed only the raw channels (no fixed filter bank)")
-    g.add_argument("--threads", type=int, default=None,
-                   help="CPU threads for torch (default: the cores shared fairly between the "
-                        "pointseg trainings running on this machine)")
+    g.add_argument(
+        "--crop-size",
+        type=int,
+        default=c.crop_size,
+        help=f"training crop size in network pixels (image pixels / input scale); "
+        f"0 = whole image every iteration (default {c.crop_size})",
+    )
+    g.add_argument(
+        "--input-scale",
+        type=int,
+        default=d.input_scale,
+        help="the network sees the image downsampled by this factor (its logits are "
+        "upsampled, with a full-resolution head); 0 = auto: 1 for images up to "
+        "320 px, else 2 (default 0)",
+    )
+    g.add_argument(
+        "--entropy-weight",
+        type=float,
+        default=c.entropy_weight,
+        help=f"weight of the prediction-entropy term on unlabelled pixels; 0 = off "
+        f"(default {c.entropy_weight})",
+    )
+    g.add_argument(
+        "--no-filters", action="store_true", help="feed only the raw channels (no fixed filter bank)"
+    )
+    g.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads for torch (default: the cores shared fairly between the "
+        "pointseg trainings running on this machine)",
+    )
 
 
 def model_options(args: argparse.Namespace, **overrides):
@@ -207,8 +240,9 @@ def model_options(args: argparse.Namespace, **overrides):
     from ..core.trainer import TrainConfig
 
     check_options(args)
-    spec = ModelSpec(arch=args.arch, encoder=args.encoder, encoder_depth=args.encoder_depth,
-                     input_scale=args.input_scale)
+    spec = ModelSpec(
+        arch=args.arch, encoder=args.encoder, encoder_depth=args.encoder_depth, input_scale=args.input_scale
+    )
     cfg = dict(seed=args.seed, lr=args.lr, crop_size=args.crop_size or None, threads=args.threads)
     cfg["entropy_weight"] = args.entropy_weight
     config = TrainConfig(**{**cfg, **overrides})
@@ -222,6 +256,7 @@ def model_options(args: argparse.Namespace, **overrides):
 def progress(total: int | None, desc: str, quiet: bool, unit: str = "it"):
     """A tqdm bar on stderr (a no-op object with --quiet)."""
     if quiet:
+
         class _Null:
             n = 0
 

@@ -6,8 +6,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from .common import (CliError, add_image_options, add_model_options, check_inputs, check_out_dir,
-                     model_options, print_table)
+from .common import (
+    CliError,
+    add_image_options,
+    add_model_options,
+    check_inputs,
+    check_out_dir,
+    model_options,
+    print_table,
+)
 
 LAYOUT = """\
 folder layout (files are matched by name without the last suffix: img_000.tif <-> img_000.csv;
@@ -46,41 +53,74 @@ def register(sub) -> None:
 
     d = DatasetTrainConfig()
     p = sub.add_parser(
-        "dataset", help="pseudo-label a folder of images and train one network on all of them",
+        "dataset",
+        help="pseudo-label a folder of images and train one network on all of them",
         description="Dataset-level training (How low can we go?, section 4): a fresh network per "
-                    "annotated image makes a pseudo-label + confidence; a network trained from "
-                    "scratch on all of them (confidence-weighted, points at full weight) labels "
-                    "the remaining images; a final network trains on everything.",
-        epilog=LAYOUT, formatter_class=argparse.RawDescriptionHelpFormatter)
+        "annotated image makes a pseudo-label + confidence; a network trained from "
+        "scratch on all of them (confidence-weighted, points at full weight) labels "
+        "the remaining images; a final network trains on everything.",
+        epilog=LAYOUT,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("data", help="data folder (see layout below)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--test", help="test folder with images/ and masks/")
-    p.add_argument("--source", choices=SOURCES, default="auto",
-                   help="what annotates an image: auto (points CSV if present, else the mask via the "
-                        "oracle), points, oracle")
-    p.add_argument("--rate", type=float, default=None,
-                   help="labelled pixels per image, a fraction (oracle budget, default 0.001; for "
-                        "points: use only the first rate*pixels clicks)")
-    p.add_argument("--fraction", type=float, default=1.0,
-                   help="fraction of the annotatable images to annotate (default 1); the rest are "
-                        "self-labelled")
+    p.add_argument(
+        "--source",
+        choices=SOURCES,
+        default="auto",
+        help="what annotates an image: auto (points CSV if present, else the mask via the "
+        "oracle), points, oracle",
+    )
+    p.add_argument(
+        "--rate",
+        type=float,
+        default=None,
+        help="labelled pixels per image, a fraction (oracle budget, default 0.001; for "
+        "points: use only the first rate*pixels clicks)",
+    )
+    p.add_argument(
+        "--fraction",
+        type=float,
+        default=1.0,
+        help="fraction of the annotatable images to annotate (default 1); the rest are self-labelled",
+    )
     p.add_argument("--target", type=float, default=0.995, help="oracle: stop at this mIoU (default 0.995)")
-    p.add_argument("--workers", type=int, default=1,
-                   help="stage 1 in a local process pool of N workers (torch threads = cores // N)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="stage 1 in a local process pool of N workers (torch threads = cores // N)",
+    )
     p.add_argument("--scheduler", help="stage 1 on a dask.distributed cluster at this address")
     p.add_argument("--encoder-weights", help="LOCAL weights file initialising the dataset network's encoder")
     g = p.add_argument_group("dataset network")
-    g.add_argument("--iterations", type=int, default=d.iterations, help=f"training iterations (default {d.iterations})")
-    g.add_argument("--batch-size", type=int, default=d.batch_size, help=f"crops per batch (default {d.batch_size})")
-    g.add_argument("--dataset-crop-size", type=int, default=d.crop_size, help=f"crop size (default {d.crop_size})")
+    g.add_argument(
+        "--iterations", type=int, default=d.iterations, help=f"training iterations (default {d.iterations})"
+    )
+    g.add_argument(
+        "--batch-size", type=int, default=d.batch_size, help=f"crops per batch (default {d.batch_size})"
+    )
+    g.add_argument(
+        "--dataset-crop-size", type=int, default=d.crop_size, help=f"crop size (default {d.crop_size})"
+    )
     g.add_argument("--dataset-lr", type=float, default=d.lr, help=f"learning rate (default {d.lr})")
-    g.add_argument("--confidence-power", type=float, default=d.confidence_power,
-                   help="pseudo-label weight = confidence ** power (1: S4AL eq. 5, 0: unweighted)")
+    g.add_argument(
+        "--confidence-power",
+        type=float,
+        default=d.confidence_power,
+        help="pseudo-label weight = confidence ** power (1: S4AL eq. 5, 0: unweighted)",
+    )
     gg = p.add_argument_group("grid")
-    gg.add_argument("--grid", action="store_true",
-                    help="run fractions x rates (+ full masks) and write grid.json and grid.png")
+    gg.add_argument(
+        "--grid",
+        action="store_true",
+        help="run fractions x rates (+ full masks) and write grid.json and grid.png",
+    )
     gg.add_argument("--fractions", type=_floats, default=[0.5, 1.0], help="grid rows (default 0.5,1)")
-    gg.add_argument("--rates", type=_floats, default=[0.001, 0.003], help="grid columns (default 0.001,0.003)")
+    gg.add_argument(
+        "--rates", type=_floats, default=[0.001, 0.003], help="grid columns (default 0.001,0.003)"
+    )
     add_image_options(p)
     add_model_options(p)
     p.set_defaults(func=cmd_dataset)
@@ -97,19 +137,44 @@ def options_from_args(args):
     spec, cfg, fb = model_options(args)
     # seed and threads are run-level options, not part of the per-image recipe (resume key)
     image_config = {k: v for k, v in cfg.to_dict().items() if k not in ("seed", "threads")}
-    dataset_config = {"iterations": args.iterations, "batch_size": args.batch_size,
-                      "crop_size": args.dataset_crop_size, "lr": args.dataset_lr,
-                      "confidence_power": args.confidence_power, "threads": args.threads}
+    dataset_config = {
+        "iterations": args.iterations,
+        "batch_size": args.batch_size,
+        "crop_size": args.dataset_crop_size,
+        "lr": args.dataset_lr,
+        "confidence_power": args.confidence_power,
+        "threads": args.threads,
+    }
     return PipelineOptions(
-        data=Path(args.data), out=Path(args.out), test=args.test, source=args.source, rate=args.rate,
-        fraction=args.fraction, target=args.target, seed=args.seed, channel_axis=args.channel_axis,
-        spec=spec.to_dict(), image_config=image_config, dataset_config=dataset_config,
-        encoder_weights=args.encoder_weights, workers=args.workers, scheduler=args.scheduler,
-        device=args.device, filter_sigmas=tuple(fb.sigmas), threads=args.threads)
+        data=Path(args.data),
+        out=Path(args.out),
+        test=args.test,
+        source=args.source,
+        rate=args.rate,
+        fraction=args.fraction,
+        target=args.target,
+        seed=args.seed,
+        channel_axis=args.channel_axis,
+        spec=spec.to_dict(),
+        image_config=image_config,
+        dataset_config=dataset_config,
+        encoder_weights=args.encoder_weights,
+        workers=args.workers,
+        scheduler=args.scheduler,
+        device=args.device,
+        filter_sigmas=tuple(fb.sigmas),
+        threads=args.threads,
+    )
 
 
-DATASET_OUTPUTS = ("metrics.json", "model.safetensors", "stage2.safetensors", "final.safetensors",
-                   "grid.json", "grid.png")
+DATASET_OUTPUTS = (
+    "metrics.json",
+    "model.safetensors",
+    "stage2.safetensors",
+    "final.safetensors",
+    "grid.json",
+    "grid.png",
+)
 DATASET_DIRS = ("pseudo", "self_labels", "test_predictions")
 
 
@@ -148,7 +213,6 @@ def _check_encoder_weights(path, spec: dict) -> None:
 
 
 def cmd_dataset(args) -> int:
-    from ..dataset.events import Done
     from ..dataset.grid import iter_grid
     from ..dataset.pipeline import iter_pipeline
 
@@ -195,8 +259,9 @@ def consume(events, quiet: bool):
 def _bar(stage):
     from tqdm import tqdm
 
-    return tqdm(total=stage.total, desc=stage.name, unit=stage.unit, file=sys.stderr,
-                dynamic_ncols=True, leave=True)
+    return tqdm(
+        total=stage.total, desc=stage.name, unit=stage.unit, file=sys.stderr, dynamic_ncols=True, leave=True
+    )
 
 
 def _write(text: str, bar) -> None:
@@ -214,13 +279,17 @@ def _fmt(v, pct=False) -> str:
 
 def print_summary(s: dict) -> None:
     """The end-of-run table on stdout (skipped images with their reasons)."""
-    rows = [("annotated images", s["n_annotated"]), ("self-labelled images", s["n_self_labelled"]),
-            ("labelled pixels / image", _fmt(s["fraction_labeled"], pct=True)),
-            ("pseudo-label mIoU", _fmt(s["pseudo_label_miou"])),
-            ("test mIoU", _fmt(s["miou"])),
-            ("stage 1 s / image", s["seconds_per_image_stage1"] if s["seconds_per_image_stage1"] else "-"),
-            ("seconds", f"{s['seconds']:.1f}"), ("skipped", len(s["skipped"])),
-            ("bundle", s["bundle"])]
+    rows = [
+        ("annotated images", s["n_annotated"]),
+        ("self-labelled images", s["n_self_labelled"]),
+        ("labelled pixels / image", _fmt(s["fraction_labeled"], pct=True)),
+        ("pseudo-label mIoU", _fmt(s["pseudo_label_miou"])),
+        ("test mIoU", _fmt(s["miou"])),
+        ("stage 1 s / image", s["seconds_per_image_stage1"] if s["seconds_per_image_stage1"] else "-"),
+        ("seconds", f"{s['seconds']:.1f}"),
+        ("skipped", len(s["skipped"])),
+        ("bundle", s["bundle"]),
+    ]
     print_table(rows)
     for sk in s["skipped"]:
         print(f"  skipped {sk['name']}: {sk['reason']}")

@@ -7,16 +7,19 @@ import sys
 import time
 from pathlib import Path
 
-from .common import (CliError, add_image_options, add_model_options, model_options, print_table,
-                     progress)
+from .common import CliError, add_image_options, add_model_options, model_options, print_table, progress
 
 SAMPLE_2D = ("nuclei", "cells", "tissue")
 ORACLE_OUTPUTS = ("points.csv", "prediction.tif", "metrics.json", "overlay.png", "model.safetensors")
 
 
 def _add_common(p: argparse.ArgumentParser, budget: float) -> None:
-    p.add_argument("--budget", type=float, default=budget,
-                   help=f"stop at this fraction of labelled pixels (default {budget})")
+    p.add_argument(
+        "--budget",
+        type=float,
+        default=budget,
+        help=f"stop at this fraction of labelled pixels (default {budget})",
+    )
     p.add_argument("--target", type=float, default=0.995, help="stop at this mIoU (default 0.995)")
     add_image_options(p)
     add_model_options(p)
@@ -25,44 +28,57 @@ def _add_common(p: argparse.ArgumentParser, budget: float) -> None:
 def register(subparsers) -> None:
     """Add the oracle, orders and samplers subcommands to the `pointseg` parser."""
     o = subparsers.add_parser(
-        "oracle", help="Algorithm 1: reveal pixels from a ground-truth mask while training",
+        "oracle",
+        help="Algorithm 1: reveal pixels from a ground-truth mask while training",
         description="Run the PixelLabeling oracle on a 2D IMAGE with its ground-truth MASK: "
-                    "train, predict, reveal pixels at the centre of the largest error, repeat. "
-                    "Writes points.csv, prediction.tif, metrics.json, overlay.png, model.safetensors.")
+        "train, predict, reveal pixels at the centre of the largest error, repeat. "
+        "Writes points.csv, prediction.tif, metrics.json, overlay.png, model.safetensors.",
+    )
     o.add_argument("image", help="2D image file")
     o.add_argument("mask", help="ground-truth label image (same height and width)")
     o.add_argument("--out", required=True, help="output folder")
-    o.add_argument("--points-per-step", type=int, default=None,
-                   help="a fixed number of pixels per oracle step (default: grows with the revealed count)")
-    o.add_argument("--iters-per-step", type=int, default=None,
-                   help="at most this many training iterations per step")
-    o.add_argument("--worst-class", action="store_true",
-                   help="sample only errors of the class with the lowest IoU")
+    o.add_argument(
+        "--points-per-step",
+        type=int,
+        default=None,
+        help="a fixed number of pixels per oracle step (default: grows with the revealed count)",
+    )
+    o.add_argument(
+        "--iters-per-step", type=int, default=None, help="at most this many training iterations per step"
+    )
+    o.add_argument(
+        "--worst-class", action="store_true", help="sample only errors of the class with the lowest IoU"
+    )
     _add_common(o, 0.001)
     o.set_defaults(func=cmd_oracle, outputs=lambda a: ORACLE_OUTPUTS)
 
-    for name, helptext, seeds in (("orders", "Table 1: correct / entire / random / reverse order", 2),
-                                  ("samplers", "Table 3: random, grid, edge, SLIC, geodesic, "
-                                               "uncertainty samplers vs the oracle", 1)):
-        p = subparsers.add_parser(name, help=helptext, description=helptext + ". Writes "
-                                  f"{name}.json and {name}.png to --out.")
+    for name, helptext, seeds in (
+        ("orders", "Table 1: correct / entire / random / reverse order", 2),
+        ("samplers", "Table 3: random, grid, edge, SLIC, geodesic, uncertainty samplers vs the oracle", 1),
+    ):
+        p = subparsers.add_parser(
+            name, help=helptext, description=helptext + f". Writes {name}.json and {name}.png to --out."
+        )
         p.add_argument("pairs", nargs="*", metavar="IMAGE MASK", help="image and mask files, in pairs")
-        p.add_argument("--samples", action="store_true",
-                       help="use the bundled 2D sample images (nuclei, cells, tissue)")
+        p.add_argument(
+            "--samples", action="store_true", help="use the bundled 2D sample images (nuclei, cells, tissue)"
+        )
         p.add_argument("--out", required=True, help="output folder")
         p.add_argument("--seeds", type=int, default=seeds, help=f"seeds per image (default {seeds})")
         _add_common(p, 0.003)
-        p.set_defaults(func=cmd_orders if name == "orders" else cmd_samplers,
-                       outputs=lambda a, name=name: (f"{name}.json", f"{name}.png"),
-                       precheck=precheck_pairs)
+        p.set_defaults(
+            func=cmd_orders if name == "orders" else cmd_samplers,
+            outputs=lambda a, name=name: (f"{name}.json", f"{name}.png"),
+            precheck=precheck_pairs,
+        )
 
 
 def precheck_pairs(args) -> None:
     """orders / samplers run every pair in turn: a bad last pair must fail before the first
     one trains (the pairs are small 2D images: reading them twice is cheap)."""
+    from ..core.checks import check_mask
     from ..core.errors import InputError
     from ..core.images import read_image, read_mask, to_channels_first
-    from ..core.checks import check_mask
 
     pairs = args.pairs
     if not pairs or len(pairs) % 2:
@@ -85,41 +101,70 @@ def _check_budget(args) -> None:
 def cmd_oracle(args) -> int:
     from ..core.bundle import save_trainer
     from ..core.images import read_image, read_mask
+    from ..core.oracle_loop import run_oracle
     from ..core.overlay import save_overlay
     from ..core.session import write_json, write_labels
-    from ..core.oracle_loop import run_oracle
 
     _check_budget(args)
     image, mask = read_image(args.image), read_mask(args.mask)
     spec, cfg, fb = model_options(args)
     out = Path(args.out)
     with progress(None, "oracle", args.quiet, unit="step") as bar:
+
         def cb(row):
             bar.update(1)
             bar.set_postfix_str(f"{row['n_points']} pts mIoU {row['miou']:.3f}")
 
-        res = run_oracle(image, mask, budget=args.budget, target=args.target,
-                         points_per_step=args.points_per_step, iters_per_step=args.iters_per_step,
-                         seed=args.seed, channel_axis=args.channel_axis, config=cfg, spec=spec,
-                         device=args.device, restrict_to_worst_class=args.worst_class, callback=cb,
-                         filter_bank=fb)
+        res = run_oracle(
+            image,
+            mask,
+            budget=args.budget,
+            target=args.target,
+            points_per_step=args.points_per_step,
+            iters_per_step=args.iters_per_step,
+            seed=args.seed,
+            channel_axis=args.channel_axis,
+            config=cfg,
+            spec=spec,
+            device=args.device,
+            restrict_to_worst_class=args.worst_class,
+            callback=cb,
+            filter_bank=fb,
+        )
     m = res.metrics
     res.points.to_csv(out / "points.csv")
     write_labels(out / "prediction.tif", res.prediction)
-    write_json(out / "metrics.json", {**m, "device": str(res.trainer.device),
-                                      "image": str(args.image), "mask": str(args.mask)})
-    save_overlay(out / "overlay.png", image, res.prediction, res.points, mask,
-                 channel_axis=args.channel_axis,
-                 title=f"{Path(args.image).name}: oracle, {len(res.points)} points, mIoU {m['miou']:.3f}")
-    save_trainer(out / "model.safetensors", res.trainer, extra={"source_image": str(args.image),
-                                                                 "oracle": True})
+    write_json(
+        out / "metrics.json",
+        {**m, "device": str(res.trainer.device), "image": str(args.image), "mask": str(args.mask)},
+    )
+    save_overlay(
+        out / "overlay.png",
+        image,
+        res.prediction,
+        res.points,
+        mask,
+        channel_axis=args.channel_axis,
+        title=f"{Path(args.image).name}: oracle, {len(res.points)} points, mIoU {m['miou']:.3f}",
+    )
+    save_trainer(
+        out / "model.safetensors", res.trainer, extra={"source_image": str(args.image), "oracle": True}
+    )
     if not args.quiet:
-        print_table([("image", Path(args.image).name), ("points", m["n_points"]),
-                     ("labelled fraction", f"{m['fraction_labeled'] * 100:.3f} %"),
-                     ("mIoU", f"{m['miou']:.4f}"), ("pixel accuracy", f"{m['pixel_accuracy']:.4f}"),
-                     ("oracle steps", m["steps"]), ("iterations", m["iterations"]),
-                     ("seconds", f"{m['seconds']:.1f}"), ("device", str(res.trainer.device)),
-                     ("outputs", str(out))])
+        print_table(
+            [
+                ("image", Path(args.image).name),
+                ("points", m["n_points"]),
+                ("labelled fraction", f"{m['fraction_labeled'] * 100:.3f} %"),
+                ("mIoU", f"{m['miou']:.4f}"),
+                ("pixel accuracy", f"{m['pixel_accuracy']:.4f}"),
+                ("oracle steps", m["steps"]),
+                ("iterations", m["iterations"]),
+                ("seconds", f"{m['seconds']:.1f}"),
+                ("device", str(res.trainer.device)),
+                ("outputs", str(out)),
+            ]
+        )
     return 0
 
 
@@ -167,9 +212,17 @@ def _run_experiment(args, run) -> tuple[dict, float]:
     spec, cfg, _ = model_options(args)
     log = None if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
     t0 = time.perf_counter()
-    table = run(items, list(range(args.seed, args.seed + args.seeds)), budget=args.budget,
-                target=args.target, config=cfg, spec=spec, device=args.device,
-                out_dir=args.out, progress=log)
+    table = run(
+        items,
+        list(range(args.seed, args.seed + args.seeds)),
+        budget=args.budget,
+        target=args.target,
+        config=cfg,
+        spec=spec,
+        device=args.device,
+        out_dir=args.out,
+        progress=log,
+    )
     return table, time.perf_counter() - t0
 
 
@@ -178,8 +231,10 @@ def cmd_orders(args) -> int:
 
     table, secs = _run_experiment(args, run_orders)
     if not args.quiet:
-        _print_summary(f"mIoU per order ({secs:.0f} s; {args.out}/orders.json)",
-                       [(o, _fmt(s)) for o, s in table["summary"].items()])
+        _print_summary(
+            f"mIoU per order ({secs:.0f} s; {args.out}/orders.json)",
+            [(o, _fmt(s)) for o, s in table["summary"].items()],
+        )
     return 0
 
 
@@ -188,7 +243,8 @@ def cmd_samplers(args) -> int:
 
     table, secs = _run_experiment(args, run_samplers)
     if not args.quiet:
-        _print_summary(f"mIoU per sampler: network | random forest ({secs:.0f} s; "
-                       f"{args.out}/samplers.json)",
-                       [(m, _fmt(s["net"]), "|", _fmt(s["rf"])) for m, s in table["summary"].items()])
+        _print_summary(
+            f"mIoU per sampler: network | random forest ({secs:.0f} s; {args.out}/samplers.json)",
+            [(m, _fmt(s["net"]), "|", _fmt(s["rf"])) for m, s in table["summary"].items()],
+        )
     return 0

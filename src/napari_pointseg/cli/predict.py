@@ -11,16 +11,24 @@ SUFFIX = "_prediction.tif"
 
 def register(sub) -> None:
     """Add the ``predict`` subcommand to the `pointseg` subparsers."""
-    pr = sub.add_parser("predict", help="predict images with a saved model bundle",
-                        description="Predict label images with a bundle written by train/oracle/dataset.")
+    pr = sub.add_parser(
+        "predict",
+        help="predict images with a saved model bundle",
+        description="Predict label images with a bundle written by train/oracle/dataset.",
+    )
     pr.add_argument("bundle", help="model bundle (.safetensors)")
     pr.add_argument("images", nargs="+", help="image files")
-    pr.add_argument("--out", required=True, help="output folder: NAME_prediction.tif per image, NAME = the file name without its "
-                         "last suffix (two images with the same NAME are refused)")
+    pr.add_argument(
+        "--out",
+        required=True,
+        help="output folder: NAME_prediction.tif per image, NAME = the file name without its "
+        "last suffix (two images with the same NAME are refused)",
+    )
     pr.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
     add_image_options(pr)
-    pr.set_defaults(func=cmd_predict, outputs=lambda a: unique_output_names(a.images, SUFFIX),
-                    precheck=precheck_images)
+    pr.set_defaults(
+        func=cmd_predict, outputs=lambda a: unique_output_names(a.images, SUFFIX), precheck=precheck_images
+    )
 
 
 def precheck_images(args) -> None:

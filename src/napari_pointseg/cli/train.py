@@ -14,10 +14,13 @@ def register(sub) -> None:
     """Add the ``train`` subcommand to the `pointseg` subparsers."""
     from ..core.schedule import ORDERS
 
-    t = sub.add_parser("train", help="train on one image from a points CSV",
-                       description="Train a fresh network on IMAGE from the points in POINTS.csv, "
-                                   "admitted in the chosen order; write prediction.tif, "
-                                   "model.safetensors, overlay.png and (with --mask) metrics.json.")
+    t = sub.add_parser(
+        "train",
+        help="train on one image from a points CSV",
+        description="Train a fresh network on IMAGE from the points in POINTS.csv, "
+        "admitted in the chosen order; write prediction.tif, "
+        "model.safetensors, overlay.png and (with --mask) metrics.json.",
+    )
     t.add_argument("image", help="image file (TIFF, PNG, ...)")
     t.add_argument("points", help="points CSV: order,label,y,x (z,y,x for stacks)")
     t.add_argument("--out", required=True, help="output folder")
@@ -50,8 +53,15 @@ def cmd_train(args) -> int:
     points = PointSet.from_csv(args.points)
     mask = read_mask(args.mask) if args.mask else None
     t0 = time.perf_counter()
-    trainer = make_trainer(image, points, channel_axis=args.channel_axis, config=cfg, spec=spec,
-                           device=args.device, filter_bank=fb)
+    trainer = make_trainer(
+        image,
+        points,
+        channel_axis=args.channel_axis,
+        config=cfg,
+        spec=spec,
+        device=args.device,
+        filter_bank=fb,
+    )
     if mask is not None:
         mask = check_mask(mask, trainer.image.spatial_shape, labels=points.labels)
     run_training(trainer, args.quiet, f"training ({args.order} order)")
@@ -61,21 +71,42 @@ def cmd_train(args) -> int:
     save_trainer(out / "model.safetensors", trainer, extra={"source_image": str(args.image)})
     metrics = None
     if mask is not None:
-        metrics = metrics_for(mask, pred, points, seconds, order=args.order,
-                              iterations=trainer.iteration, steps=trainer.step,
-                              device=str(trainer.device))
+        metrics = metrics_for(
+            mask,
+            pred,
+            points,
+            seconds,
+            order=args.order,
+            iterations=trainer.iteration,
+            steps=trainer.step,
+            device=str(trainer.device),
+        )
         write_json(out / "metrics.json", metrics)
-    save_overlay(out / "overlay.png", image, pred, points, mask, channel_axis=args.channel_axis,
-                 title=f"{Path(args.image).name}: {len(points)} points, "
-                       + (f"mIoU {metrics['miou']:.3f}" if metrics else f"{seconds:.0f} s"))
+    save_overlay(
+        out / "overlay.png",
+        image,
+        pred,
+        points,
+        mask,
+        channel_axis=args.channel_axis,
+        title=f"{Path(args.image).name}: {len(points)} points, "
+        + (f"mIoU {metrics['miou']:.3f}" if metrics else f"{seconds:.0f} s"),
+    )
     if not args.quiet:
-        rows = [("image", Path(args.image).name), ("points", len(points)),
-                ("classes", " ".join(map(str, trainer.classes.tolist()))),
-                ("iterations", trainer.iteration), ("seconds", f"{seconds:.1f}"),
-                ("device", str(trainer.device))]
+        rows = [
+            ("image", Path(args.image).name),
+            ("points", len(points)),
+            ("classes", " ".join(map(str, trainer.classes.tolist()))),
+            ("iterations", trainer.iteration),
+            ("seconds", f"{seconds:.1f}"),
+            ("device", str(trainer.device)),
+        ]
         if metrics:
-            rows += [("mIoU", f"{metrics['miou']:.4f}"), ("pixel accuracy", f"{metrics['pixel_accuracy']:.4f}"),
-                     ("labelled fraction", f"{metrics['fraction_labeled'] * 100:.3f} %")]
+            rows += [
+                ("mIoU", f"{metrics['miou']:.4f}"),
+                ("pixel accuracy", f"{metrics['pixel_accuracy']:.4f}"),
+                ("labelled fraction", f"{metrics['fraction_labeled'] * 100:.3f} %"),
+            ]
         rows.append(("outputs", str(out)))
         print_table(rows)
     return 0

@@ -66,14 +66,23 @@ class Bundle:
             model.load_state_dict(self.state_dict)
         except RuntimeError as e:  # a Bundle made in memory with weights of another network
             first = str(e).strip().splitlines()[-1].strip() if str(e).strip() else type(e).__name__
-            raise InputError(f"the bundle's weights do not match its {self.spec.arch}/"
-                             f"{self.spec.encoder} header ({first})") from None
+            raise InputError(
+                f"the bundle's weights do not match its {self.spec.arch}/{self.spec.encoder} header ({first})"
+            ) from None
         return model.to(device).eval()
 
 
-def save_bundle(path: str | Path, model, spec: ModelSpec, classes, input_spec: InputSpec,
-                normalisation: Normalisation | None = None, points: PointSet | None = None,
-                train_config: dict | None = None, extra: dict | None = None) -> Path:
+def save_bundle(
+    path: str | Path,
+    model,
+    spec: ModelSpec,
+    classes,
+    input_spec: InputSpec,
+    normalisation: Normalisation | None = None,
+    points: PointSet | None = None,
+    train_config: dict | None = None,
+    extra: dict | None = None,
+) -> Path:
     """Write a bundle (``.safetensors`` is appended if missing). Written atomically."""
     from safetensors.torch import save_file
 
@@ -87,9 +96,13 @@ def save_bundle(path: str | Path, model, spec: ModelSpec, classes, input_spec: I
         "classes": [int(c) for c in classes],
         "input": input_spec.to_dict(),
         "normalisation": normalisation.to_dict() if normalisation else None,
-        "points": None if points is None else {
-            "coords": points.coords.tolist(), "labels": points.labels.tolist(),
-            "order": points.order.tolist()},
+        "points": None
+        if points is None
+        else {
+            "coords": points.coords.tolist(),
+            "labels": points.labels.tolist(),
+            "order": points.order.tolist(),
+        },
         "train_config": train_config or {},
         "extra": extra or {},
     }
@@ -119,7 +132,9 @@ def load_bundle(path: str | Path) -> Bundle:
     except InputError:
         raise
     except Exception as e:  # noqa: BLE001 - any parse failure = not a valid bundle
-        raise InputError(f"{path} is not a readable model bundle ({type(e).__name__}: {_one_line(e)})") from None
+        raise InputError(
+            f"{path} is not a readable model bundle ({type(e).__name__}: {_one_line(e)})"
+        ) from None
     return bundle
 
 
@@ -141,11 +156,15 @@ def _bundle_from_header(path: Path, text: str) -> Bundle:
         if version > FORMAT_VERSION:
             raise InputError(
                 f"{path} was written by a newer napari-pointseg (bundle format "
-                f"{version} > {FORMAT_VERSION}); please upgrade")
+                f"{version} > {FORMAT_VERSION}); please upgrade"
+            )
         spec = _check_spec(meta["spec"])
         classes = meta["classes"]
-        if (not isinstance(classes, list) or not all(_is_int(c) for c in classes)
-                or len(set(classes)) != len(classes)):
+        if (
+            not isinstance(classes, list)
+            or not all(_is_int(c) for c in classes)
+            or len(set(classes)) != len(classes)
+        ):
             raise ValueError("classes must be a list of distinct integers")
         if not 2 <= len(classes) <= MAX_CLASSES:
             raise ValueError(f"{len(classes)} classes (2 to {MAX_CLASSES} are supported)")
@@ -162,16 +181,24 @@ def _bundle_from_header(path: Path, text: str) -> Bundle:
         pts = meta.get("points")
         points = None
         if pts:
-            points = PointSet(np.asarray(pts["coords"], float).reshape(len(pts["labels"]), -1),
-                              pts["labels"], pts["order"])
+            points = PointSet(
+                np.asarray(pts["coords"], float).reshape(len(pts["labels"]), -1), pts["labels"], pts["order"]
+            )
             if not np.all(np.isfinite(points.coords)):
                 raise ValueError("non-finite point coordinates")
         train_config, extra = meta.get("train_config", {}), meta.get("extra", {})
         if not isinstance(train_config, dict) or not isinstance(extra, dict):
             raise ValueError("train_config and extra must be objects")
-        return Bundle(spec=spec, classes=[int(c) for c in classes], input_spec=input_spec,
-                      normalisation=norm, state_dict={}, points=points,
-                      train_config=train_config, extra=extra)
+        return Bundle(
+            spec=spec,
+            classes=[int(c) for c in classes],
+            input_spec=input_spec,
+            normalisation=norm,
+            state_dict={},
+            points=points,
+            train_config=train_config,
+            extra=extra,
+        )
     except InputError as e:
         if str(path) in str(e):
             raise
@@ -195,17 +222,24 @@ def _check_spec(d) -> ModelSpec:
         raise ValueError(f"unknown architecture {spec.arch!r}")
     if not isinstance(spec.encoder, str):
         raise ValueError("encoder must be a name")
-    for name, lo, hi in (("in_channels", 1, MAX_IN_CHANNELS), ("classes", 2, MAX_CLASSES),
-                         ("encoder_depth", 1, 5), ("input_scale", 0, 8),
-                         ("refine_channels", 0, MAX_DECODER_CHANNELS)):
+    for name, lo, hi in (
+        ("in_channels", 1, MAX_IN_CHANNELS),
+        ("classes", 2, MAX_CLASSES),
+        ("encoder_depth", 1, 5),
+        ("input_scale", 0, 8),
+        ("refine_channels", 0, MAX_DECODER_CHANNELS),
+    ):
         if not hasattr(spec, name):  # a field this version of ModelSpec does not have
             continue
         v = getattr(spec, name)
         if not _is_int(v) or not lo <= v <= hi:
             raise ValueError(f"spec {name} {v!r} is not an integer in [{lo}, {hi}]")
     dc = spec.decoder_channels
-    if (not isinstance(dc, list) or not 1 <= len(dc) <= 8
-            or not all(_is_int(c) and 1 <= c <= MAX_DECODER_CHANNELS for c in dc)):
+    if (
+        not isinstance(dc, list)
+        or not 1 <= len(dc) <= 8
+        or not all(_is_int(c) and 1 <= c <= MAX_DECODER_CHANNELS for c in dc)
+    ):
         raise ValueError("spec decoder_channels must be 1 to 8 integers in [1, 4096]")
     validate_spec(spec)  # encoder name and norm
     return spec
@@ -220,16 +254,20 @@ def _check_input(d, spec: ModelSpec) -> InputSpec:
     if not _is_int(n) or not 1 <= n <= MAX_IMAGE_CHANNELS:
         raise ValueError(f"input n_channels {n!r} is not an integer in [1, {MAX_IMAGE_CHANNELS}]")
     fb = d.get("filter_bank")
-    if fb is not None and (not isinstance(fb, dict) or not isinstance(fb.get("sigmas", []), list)
-                           or len(fb.get("sigmas", [])) > MAX_SIGMAS):
+    if fb is not None and (
+        not isinstance(fb, dict)
+        or not isinstance(fb.get("sigmas", []), list)
+        or len(fb.get("sigmas", [])) > MAX_SIGMAS
+    ):
         raise ValueError(f"filter_bank must hold at most {MAX_SIGMAS} sigmas")
     inp = InputSpec.from_dict(d)
     for s in inp.filter_bank.sigmas:
         if not (np.isfinite(s) and 0 < s <= MAX_SIGMA):
             raise ValueError(f"filter sigma {s:g} is outside (0, {MAX_SIGMA:g}]")
     if inp.in_channels != spec.in_channels:
-        raise ValueError(f"the filter bank gives {inp.in_channels} input channels, the network "
-                         f"takes {spec.in_channels}")
+        raise ValueError(
+            f"the filter bank gives {inp.in_channels} input channels, the network takes {spec.in_channels}"
+        )
     for name in ("feature_mean", "feature_std"):
         v = getattr(inp, name)
         if v is not None:
@@ -240,9 +278,11 @@ def _check_input(d, spec: ModelSpec) -> InputSpec:
 
 
 def _floats(values, n: int, what: str) -> None:
-    if (not isinstance(values, list) or len(values) != n
-            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
-                       for v in values)):
+    if (
+        not isinstance(values, list)
+        or len(values) != n
+        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in values)
+    ):
         raise ValueError(f"{what} must be {n} finite numbers")
 
 
@@ -267,8 +307,9 @@ def check_weights(spec: ModelSpec, shapes: dict, path) -> None:
             detail = f"{len(missing)} tensor(s) missing, e.g. {missing[0]}"
         else:
             detail = f"{len(unexpected)} unexpected tensor(s), e.g. {unexpected[0]}"
-        raise InputError(f"{path}: the weights do not match the header's {spec.arch}/{spec.encoder} "
-                         f"network ({detail})")
+        raise InputError(
+            f"{path}: the weights do not match the header's {spec.arch}/{spec.encoder} network ({detail})"
+        )
     bad = sorted(k for k, (_, dt) in shapes.items() if not str(dt).upper().startswith(("F", "BF", "I")))
     if bad:
         raise InputError(f"{path}: tensor {bad[0]} has unsupported dtype {shapes[bad[0]][1]}")
@@ -276,12 +317,28 @@ def check_weights(spec: ModelSpec, shapes: dict, path) -> None:
 
 def save_trainer(path: str | Path, trainer, extra: dict | None = None) -> Path:
     """Bundle a SparseTrainer's current network, classes, input spec and points."""
-    return save_bundle(path, trainer.model, trainer.spec, trainer.classes, trainer.image.spec,
-                       trainer.image.normalisation, trainer.points, trainer.config.to_dict(), extra)
+    return save_bundle(
+        path,
+        trainer.model,
+        trainer.spec,
+        trainer.classes,
+        trainer.image.spec,
+        trainer.image.normalisation,
+        trainer.points,
+        trainer.config.to_dict(),
+        extra,
+    )
 
 
-def predict_with_bundle(bundle: Bundle, image: np.ndarray, channel_axis="auto", rgb=None,
-                        device="auto", renormalise: bool = True, model=None) -> np.ndarray:
+def predict_with_bundle(
+    bundle: Bundle,
+    image: np.ndarray,
+    channel_axis="auto",
+    rgb=None,
+    device="auto",
+    renormalise: bool = True,
+    model=None,
+) -> np.ndarray:
     """Label values for ``image`` (2D -> (H, W); 3D stack -> (Z, H, W)), int64.
 
     renormalise: fit the percentile normalisation on this image (default; images differ in
@@ -293,10 +350,17 @@ def predict_with_bundle(bundle: Bundle, image: np.ndarray, channel_axis="auto", 
 
     setup_torch()
     dev = choose_device(device)
-    prep = PreparedImage(image, channel_axis, rgb, spec=bundle.input_spec,
-                         normalisation=None if renormalise else bundle.normalisation)
+    prep = PreparedImage(
+        image,
+        channel_axis,
+        rgb,
+        spec=bundle.input_spec,
+        normalisation=None if renormalise else bundle.normalisation,
+    )
     model = model if model is not None else bundle.build(dev)
     classes = np.asarray(bundle.classes, dtype=np.int64)
-    out = [classes[np.argmax(predict_proba(model, prep.plane(z), dev, stride=bundle.spec.stride), 0)]
-           for z in range(prep.n_planes)]
+    out = [
+        classes[np.argmax(predict_proba(model, prep.plane(z), dev, stride=bundle.spec.stride), 0)]
+        for z in range(prep.n_planes)
+    ]
     return np.stack(out) if prep.is_3d else out[0]

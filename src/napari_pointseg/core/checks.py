@@ -16,12 +16,15 @@ def check_2d(spatial_shape, who: str) -> None:
     """InputError unless ``spatial_shape`` is (H, W): ``who`` (e.g. "the oracle") takes 2D
     images only, grey or with channels."""
     if len(spatial_shape) != 2:
-        raise InputError(f"{who} takes 2D images (grey or with channels), got a 3D stack of "
-                         f"spatial shape {_ints(spatial_shape)}; run it on each plane")
+        raise InputError(
+            f"{who} takes 2D images (grey or with channels), got a 3D stack of "
+            f"spatial shape {_ints(spatial_shape)}; run it on each plane"
+        )
 
 
-def plane_image(image: np.ndarray, channel_axis="auto", rgb=None, *, who: str,
-                n_channels: int | None = None) -> np.ndarray:
+def plane_image(
+    image: np.ndarray, channel_axis="auto", rgb=None, *, who: str, n_channels: int | None = None
+) -> np.ndarray:
     """The channels-first (C, H, W) array of a 2D image (see `images.to_channels_first` for
     ``channel_axis`` / ``rgb``), same dtype.
 
@@ -31,8 +34,9 @@ def plane_image(image: np.ndarray, channel_axis="auto", rgb=None, *, who: str,
     cf = to_channels_first(image, channel_axis, rgb)
     check_2d(cf.shape[1:], who)
     if n_channels is not None and cf.shape[0] != n_channels:
-        raise InputError(f"{cf.shape[0]} channel(s), {who} has {n_channels} (image shape "
-                         f"{_ints(np.shape(image))})")
+        raise InputError(
+            f"{cf.shape[0]} channel(s), {who} has {n_channels} (image shape {_ints(np.shape(image))})"
+        )
     return cf
 
 
@@ -47,16 +51,19 @@ def check_mask(mask: np.ndarray, spatial_shape, labels=None, *, min_classes: int
     """
     mask = np.asarray(mask)
     if tuple(mask.shape) != tuple(spatial_shape):
-        raise InputError(f"mask shape {_ints(mask.shape)} differs from the image's spatial shape "
-                         f"{_ints(spatial_shape)}")
+        raise InputError(
+            f"mask shape {_ints(mask.shape)} differs from the image's spatial shape {_ints(spatial_shape)}"
+        )
     if mask.dtype.kind not in "biu" and not np.all(np.mod(mask, 1) == 0):
         raise InputError("the mask must hold integer label values")
     values = np.unique(mask)
     if len(values) < min_classes:
         raise InputError(f"the mask holds a single class; at least {min_classes} are needed")
     if labels is not None and not np.intersect1d(values, np.asarray(labels)).size:
-        raise InputError(f"the mask values {_few(values)} share no value with the point labels "
-                         f"{_few(np.unique(labels))}; the metrics would compare unrelated labels")
+        raise InputError(
+            f"the mask values {_few(values)} share no value with the point labels "
+            f"{_few(np.unique(labels))}; the metrics would compare unrelated labels"
+        )
     return mask.astype(np.int64)
 
 

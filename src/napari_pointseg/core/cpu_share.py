@@ -94,6 +94,5 @@ def running_trainings() -> int:
 def fair_threads(cores: int | None = None) -> int:
     """Threads this process should use: ``cores // running trainings``, at least 1."""
     if cores is None:
-        cores = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                 else os.cpu_count() or 1)
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return max(1, int(cores) // running_trainings())

@@ -50,9 +50,12 @@ class FilterBank:
     def from_dict(cls, d: dict | None) -> "FilterBank":
         """The inverse of `to_dict`. None or no sigmas: raw channels only; no ``on_mean``:
         False, because bundles written before it existed filtered every channel."""
-        return dataclass_from_dict(cls, d, legacy={"sigmas": (), "on_mean": False},
-                                   convert={"sigmas": lambda v: tuple(float(s) for s in v),
-                                            "on_mean": bool})
+        return dataclass_from_dict(
+            cls,
+            d,
+            legacy={"sigmas": (), "on_mean": False},
+            convert={"sigmas": lambda v: tuple(float(s) for s in v), "on_mean": bool},
+        )
 
     def apply(self, image_cf: np.ndarray) -> np.ndarray:
         """``(C, H, W)`` float32 normalised image -> ``(n_outputs(C), H, W)`` float32.

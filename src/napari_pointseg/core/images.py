@@ -81,9 +81,15 @@ def probe_image(path: str | Path) -> tuple[tuple[int, ...], np.dtype]:
                 w, h = im.size
                 bands = len(im.getbands())
                 shape = (h, w) if bands == 1 else (h, w, bands)
-                dtype = np.dtype(np.uint16 if im.mode.startswith("I;16") else
-                                 np.int32 if im.mode == "I" else
-                                 np.float32 if im.mode == "F" else np.uint8)
+                dtype = np.dtype(
+                    np.uint16
+                    if im.mode.startswith("I;16")
+                    else np.int32
+                    if im.mode == "I"
+                    else np.float32
+                    if im.mode == "F"
+                    else np.uint8
+                )
     if dtype.kind not in "biuf":
         raise InputError(f"image {path} has unsupported dtype {dtype}")
     if not shape or min(shape) < 1:
@@ -118,8 +124,9 @@ def guess_channel_axis(shape: tuple[int, ...], rgb: bool | None = None) -> int |
     return None
 
 
-def to_channels_first(image: np.ndarray, channel_axis: int | str | None = "auto",
-                      rgb: bool | None = None) -> np.ndarray:
+def to_channels_first(
+    image: np.ndarray, channel_axis: int | str | None = "auto", rgb: bool | None = None
+) -> np.ndarray:
     """Return ``image`` as ``(C, *spatial)`` (same dtype). ``channel_axis``: 'auto', None or int.
 
     Raises InputError for unsupported dimensionality (spatial must be 2D or 3D) or non-finite
@@ -174,8 +181,7 @@ class Normalisation:
         return dataclass_from_dict(cls, d, convert={"low": list, "high": list})
 
 
-def fit_normalisation(image_cf: np.ndarray, low_pct: float = 1.0,
-                      high_pct: float = 99.8) -> Normalisation:
+def fit_normalisation(image_cf: np.ndarray, low_pct: float = 1.0, high_pct: float = 99.8) -> Normalisation:
     """Robust percentiles per channel of a ``(C, *spatial)`` image (subsampled for speed)."""
     lows, highs = [], []
     for ch in image_cf:

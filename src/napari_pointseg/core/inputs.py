@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .features import FilterBank
-from .serial import dataclass_from_dict, dataclass_to_dict
 from .images import Normalisation, fit_normalisation, to_channels_first
+from .serial import dataclass_from_dict, dataclass_to_dict
 
 
 @dataclass
@@ -40,8 +40,12 @@ class InputSpec:
     @classmethod
     def from_dict(cls, d: dict) -> "InputSpec":
         """The inverse of `to_dict`; no filter_bank means raw channels (FilterBank.from_dict(None))."""
-        return dataclass_from_dict(cls, d, legacy={"filter_bank": None},
-                                   convert={"n_channels": int, "filter_bank": FilterBank.from_dict})
+        return dataclass_from_dict(
+            cls,
+            d,
+            legacy={"filter_bank": None},
+            convert={"n_channels": int, "filter_bank": FilterBank.from_dict},
+        )
 
 
 class PreparedImage:
@@ -53,9 +57,15 @@ class PreparedImage:
     ``plane(z)`` -> float32 (in_channels, H, W).
     """
 
-    def __init__(self, image: np.ndarray, channel_axis="auto", rgb: bool | None = None,
-                 filter_bank: FilterBank | None = None, spec: InputSpec | None = None,
-                 normalisation: Normalisation | None = None):
+    def __init__(
+        self,
+        image: np.ndarray,
+        channel_axis="auto",
+        rgb: bool | None = None,
+        filter_bank: FilterBank | None = None,
+        spec: InputSpec | None = None,
+        normalisation: Normalisation | None = None,
+    ):
         cf = to_channels_first(image, channel_axis, rgb)
         self.raw_cf = cf
         self.n_channels = cf.shape[0]

@@ -65,8 +65,7 @@ def segmentation_metrics(truth: np.ndarray, pred: np.ndarray, labels=None) -> di
     return {
         "miou": float(np.nanmean(iou)) if np.any(np.isfinite(iou)) else 0.0,
         "pixel_accuracy": float(np.trace(cm) / total) if total else 0.0,
-        "per_class_iou": {str(int(lab)): (None if np.isnan(v) else float(v))
-                          for lab, v in zip(labels, iou)},
+        "per_class_iou": {str(int(lab)): (None if np.isnan(v) else float(v)) for lab, v in zip(labels, iou)},
     }
 
 

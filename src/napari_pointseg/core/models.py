@@ -50,7 +50,7 @@ class ModelSpec:
     encoder_depth: int = 4
     decoder_channels: list[int] = field(default_factory=lambda: [64, 32, 16, 16])
     norm: str = "group"
-    input_scale: int = 0   # the network sees the input average-pooled by this factor (0: auto)
+    input_scale: int = 0  # the network sees the input average-pooled by this factor (0: auto)
     refine_channels: int = 16  # with input_scale > 1: width of the full-resolution head (0: none)
 
     def to_dict(self) -> dict:
@@ -63,7 +63,7 @@ class ModelSpec:
     @property
     def stride(self) -> int:
         """Input height/width must be a multiple of this."""
-        base = 2 ** self.encoder_depth if self.arch in _DEPTH_ARCHS else 32
+        base = 2**self.encoder_depth if self.arch in _DEPTH_ARCHS else 32
         return base * self.scale
 
     @property
@@ -97,9 +97,7 @@ def encoder_names() -> list[str]:
 def validate_spec(spec: ModelSpec) -> None:
     """InputError for an unknown architecture / encoder or bad sizes, before any heavy work."""
     if spec.arch not in ARCHITECTURES:
-        raise InputError(
-            f"unknown architecture '{spec.arch}'; choose one of {', '.join(ARCHITECTURES)}"
-        )
+        raise InputError(f"unknown architecture '{spec.arch}'; choose one of {', '.join(ARCHITECTURES)}")
     names = encoder_names()
     if spec.encoder not in names and not spec.encoder.startswith("tu-"):
         close = [n for n in names if spec.encoder.split("_")[0] in n][:6]
@@ -125,15 +123,19 @@ def build_model(spec: ModelSpec):
             kwargs["decoder_channels"] = list(spec.decoder_channels)[: spec.encoder_depth]
     cls = getattr(smp, ARCHITECTURES[spec.arch])
     try:
-        model = cls(encoder_name=spec.encoder, encoder_weights=None,
-                    in_channels=spec.in_channels, classes=spec.classes, **kwargs)
+        model = cls(
+            encoder_name=spec.encoder,
+            encoder_weights=None,
+            in_channels=spec.in_channels,
+            classes=spec.classes,
+            **kwargs,
+        )
     except (KeyError, ValueError, TypeError, RuntimeError) as e:
         raise InputError(f"cannot build {spec.arch} with encoder {spec.encoder}: {e}") from None
     if spec.norm == "group":
         model = batchnorm_to_groupnorm(model)
     if spec.scale > 1:
-        model = scaled_input(model, spec.scale, spec.in_channels, spec.classes,
-                             spec.refine_channels)
+        model = scaled_input(model, spec.scale, spec.in_channels, spec.classes, spec.refine_channels)
     return model
 
 
@@ -173,8 +175,12 @@ def _scaled_input_class():
                 nn.init.zeros_(last.weight)
                 nn.init.zeros_(last.bias)
                 self.refine = nn.Sequential(
-                    nn.Conv2d(in_channels + classes, refine, 3, padding=1), nn.ReLU(inplace=True),
-                    nn.Conv2d(refine, refine, 3, padding=1), nn.ReLU(inplace=True), last)
+                    nn.Conv2d(in_channels + classes, refine, 3, padding=1),
+                    nn.ReLU(inplace=True),
+                    nn.Conv2d(refine, refine, 3, padding=1),
+                    nn.ReLU(inplace=True),
+                    last,
+                )
 
         @property
         def encoder(self):
@@ -238,6 +244,7 @@ def _scaled_input_class():
     def _bilinear_at(low, batch, rows, cols, scale_h: float, scale_w: float):
         """``F.interpolate(low, bilinear, align_corners=False)`` read at full-resolution
         pixels (rows, cols) of images ``batch`` only: (N, K, *rows.shape[1:])."""
+
         def taps(pos, scale, size):
             src = ((pos.to(torch.float32) + 0.5) * scale - 0.5).clamp(min=0)
             first = src.floor().long()
@@ -295,7 +302,7 @@ def load_encoder_weights(model, path) -> tuple[int, int]:
     target = model.encoder.state_dict()
     matched = {}
     for k, v in state.items():
-        key = k[len("encoder."):] if k.startswith("encoder.") else k
+        key = k[len("encoder.") :] if k.startswith("encoder.") else k
         if key in target and tuple(target[key].shape) == tuple(v.shape):
             matched[key] = v
     if not matched:

@@ -46,6 +46,7 @@ ORACLE_STEP_GROWTH = 0.1
 # weight map (eq. 5-6) and sampling
 # ---------------------------------------------------------------------------------------------
 
+
 def _error_map(pred: np.ndarray, truth: np.ndarray, restrict_to_worst_class: bool) -> np.ndarray:
     """bool (H, W) misclassified pixels (eq. 5), optionally only those whose TRUE label is the
     class with the lowest IoU (the paper's first criterion)."""
@@ -93,8 +94,9 @@ def weight_map(pred: np.ndarray, truth: np.ndarray, restrict_to_worst_class: boo
     return w / w.sum()
 
 
-def blob_weights(pred: np.ndarray, truth: np.ndarray, n_blobs: int,
-                 restrict_to_worst_class: bool = False) -> list[np.ndarray]:
+def blob_weights(
+    pred: np.ndarray, truth: np.ndarray, n_blobs: int, restrict_to_worst_class: bool = False
+) -> list[np.ndarray]:
     """Eq. 6 weight maps of the ``n_blobs`` largest misclassified components, largest first.
 
     The multi-point generalisation of `weight_map` the oracle uses when it reveals k > 1
@@ -123,8 +125,9 @@ def blob_weights(pred: np.ndarray, truth: np.ndarray, n_blobs: int,
     return maps
 
 
-def sample_from_weights(w: np.ndarray, k: int, rng: np.random.Generator,
-                        exclude: np.ndarray | None = None) -> np.ndarray:
+def sample_from_weights(
+    w: np.ndarray, k: int, rng: np.random.Generator, exclude: np.ndarray | None = None
+) -> np.ndarray:
     """Weighted sampling of ``k`` distinct pixels without replacement.
 
     w: non-negative (H, W) weights (need not sum to 1). exclude: bool (H, W) mask of pixels
@@ -179,7 +182,9 @@ def _next_points(pred, truth, k, rng, revealed_mask, restrict, spread: bool) -> 
         if len(pts) + len(more) < k:
             if len(more):
                 taken[more[:, 0], more[:, 1]] = True
-            more = np.concatenate([more, sample_from_weights(np.ones(wrong.shape), k - len(pts) - len(more), rng, taken)])
+            more = np.concatenate(
+                [more, sample_from_weights(np.ones(wrong.shape), k - len(pts) - len(more), rng, taken)]
+            )
         pts = np.concatenate([pts, more]).astype(np.int64)
     return pts
 
@@ -187,6 +192,7 @@ def _next_points(pred, truth, k, rng, revealed_mask, restrict, spread: bool) -> 
 # ---------------------------------------------------------------------------------------------
 # the oracle loop
 # ---------------------------------------------------------------------------------------------
+
 
 @dataclass
 class OracleResult:
@@ -206,8 +212,9 @@ class OracleResult:
     trainer: SparseTrainer = field(repr=False)
 
 
-def check_oracle_inputs(image_prep: PreparedImage, mask: np.ndarray, budget: float,
-                        target: float) -> np.ndarray:
+def check_oracle_inputs(
+    image_prep: PreparedImage, mask: np.ndarray, budget: float, target: float
+) -> np.ndarray:
     """The oracle's (and the simulated correcting user's) input checks: budget and target in
     (0, 1], a 2D image, a mask of its shape with >= 2 classes. Returns the mask as int64;
     InputError otherwise."""
@@ -219,8 +226,9 @@ def check_oracle_inputs(image_prep: PreparedImage, mask: np.ndarray, budget: flo
     return check_mask(mask, image_prep.spatial_shape)
 
 
-def oracle_config(config: TrainConfig | None = None, points_per_step: int | None = None,
-                  iters_per_step: int | None = None) -> TrainConfig:
+def oracle_config(
+    config: TrainConfig | None = None, points_per_step: int | None = None, iters_per_step: int | None = None
+) -> TrainConfig:
     """The training config the oracle uses: ``config`` (default TrainConfig()) in correct order
     with the oracle's step sizes unless given. Replaying the oracle's points with this config
     (any order) reproduces its step structure and iteration budget."""
@@ -238,13 +246,25 @@ def oracle_config(config: TrainConfig | None = None, points_per_step: int | None
     return replace(cfg, **upd)
 
 
-def run_oracle(image: np.ndarray, mask: np.ndarray, *, budget: float = 0.001, target: float = 0.995,
-               points_per_step: int | None = None, iters_per_step: int | None = None, seed: int = 0,
-               channel_axis="auto", rgb=None, config: TrainConfig | None = None,
-               spec: ModelSpec | None = None, device: str = "auto",
-               restrict_to_worst_class: bool = False,
-               callback: Callable[[dict], None] | None = None,
-               filter_bank: FilterBank | None = None, spread: bool = True) -> OracleResult:
+def run_oracle(
+    image: np.ndarray,
+    mask: np.ndarray,
+    *,
+    budget: float = 0.001,
+    target: float = 0.995,
+    points_per_step: int | None = None,
+    iters_per_step: int | None = None,
+    seed: int = 0,
+    channel_axis="auto",
+    rgb=None,
+    config: TrainConfig | None = None,
+    spec: ModelSpec | None = None,
+    device: str = "auto",
+    restrict_to_worst_class: bool = False,
+    callback: Callable[[dict], None] | None = None,
+    filter_bank: FilterBank | None = None,
+    spread: bool = True,
+) -> OracleResult:
     """Run Algorithm 1 on one 2D image.
 
     image: raw 2D image (grey (H, W), or with channels: see ``channel_axis`` / ``rgb``).
@@ -259,21 +279,47 @@ def run_oracle(image: np.ndarray, mask: np.ndarray, *, budget: float = 0.001, ta
     callback: called with each curve row (step, n_points, fraction_labeled, miou, seconds).
     Raises InputError on bad input (shapes, one class, budget/target out of range, 3D).
     """
+
     def picker(pred, proba, truth, k, rng, revealed):
         return _next_points(pred, truth, k, rng, revealed, restrict_to_worst_class, spread)
 
-    return run_active(image, mask, picker, budget=budget, target=target,
-                      points_per_step=points_per_step, iters_per_step=iters_per_step, seed=seed,
-                      channel_axis=channel_axis, rgb=rgb, config=config, spec=spec, device=device,
-                      callback=callback, filter_bank=filter_bank)
+    return run_active(
+        image,
+        mask,
+        picker,
+        budget=budget,
+        target=target,
+        points_per_step=points_per_step,
+        iters_per_step=iters_per_step,
+        seed=seed,
+        channel_axis=channel_axis,
+        rgb=rgb,
+        config=config,
+        spec=spec,
+        device=device,
+        callback=callback,
+        filter_bank=filter_bank,
+    )
 
 
-def run_active(image: np.ndarray, mask: np.ndarray, picker, *, budget: float, target: float = 0.995,
-               points_per_step: int | None = None, iters_per_step: int | None = None, seed: int = 0,
-               channel_axis="auto", rgb=None, config: TrainConfig | None = None,
-               spec: ModelSpec | None = None, device: str = "auto",
-               callback: Callable[[dict], None] | None = None,
-               filter_bank: FilterBank | None = None) -> OracleResult:
+def run_active(
+    image: np.ndarray,
+    mask: np.ndarray,
+    picker,
+    *,
+    budget: float,
+    target: float = 0.995,
+    points_per_step: int | None = None,
+    iters_per_step: int | None = None,
+    seed: int = 0,
+    channel_axis="auto",
+    rgb=None,
+    config: TrainConfig | None = None,
+    spec: ModelSpec | None = None,
+    device: str = "auto",
+    callback: Callable[[dict], None] | None = None,
+    filter_bank: FilterBank | None = None,
+) -> OracleResult:
     """The active-learning loop of Algorithm 1 with a pluggable point picker.
 
     ``picker(pred, proba, truth, k, rng, revealed) -> (m, 2) int yx`` chooses the next pixels
@@ -295,8 +341,9 @@ def run_active(image: np.ndarray, mask: np.ndarray, picker, *, budget: float, ta
     revealed = np.zeros(truth.shape, bool)
     revealed[first[0, 0], first[0, 1]] = True
     # final_iters only after the last reveal: in between, the next step trains anyway
-    trainer = SparseTrainer(prep, points, classes=classes, config=replace(cfg, final_iters=0),
-                            spec=spec, device=device)
+    trainer = SparseTrainer(
+        prep, points, classes=classes, config=replace(cfg, final_iters=0), spec=spec, device=device
+    )
     curve: list[dict] = []
     step = 0
     n_revealed = len(points)  # trainer.points lags: new points join it inside run()
@@ -310,9 +357,14 @@ def run_active(image: np.ndarray, mask: np.ndarray, picker, *, budget: float, ta
         m = segmentation_metrics(truth, pred, labels=classes)
         step += 1
         n = len(trainer.points)
-        row = {"step": step, "n_points": n, "fraction_labeled": n / truth.size,
-               "miou": m["miou"], "seconds": round(time.perf_counter() - t0, 3),
-               "iterations": trainer.iteration}
+        row = {
+            "step": step,
+            "n_points": n,
+            "fraction_labeled": n / truth.size,
+            "miou": m["miou"],
+            "seconds": round(time.perf_counter() - t0, 3),
+            "iterations": trainer.iteration,
+        }
         curve.append(row)
         if callback is not None:
             callback(row)
@@ -329,7 +381,14 @@ def run_active(image: np.ndarray, mask: np.ndarray, picker, *, budget: float, ta
     seconds = time.perf_counter() - t0
     pts = trainer.points
     metrics = dict(m)
-    metrics.update({"n_points": len(pts), "fraction_labeled": len(pts) / truth.size,
-                    "seconds": round(seconds, 3), "steps": step, "iterations": trainer.iteration,
-                    "curve": curve})
+    metrics.update(
+        {
+            "n_points": len(pts),
+            "fraction_labeled": len(pts) / truth.size,
+            "seconds": round(seconds, 3),
+            "steps": step,
+            "iterations": trainer.iteration,
+            "curve": curve,
+        }
+    )
     return OracleResult(pts, pred, proba.astype(np.float32, copy=False), metrics, trainer)

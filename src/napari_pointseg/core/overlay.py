@@ -11,8 +11,14 @@ from .points import PointSet
 
 # Class colours shared with the napari widget: label value v uses PALETTE[(v - 1) % len].
 PALETTE = [
-    (0.90, 0.62, 0.00), (0.34, 0.71, 0.91), (0.00, 0.62, 0.45), (0.94, 0.89, 0.26),
-    (0.00, 0.45, 0.70), (0.84, 0.37, 0.00), (0.80, 0.47, 0.65), (0.6, 0.6, 0.6),
+    (0.90, 0.62, 0.00),
+    (0.34, 0.71, 0.91),
+    (0.00, 0.62, 0.45),
+    (0.94, 0.89, 0.26),
+    (0.00, 0.45, 0.70),
+    (0.84, 0.37, 0.00),
+    (0.80, 0.47, 0.65),
+    (0.6, 0.6, 0.6),
     (0.35, 0.20, 0.75),
 ]
 
@@ -44,9 +50,17 @@ def colourise(labels: np.ndarray) -> np.ndarray:
     return out
 
 
-def save_overlay(path: str | Path, image: np.ndarray, prediction: np.ndarray,
-                 points: PointSet | None = None, truth: np.ndarray | None = None,
-                 title: str = "", channel_axis="auto", rgb=None, plane: int | None = None) -> Path:
+def save_overlay(
+    path: str | Path,
+    image: np.ndarray,
+    prediction: np.ndarray,
+    points: PointSet | None = None,
+    truth: np.ndarray | None = None,
+    title: str = "",
+    channel_axis="auto",
+    rgb=None,
+    plane: int | None = None,
+) -> Path:
     """Write a PNG: image + points | [ground truth] | prediction blended over the image.
 
     For 3D data pass the stack and ``plane`` (default: middle plane); only points on that

@@ -56,9 +56,7 @@ class PointSet:
             self.coords = self.coords.reshape(-1, 2)
         self.labels = as_int64(self.labels, "label").reshape(-1)
         if len(self.labels) != len(self.coords):
-            raise InputError(
-                f"{len(self.coords)} point coordinates but {len(self.labels)} labels"
-            )
+            raise InputError(f"{len(self.coords)} point coordinates but {len(self.labels)} labels")
         if self.order is None:
             self.order = np.arange(len(self.coords), dtype=np.int64)
         self.order = as_int64(self.order, "order").reshape(-1)
@@ -94,7 +92,9 @@ class PointSet:
 
     def append(self, coords, labels) -> "PointSet":
         """A new set with ``coords`` (M, D) / ``labels`` (M,) added after the existing points."""
-        coords = np.asarray(coords, dtype=np.float64).reshape(-1, self.ndim if len(self) else np.asarray(coords).shape[-1])
+        coords = np.asarray(coords, dtype=np.float64).reshape(
+            -1, self.ndim if len(self) else np.asarray(coords).shape[-1]
+        )
         labels = np.asarray(labels, dtype=np.int64).reshape(-1)
         start = int(self.order.max()) + 1 if len(self) else 0
         return PointSet(
@@ -162,16 +162,16 @@ class PointSet:
             raise InputError(f"points file {path} is empty")
         header = [h.strip().lower() for h in rows[0]]
         if "label" not in header or "y" not in header or "x" not in header:
-            raise InputError(
-                f"points file {path}: header must contain label,y,x (got {','.join(rows[0])})"
-            )
+            raise InputError(f"points file {path}: header must contain label,y,x (got {','.join(rows[0])})")
         label_i = header.index("label")
         order_i = header.index("order") if "order" in header else None
         coord_cols = [i for i, h in enumerate(header) if i not in (label_i, order_i)]
         coords, labels, order = [], [], []
         for lineno, r in enumerate(rows[1:], start=2):
             if len(r) != len(header):
-                raise InputError(f"points file {path}, line {lineno}: expected {len(header)} fields, got {len(r)}")
+                raise InputError(
+                    f"points file {path}, line {lineno}: expected {len(header)} fields, got {len(r)}"
+                )
             try:
                 labels.append(_parse_int(r[label_i], "label"))
                 coords.append([float(r[i]) for i in coord_cols])
@@ -190,8 +190,14 @@ class PointSet:
 
     # -- napari -----------------------------------------------------------------------------
     @classmethod
-    def from_napari(cls, data: np.ndarray, features=None, label_column: str = "label",
-                    order_column: str = "order", spatial_ndim: int | None = None) -> "PointSet":
+    def from_napari(
+        cls,
+        data: np.ndarray,
+        features=None,
+        label_column: str = "label",
+        order_column: str = "order",
+        spatial_ndim: int | None = None,
+    ) -> "PointSet":
         """From napari Points ``data`` (N, D) and ``features`` (a DataFrame or dict of columns).
 
         Points without a label (NaN or missing) are dropped. If ``order`` is missing, the row
@@ -214,8 +220,11 @@ class PointSet:
         order = np.where(np.isfinite(order), order, np.arange(n) + 1e9)
         if spatial_ndim is not None:
             data = data[:, -spatial_ndim:]
-        return cls(data[keep], labels[keep],  # as_int64 in __post_init__: exact or InputError
-                   np.argsort(np.argsort(order[keep], kind="stable"), kind="stable"))
+        return cls(
+            data[keep],
+            labels[keep],  # as_int64 in __post_init__: exact or InputError
+            np.argsort(np.argsort(order[keep], kind="stable"), kind="stable"),
+        )
 
 
 def _column(features, name: str, n: int):

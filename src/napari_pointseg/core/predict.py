@@ -15,9 +15,16 @@ def _tile_starts(length: int, tile: int, step: int) -> list[int]:
     return starts
 
 
-def predict_proba(model, x: np.ndarray, device, stride: int = 32, tile: int = 1024,
-                  overlap: int = 64, channels_last: bool = True,
-                  precision: str = "auto") -> np.ndarray:
+def predict_proba(
+    model,
+    x: np.ndarray,
+    device,
+    stride: int = 32,
+    tile: int = 1024,
+    overlap: int = 64,
+    channels_last: bool = True,
+    precision: str = "auto",
+) -> np.ndarray:
     """Class probabilities of one plane.
 
     x: float32 (C, H, W) network input. Returns float32 (K, H, W), softmax over K classes.
@@ -46,15 +53,15 @@ def predict_proba(model, x: np.ndarray, device, stride: int = 32, tile: int = 10
             ramp = _blend_window(tile, overlap)
             for y0 in _tile_starts(h, tile, step):
                 for x0 in _tile_starts(w, tile, step):
-                    patch = x[:, y0:y0 + tile, x0:x0 + tile]
+                    patch = x[:, y0 : y0 + tile, x0 : x0 + tile]
                     ph, pw = patch.shape[-2:]
                     pp, _ = pad_to_multiple(patch, stride)
                     prob = _forward(model, pp, device, channels_last)[:, :ph, :pw]
                     wgt = ramp[:ph, :pw]
                     if out is None:
                         out = np.zeros((prob.shape[0], h, w), np.float32)
-                    out[:, y0:y0 + ph, x0:x0 + pw] += prob * wgt
-                    weight[y0:y0 + ph, x0:x0 + pw] += wgt
+                    out[:, y0 : y0 + ph, x0 : x0 + pw] += prob * wgt
+                    weight[y0 : y0 + ph, x0 : x0 + pw] += wgt
             return out / np.maximum(weight, 1e-6)
     finally:
         model.train(was_training)

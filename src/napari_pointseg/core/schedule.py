@@ -73,8 +73,14 @@ class Step:
     iters: int
 
 
-def plan(n_points: int, order: str = "correct", points_per_step: int = 1,
-         iters_per_step: int = 10, step_growth: float = 0.0, seed: int = 0) -> list[Step]:
+def plan(
+    n_points: int,
+    order: str = "correct",
+    points_per_step: int = 1,
+    iters_per_step: int = 10,
+    step_growth: float = 0.0,
+    seed: int = 0,
+) -> list[Step]:
     """The full offline schedule for ``n_points`` points.
 
     Stepped orders: step t trains ``iters_per_step`` iterations on the first

@@ -32,9 +32,13 @@ def _plain(v):
     return v
 
 
-def dataclass_from_dict(cls: type[T], d: Mapping[str, Any] | None, *,
-                        legacy: Mapping[str, Any] | None = None,
-                        convert: Mapping[str, Callable[[Any], Any]] | None = None) -> T:
+def dataclass_from_dict(
+    cls: type[T],
+    d: Mapping[str, Any] | None,
+    *,
+    legacy: Mapping[str, Any] | None = None,
+    convert: Mapping[str, Callable[[Any], Any]] | None = None,
+) -> T:
     """An instance of the dataclass ``cls`` from ``d`` (None: empty).
 
     Keys that are not fields of ``cls`` are ignored. A field missing from ``d`` takes its

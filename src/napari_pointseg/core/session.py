@@ -22,10 +22,20 @@ from .points import PointSet
 from .trainer import SparseTrainer, TrainConfig
 
 
-def make_trainer(image: np.ndarray, points: PointSet, *, channel_axis="auto", rgb=None,
-                 classes=None, config: TrainConfig | None = None, spec: ModelSpec | None = None,
-                 device: str = "auto", filter_bank: FilterBank | None = None,
-                 min_classes: int = 2, prepared: PreparedImage | None = None) -> SparseTrainer:
+def make_trainer(
+    image: np.ndarray,
+    points: PointSet,
+    *,
+    channel_axis="auto",
+    rgb=None,
+    classes=None,
+    config: TrainConfig | None = None,
+    spec: ModelSpec | None = None,
+    device: str = "auto",
+    filter_bank: FilterBank | None = None,
+    min_classes: int = 2,
+    prepared: PreparedImage | None = None,
+) -> SparseTrainer:
     """Validate and build a trainer.
 
     image: raw array (2D grey, 2D + channels, 3D stack, 3D + channels).
@@ -67,8 +77,9 @@ def label_dtype(labels: np.ndarray) -> np.dtype:
     raise InputError(f"label values {lo}..{hi} do not fit a 64-bit integer image")
 
 
-def metrics_for(truth: np.ndarray, pred: np.ndarray, points: PointSet | None,
-                seconds: float, **extra) -> dict:
+def metrics_for(
+    truth: np.ndarray, pred: np.ndarray, points: PointSet | None, seconds: float, **extra
+) -> dict:
     """The metrics JSON of the design: miou, pixel_accuracy, per_class_iou, n_points,
     fraction_labeled, seconds, plus ``extra``. ``truth`` and ``pred`` hold label values."""
     if truth.shape != pred.shape:

@@ -48,8 +48,9 @@ def excluded_mask(shape, exclude) -> np.ndarray:
     return out
 
 
-def suggest_points(proba: np.ndarray, n: int, kind: str = "margin", exclude=None, rng=None,
-                   top_fraction: float = 0.05) -> np.ndarray:
+def suggest_points(
+    proba: np.ndarray, n: int, kind: str = "margin", exclude=None, rng=None, top_fraction: float = 0.05
+) -> np.ndarray:
     """Where to click next: n uncertain, spread-out pixels.
 
     proba: float32 (K, H, W) class probabilities (softmax). kind: 'entropy', 'margin' or

@@ -23,13 +23,27 @@ import numpy as np
 
 from .errors import InputError
 from .inputs import PreparedImage
-from .models import (ModelSpec, build_model, choose_device, rebalance_threads,
-                     resolve_input_scale, setup_torch, use_bf16)
+from .models import (
+    ModelSpec,
+    build_model,
+    choose_device,
+    rebalance_threads,
+    resolve_input_scale,
+    setup_torch,
+    use_bf16,
+)
 from .points import PointSet
 from .schedule import admission_order, next_step_size
 from .serial import dataclass_from_dict, dataclass_to_dict
-from .training_kit import (Augmenter, class_weights, make_optimizer, place_network, set_lr,
-                           stack_batch, warmup_lr)
+from .training_kit import (
+    Augmenter,
+    class_weights,
+    make_optimizer,
+    place_network,
+    set_lr,
+    stack_batch,
+    warmup_lr,
+)
 
 
 @dataclass
@@ -37,37 +51,43 @@ class TrainConfig:
     """Training recipe. Defaults are the measured CPU recipe (see docs/training.md)."""
 
     order: str = "correct"
-    points_per_step: int = 1        # minimum points admitted per step
-    step_growth: float = 0.15       # ... or this fraction of the admitted points, if larger
-    iters_per_step: int = 10        # at most this many iterations per step
-    min_iters_per_step: int = 2     # at least this many
-    fit_threshold: float = 1.0      # end a step early once this fraction of points is right (>1: never)
-    final_iters: int = 30           # extra iterations once every point is admitted
-    honour_target: float = 0.995    # after the final phase: share of admitted points the prediction must honour
-    polish_iters: int = 40          # ... at most this many extra iterations on the points it gets wrong
-    polish_lr: float = 0.3          # ... at lr x this, without augmentation
-    head_polish_iters: int = 300    # networks with a full-resolution head: polish the head alone, at most this many steps
-    head_polish_lr: float = 3e-3    # ... with Adam at this lr
-    head_polish_anchors: int = 4096  # ... keeping the prediction on this many pixels (mostly near class boundaries)
+    points_per_step: int = 1  # minimum points admitted per step
+    step_growth: float = 0.15  # ... or this fraction of the admitted points, if larger
+    iters_per_step: int = 10  # at most this many iterations per step
+    min_iters_per_step: int = 2  # at least this many
+    fit_threshold: float = 1.0  # end a step early once this fraction of points is right (>1: never)
+    final_iters: int = 30  # extra iterations once every point is admitted
+    honour_target: float = 0.995  # after the final phase: share of admitted points the prediction must honour
+    polish_iters: int = 40  # ... at most this many extra iterations on the points it gets wrong
+    polish_lr: float = 0.3  # ... at lr x this, without augmentation
+    head_polish_iters: int = (
+        300  # networks with a full-resolution head: polish the head alone, at most this many steps
+    )
+    head_polish_lr: float = 3e-3  # ... with Adam at this lr
+    head_polish_anchors: int = (
+        4096  # ... keeping the prediction on this many pixels (mostly near class boundaries)
+    )
     head_polish_keep: float = 30.0  # ... with this weight (KL divergence from the prediction before)
-    final_lr_floor: float = 0.1     # lr falls linearly to lr * this over the final iterations (1: flat)
-    ema_decay: float = 0.9          # >0: predict with an exponential moving average of the weights
+    final_lr_floor: float = 0.1  # lr falls linearly to lr * this over the final iterations (1: flat)
+    ema_decay: float = 0.9  # >0: predict with an exponential moving average of the weights
     lr: float = 2e-3
     weight_decay: float = 1e-4
     warmup_iters: int = 10
-    crop_size: int | None = 256     # in network pixels (image pixels / input_scale); None: whole plane
+    crop_size: int | None = 256  # in network pixels (image pixels / input_scale); None: whole plane
     batch_size: int = 1
     augment: bool = True
-    class_balance: float = 0.5      # class weight = (mean count / count) ** class_balance
-    hard_weight: float = 0.0        # + this x the mean loss of the points currently predicted wrong (off: see docs/training.md)
-    entropy_weight: float = 0.0     # weight of the mean prediction entropy over every crop pixel
-    entropy_ramp_iters: int = 100   # ... reached linearly over this many iterations
+    class_balance: float = 0.5  # class weight = (mean count / count) ** class_balance
+    hard_weight: float = (
+        0.0  # + this x the mean loss of the points currently predicted wrong (off: see docs/training.md)
+    )
+    entropy_weight: float = 0.0  # weight of the mean prediction entropy over every crop pixel
+    entropy_ramp_iters: int = 100  # ... reached linearly over this many iterations
     seed: int = 0
-    wait_for_points: bool = False   # True: when caught up, idle until new points or stop()
-    predict_every_s: float | None = None   # yield a prediction at most this often (seconds)
+    wait_for_points: bool = False  # True: when caught up, idle until new points or stop()
+    predict_every_s: float | None = None  # yield a prediction at most this often (seconds)
     predict_every_steps: int | None = None  # ... or every N steps
-    predict_plane: int = 0          # which plane the live prediction shows (3D stacks)
-    precision: str = "auto"         # 'fp32', 'bf16' (autocast) or 'auto' (bf16 on CPUs with native bf16)
+    predict_plane: int = 0  # which plane the live prediction shows (3D stacks)
+    precision: str = "auto"  # 'fp32', 'bf16' (autocast) or 'auto' (bf16 on CPUs with native bf16)
     threads: int | None = None
 
     def to_dict(self) -> dict:
@@ -78,8 +98,7 @@ class TrainConfig:
         return dataclass_from_dict(cls, d)
 
 
-def crop_batch_shape(config: TrainConfig, plane_shape, stride: int,
-                     scale: int = 1) -> tuple[int, int, int]:
+def crop_batch_shape(config: TrainConfig, plane_shape, stride: int, scale: int = 1) -> tuple[int, int, int]:
     """(batch, height, width) in image pixels of one training iteration on a plane padded to
     ``stride``: ``config.batch_size`` square crops of ``config.crop_size`` network pixels
     (x ``scale``, the network's input downsampling; a multiple of the stride, at most the
@@ -121,9 +140,16 @@ class SparseTrainer:
     spec: network architecture (in_channels / classes are filled in).
     """
 
-    def __init__(self, image: PreparedImage, points: PointSet, classes: Sequence[int] | None = None,
-                 config: TrainConfig | None = None, spec: ModelSpec | None = None,
-                 device: str = "auto", model=None):
+    def __init__(
+        self,
+        image: PreparedImage,
+        points: PointSet,
+        classes: Sequence[int] | None = None,
+        config: TrainConfig | None = None,
+        spec: ModelSpec | None = None,
+        device: str = "auto",
+        model=None,
+    ):
         import torch
 
         self.config = config or TrainConfig()
@@ -135,8 +161,13 @@ class SparseTrainer:
         if len(self.classes) < 2:
             raise InputError(f"at least 2 classes are needed to train, got {self.classes.tolist()}")
         self._check_points(points)
-        spec = ModelSpec(**{**(spec or ModelSpec()).to_dict(),
-                            "in_channels": image.spec.in_channels, "classes": len(self.classes)})
+        spec = ModelSpec(
+            **{
+                **(spec or ModelSpec()).to_dict(),
+                "in_channels": image.spec.in_channels,
+                "classes": len(self.classes),
+            }
+        )
         self.spec = spec = resolve_input_scale(spec, image.spatial_shape[-2:])
         torch.manual_seed(self.config.seed)
         self.rng = np.random.default_rng(self.config.seed)
@@ -147,8 +178,7 @@ class SparseTrainer:
         # itself. Single-image training at a high lr jitters from iteration to iteration; the
         # average predicts more stably (see docs/training.md).
         self.net = place_network(model if model is not None else build_model(spec), self.device)
-        self.optimizer = make_optimizer(self.net.parameters(), self.config.lr,
-                                        self.config.weight_decay)
+        self.optimizer = make_optimizer(self.net.parameters(), self.config.lr, self.config.weight_decay)
         self.augment = Augmenter(self.rng, self._torch_rng, self.device)
         self.model = self.net
         self.ema_model = None
@@ -309,7 +339,7 @@ class SparseTrainer:
             else:
                 y0 = int(np.clip(yx[i, 0] - self.rng.integers(size), 0, h - size))
                 x0 = int(np.clip(yx[i, 1] - self.rng.integers(size), 0, w - size))
-                xc, tc = x[:, y0:y0 + size, x0:x0 + size], t[y0:y0 + size, x0:x0 + size]
+                xc, tc = x[:, y0 : y0 + size, x0 : x0 + size], t[y0 : y0 + size, x0 : x0 + size]
             if cfg.augment and not self._polishing:
                 xc, tc = self.augment(xc, tc)
             xs.append(xc)
@@ -429,14 +459,21 @@ class SparseTrainer:
                 self.final_done = True
                 self._final_left = cfg.final_iters
                 self._polish_left = cfg.polish_iters
-            elif (self._polish_left is not None and self._polish_left > 0
-                  and self._has_head() and cfg.head_polish_iters > 0):
+            elif (
+                self._polish_left is not None
+                and self._polish_left > 0
+                and self._has_head()
+                and cfg.head_polish_iters > 0
+            ):
                 # cheap: only the full-resolution head trains, on windows around the points
                 self._polish_left = 0
                 self._polish_head()
                 continue
-            elif (self._polish_left is not None and self._polish_left > 0
-                  and self.honoured() < cfg.honour_target):
+            elif (
+                self._polish_left is not None
+                and self._polish_left > 0
+                and self.honoured() < cfg.honour_target
+            ):
                 # a prediction that contradicts the user's own click is a bug: train on the
                 # points it gets wrong until it honours (nearly) all of them, within a budget
                 newest, self._polishing = 0, True
@@ -457,14 +494,23 @@ class SparseTrainer:
                 done_iters += 1
                 if self._final_left is not None:
                     self._final_left = max(self._final_left - 1, 0)
-                self.history.append({"iteration": self.iteration, "step": self.step,
-                                     "loss": loss, "n_active": self.n_admitted})
+                self.history.append(
+                    {
+                        "iteration": self.iteration,
+                        "step": self.step,
+                        "loss": loss,
+                        "n_active": self.n_admitted,
+                    }
+                )
                 pred = None
                 now = time.perf_counter()
                 due_t = cfg.predict_every_s is not None and now - last_pred >= cfg.predict_every_s
                 step_end = done_iters >= budget or (done_iters >= min_iters and acc >= cfg.fit_threshold)
-                due_s = (cfg.predict_every_steps is not None and step_end
-                         and steps_since_pred >= cfg.predict_every_steps)
+                due_s = (
+                    cfg.predict_every_steps is not None
+                    and step_end
+                    and steps_since_pred >= cfg.predict_every_steps
+                )
                 if due_t or due_s:
                     pred = self.predict(cfg.predict_plane)
                     last_pred = time.perf_counter()
@@ -511,8 +557,11 @@ class SparseTrainer:
                 if per_plane:
                     anchors = self._boundary_anchors(model, x, low, per_plane)
                     rows, cols = np.concatenate([rows, anchors[:, 0]]), np.concatenate([cols, anchors[:, 1]])
-                index = [torch.zeros(len(rows), dtype=torch.long, device=self.device),
-                         torch.from_numpy(rows).to(self.device), torch.from_numpy(cols).to(self.device)]
+                index = [
+                    torch.zeros(len(rows), dtype=torch.long, device=self.device),
+                    torch.from_numpy(rows).to(self.device),
+                    torch.from_numpy(cols).to(self.device),
+                ]
                 inputs.append((len(sel), model.point_inputs(x, low, *index)))
             # points first, then the anchors (pixels whose prediction the polish must keep)
             parts = [(b[:k], f[:k], i[:k]) for k, (b, f, i) in inputs]
@@ -570,12 +619,20 @@ class SparseTrainer:
     def _update(self, t0, it0, loss, acc, prediction=None, waiting=False, done=False) -> TrainUpdate:
         secs = time.perf_counter() - t0
         return TrainUpdate(
-            step=self.step, iteration=self.iteration, loss=loss, n_active=self.n_admitted,
-            n_points=len(self.points), seconds=secs,
+            step=self.step,
+            iteration=self.iteration,
+            loss=loss,
+            n_active=self.n_admitted,
+            n_points=len(self.points),
+            seconds=secs,
             iters_per_second=(self.iteration - it0) / secs if secs > 0 else 0.0,
-            fit_accuracy=acc, device=str(self.device), waiting=waiting, done=done,
+            fit_accuracy=acc,
+            device=str(self.device),
+            waiting=waiting,
+            done=done,
             prediction=prediction,
-            plane=self.config.predict_plane if prediction is not None else None)
+            plane=self.config.predict_plane if prediction is not None else None,
+        )
 
     def train_all(self) -> "SparseTrainer":
         """Run to the end (no GUI): consume `run`."""
@@ -595,8 +652,13 @@ class SparseTrainer:
         c = self._proba_cache
         if c is not None and c[0] == self.iteration and c[1] == z:
             return c[2]
-        proba = predict_proba(self.inference_model(), self.image.plane(z), self.device,
-                              stride=self.spec.stride, precision=self.config.precision)
+        proba = predict_proba(
+            self.inference_model(),
+            self.image.plane(z),
+            self.device,
+            stride=self.spec.stride,
+            precision=self.config.precision,
+        )
         self._proba_cache = (self.iteration, z, proba)
         self._note_prediction(z, proba)
         return proba

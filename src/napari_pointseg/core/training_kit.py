@@ -112,4 +112,4 @@ class Augmenter:
             self._bank = bank
         y0 = int(self.rng.integers(bank.shape[1] - height + 1))
         x0 = int(self.rng.integers(bank.shape[2] - width + 1))
-        return bank[:, y0:y0 + height, x0:x0 + width]
+        return bank[:, y0 : y0 + height, x0 : x0 + width]

@@ -87,8 +87,12 @@ def _files(folder: Path, suffixes, what: str, skipped: list) -> dict[str, Path]:
             out[stem(paths[0])] = paths[0]
         else:
             names = ", ".join(p.name for p in paths)
-            skipped.append(Skip(stem(paths[0]), f"name clash: the {what} {names} share the name "
-                                                f"'{stem(paths[0])}'; rename all but one"))
+            skipped.append(
+                Skip(
+                    stem(paths[0]),
+                    f"name clash: the {what} {names} share the name '{stem(paths[0])}'; rename all but one",
+                )
+            )
     return out
 
 
@@ -108,7 +112,9 @@ def scan_folder(root: str | Path, *, require_annotation: bool = False) -> Listin
     if not images:
         if listing.skipped:
             raise InputError(f"no usable image in {image_dir}: {listing.skipped[0].reason}")
-        raise InputError(f"no images found in {image_dir} (expected {', '.join(sorted(IMAGE_SUFFIXES))} files)")
+        raise InputError(
+            f"no images found in {image_dir} (expected {', '.join(sorted(IMAGE_SUFFIXES))} files)"
+        )
     n_image_clashes = len(listing.skipped)
     points = _files(root / "points", {".csv"}, "points files", listing.skipped)
     masks = _files(root / "masks", IMAGE_SUFFIXES, "masks", listing.skipped)

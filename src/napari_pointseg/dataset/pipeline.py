@@ -63,9 +63,9 @@ class PipelineOptions:
     workers: int = 1
     scheduler: object = None
     device: str = "auto"
-    pseudo_dir: Path | None = None   # share stage-1 outputs between runs (the grid does)
-    filter_sigmas: tuple | None = None   # None: the default filter bank; (): raw channels only
-    threads: int | None = None        # torch threads of in-process stage-1 jobs (pools: cores // N)
+    pseudo_dir: Path | None = None  # share stage-1 outputs between runs (the grid does)
+    filter_sigmas: tuple | None = None  # None: the default filter bank; (): raw channels only
+    threads: int | None = None  # torch threads of in-process stage-1 jobs (pools: cores // N)
 
     def __post_init__(self):
         self.data, self.out = Path(self.data), Path(self.out)
@@ -79,10 +79,18 @@ class PipelineOptions:
 
     def job_options(self) -> PseudoLabelOptions:
         dev = "cpu" if (self.workers > 1 or self.scheduler) else self.device
-        return PseudoLabelOptions(source=self.source, rate=self.rate, target=self.target,
-                                  seed=self.seed, channel_axis=self.channel_axis, spec=self.spec,
-                                  config=self.image_config, device=dev,
-                                  filter_sigmas=self.filter_sigmas, threads=self.threads)
+        return PseudoLabelOptions(
+            source=self.source,
+            rate=self.rate,
+            target=self.target,
+            seed=self.seed,
+            channel_axis=self.channel_axis,
+            spec=self.spec,
+            config=self.image_config,
+            device=dev,
+            filter_sigmas=self.filter_sigmas,
+            threads=self.threads,
+        )
 
     def filter_bank(self):
         from ..core.features import FilterBank
@@ -122,8 +130,10 @@ def iter_pipeline(opts: PipelineOptions, cancel=None) -> Iterator[object]:
         yield Message(f"skipping {s.name}: {s.reason}", "warning")
     annotated, unannotated = split_items(listing.items, opts.fraction, opts.seed, opts.source)
     if not annotated:
-        raise InputError(f"no image in {opts.data} has a points CSV or a mask to learn from "
-                         f"(source '{opts.source}'); see `pointseg dataset --help` for the layout")
+        raise InputError(
+            f"no image in {opts.data} has a points CSV or a mask to learn from "
+            f"(source '{opts.source}'); see `pointseg dataset --help` for the layout"
+        )
     seconds: dict[str, float] = {}
 
     # -- stage 1 ---------------------------------------------------------------------------
@@ -132,8 +142,15 @@ def iter_pipeline(opts: PipelineOptions, cancel=None) -> Iterator[object]:
     t0 = time.perf_counter()
     records, computed = [], []
     yield Stage("pseudo-labels", len(annotated))
-    jobs = run_jobs(pseudo_label_job, annotated, pseudo_dir, opts.job_options(),
-                    workers=opts.workers, scheduler=opts.scheduler, cancel=cancel)
+    jobs = run_jobs(
+        pseudo_label_job,
+        annotated,
+        pseudo_dir,
+        opts.job_options(),
+        workers=opts.workers,
+        scheduler=opts.scheduler,
+        cancel=cancel,
+    )
     try:
         for r in jobs:
             if r["status"] in ("done", "cached"):
@@ -156,8 +173,9 @@ def iter_pipeline(opts: PipelineOptions, cancel=None) -> Iterator[object]:
         skipped.append(s)
         yield Message(f"skipping {s.name}: {s.reason}", "warning")
     if not records:
-        raise InputError("no image could be pseudo-labelled: "
-                         + "; ".join(f"{s.name}: {s.reason}" for s in skipped[-5:]))
+        raise InputError(
+            "no image could be pseudo-labelled: " + "; ".join(f"{s.name}: {s.reason}" for s in skipped[-5:])
+        )
     records.sort(key=lambda r: r["name"])
     n_channels = records[0]["n_channels"]
 
@@ -165,8 +183,15 @@ def iter_pipeline(opts: PipelineOptions, cancel=None) -> Iterator[object]:
     t0 = time.perf_counter()
     samples = [_load_sample(pseudo_dir, r) for r in records]
     classes = sorted(set().union(*[set(r["classes"]) for r in records]))
-    net = yield from _train_stage(opts, samples, classes, out / "stage2.safetensors",
-                                  "dataset network", [r["key"] for r in records], cancel)
+    net = yield from _train_stage(
+        opts,
+        samples,
+        classes,
+        out / "stage2.safetensors",
+        "dataset network",
+        [r["key"] for r in records],
+        cancel,
+    )
     seconds["dataset_network"] = time.perf_counter() - t0
 
     # -- stage 3 ---------------------------------------------------------------------------
@@ -187,8 +212,15 @@ def iter_pipeline(opts: PipelineOptions, cancel=None) -> Iterator[object]:
         if self_labelled:
             t0 = time.perf_counter()
             keys = [r["key"] for r in records] + [f"self:{s.name}:{s.meta['hash']}" for s in self_labelled]
-            final = yield from _train_stage(opts, samples + self_labelled, classes,
-                                            out / "final.safetensors", "final network", keys, cancel)
+            final = yield from _train_stage(
+                opts,
+                samples + self_labelled,
+                classes,
+                out / "final.safetensors",
+                "final network",
+                keys,
+                cancel,
+            )
             seconds["final_network"] = time.perf_counter() - t0
     bundle = out / "model.safetensors"
     with atomic_write(bundle) as tmp:
@@ -219,8 +251,11 @@ def _one_channel_count(records: list[dict]) -> tuple[list[dict], list[Skip]]:
         return records, []
     counts = Counter(r["n_channels"] for r in records)
     keep = counts.most_common(1)[0][0]
-    bad = [Skip(r["name"], f"{r['n_channels']} channel(s), the data set has {keep}")
-           for r in records if r["n_channels"] != keep]
+    bad = [
+        Skip(r["name"], f"{r['n_channels']} channel(s), the data set has {keep}")
+        for r in records
+        if r["n_channels"] != keep
+    ]
     return [r for r in records if r["n_channels"] == keep], bad
 
 
@@ -232,14 +267,27 @@ def _load_sample(pseudo_dir: Path, rec: dict) -> Sample:
 
     p = output_paths(pseudo_dir, rec["name"])
     pts = PointSet.from_csv(p["points"]) if p["points"].is_file() else None
-    return Sample(rec["name"], read_image(rec["image"]), tifffile.imread(p["labels"]).astype(np.int64),
-                  tifffile.imread(p["confidence"]).astype(np.float32), pts, meta=rec)
+    return Sample(
+        rec["name"],
+        read_image(rec["image"]),
+        tifffile.imread(p["labels"]).astype(np.int64),
+        tifffile.imread(p["confidence"]).astype(np.float32),
+        pts,
+        meta=rec,
+    )
 
 
 def _stage_key(opts: PipelineOptions, keys: list[str]) -> str:
     cfg = {k: v for k, v in opts.dataset_config.items() if k != "threads"}
-    d = {"inputs": keys, "spec": opts.spec, "filters": opts.filter_sigmas, "config": cfg,
-         "seed": opts.seed, "encoder": opts.encoder_weights, "channel_axis": str(opts.channel_axis)}
+    d = {
+        "inputs": keys,
+        "spec": opts.spec,
+        "filters": opts.filter_sigmas,
+        "config": cfg,
+        "seed": opts.seed,
+        "encoder": opts.encoder_weights,
+        "channel_axis": str(opts.channel_axis),
+    }
     return hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -252,9 +300,16 @@ def _train_stage(opts, samples, classes, path: Path, name: str, keys, cancel):
     cfg = DatasetTrainConfig.from_dict({**opts.dataset_config, "seed": opts.seed})
     spec = ModelSpec.from_dict(opts.spec) if opts.spec else None
     yield Message(f"{name}: preparing {len(samples)} image(s)")
-    net = DatasetTrainer(samples, classes, cfg, spec, filter_bank=opts.filter_bank(),
-                         channel_axis=opts.channel_axis,
-                         device=opts.device, encoder_weights=opts.encoder_weights)
+    net = DatasetTrainer(
+        samples,
+        classes,
+        cfg,
+        spec,
+        filter_bank=opts.filter_bank(),
+        channel_axis=opts.channel_axis,
+        device=opts.device,
+        encoder_weights=opts.encoder_weights,
+    )
     old = None
     if path.is_file():
         try:
@@ -271,8 +326,9 @@ def _train_stage(opts, samples, classes, path: Path, name: str, keys, cancel):
         run = net.run(cancel)
         for loss in run:
             if net.iteration % every == 0 or net.iteration == cfg.iterations:
-                yield Advance(every if net.iteration % every == 0 else net.iteration % every,
-                              f"loss {loss:.3f}")
+                yield Advance(
+                    every if net.iteration % every == 0 else net.iteration % every, f"loss {loss:.3f}"
+                )
         _check(cancel)
         net.save(path, {"stage_key": key, "stage": name})
     net.bundle_path = path
@@ -372,14 +428,29 @@ def _summary(opts, records, computed, self_labelled, skipped, classes, test, sec
         "n_self_labelled": len(self_labelled),
         "n_computed_stage1": len(computed),
         "pseudo_label_miou": float(np.mean(pq)) if pq else None,
-        "pseudo_labels": {r["name"]: {k: r.get(k) for k in ("source", "n_points", "fraction_labeled",
-                                                              "mean_confidence", "pseudo_label_miou", "seconds")}
-                          for r in records},
+        "pseudo_labels": {
+            r["name"]: {
+                k: r.get(k)
+                for k in (
+                    "source",
+                    "n_points",
+                    "fraction_labeled",
+                    "mean_confidence",
+                    "pseudo_label_miou",
+                    "seconds",
+                )
+            }
+            for r in records
+        },
         "test": test,
         "skipped": [asdict(s) for s in skipped],
         "bundle": str(bundle),
-        "options": {k: (str(v) if isinstance(v, Path) else v)
-                    for k, v in asdict(replace(opts, scheduler=str(opts.scheduler) if opts.scheduler else None)).items()},
+        "options": {
+            k: (str(v) if isinstance(v, Path) else v)
+            for k, v in asdict(
+                replace(opts, scheduler=str(opts.scheduler) if opts.scheduler else None)
+            ).items()
+        },
     }
     return s
 

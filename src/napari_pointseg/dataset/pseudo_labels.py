@@ -54,7 +54,7 @@ class PseudoLabelOptions:
     config: dict = field(default_factory=dict)
     device: str = "cpu"
     threads: int | None = None
-    filter_sigmas: tuple | None = None   # None: the default filter bank
+    filter_sigmas: tuple | None = None  # None: the default filter bank
 
     def filter_bank(self):
         from ..core.features import FilterBank
@@ -79,8 +79,12 @@ def _stat(p: Path | None):
 def output_paths(out_dir: str | Path, name: str) -> dict[str, Path]:
     """The files of one image: keys labels, confidence, points, record."""
     d = Path(out_dir)
-    return {"labels": d / f"{name}_labels.tif", "confidence": d / f"{name}_confidence.tif",
-            "points": d / f"{name}_points.csv", "record": d / f"{name}.json"}
+    return {
+        "labels": d / f"{name}_labels.tif",
+        "confidence": d / f"{name}_confidence.tif",
+        "points": d / f"{name}_points.csv",
+        "record": d / f"{name}.json",
+    }
 
 
 def load_record(out_dir: str | Path, name: str, key: str | None = None) -> dict | None:
@@ -131,8 +135,15 @@ def _from_points(item: Item, image, opts: PseudoLabelOptions, cancel):
         hw = int(np.prod(_spatial(image, opts)))
         n = max(2, int(np.floor(opts.rate * hw)))
         points = points.head(min(n, len(points)))
-    trainer = make_trainer(image, points, channel_axis=opts.channel_axis, config=cfg, spec=spec,
-                           device=opts.device, filter_bank=opts.filter_bank())
+    trainer = make_trainer(
+        image,
+        points,
+        channel_axis=opts.channel_axis,
+        config=cfg,
+        spec=spec,
+        device=opts.device,
+        filter_bank=opts.filter_bank(),
+    )
     for _ in trainer.run():
         if cancel is not None and cancel.is_set():
             trainer.stop()
@@ -156,14 +167,23 @@ def _from_oracle(image, mask, opts: PseudoLabelOptions, cancel):
         if cancel is not None and cancel.is_set():
             raise Cancelled()
 
-    res = run_oracle(image, mask, budget=opts.rate or 0.001, target=opts.target, seed=opts.seed,
-                     channel_axis=opts.channel_axis, config=cfg, spec=spec, device=opts.device,
-                     callback=check, filter_bank=opts.filter_bank())
+    res = run_oracle(
+        image,
+        mask,
+        budget=opts.rate or 0.001,
+        target=opts.target,
+        seed=opts.seed,
+        channel_axis=opts.channel_axis,
+        config=cfg,
+        spec=spec,
+        device=opts.device,
+        callback=check,
+        filter_bank=opts.filter_bank(),
+    )
     return res.points, np.asarray(res.prediction), np.asarray(res.proba)
 
 
-def pseudo_label_job(item: Item, out_dir: str | Path, opts: PseudoLabelOptions,
-                     cancel=None) -> dict:
+def pseudo_label_job(item: Item, out_dir: str | Path, opts: PseudoLabelOptions, cancel=None) -> dict:
     """Make (or find, if complete) the pseudo-label of one image. Never raises for bad input.
 
     Returns ``{'name', 'status', 'reason', 'record', 'seconds'}`` with status 'done',
@@ -194,8 +214,9 @@ def pseudo_label_job(item: Item, out_dir: str | Path, opts: PseudoLabelOptions,
             conf = proba.max(0).astype(np.float32)
         else:
             points, labels, conf = None, mask, np.ones(mask.shape, np.float32)
-        rec = _write_outputs(item, out_dir, key, source, cf, mask, points, labels, conf,
-                             time.perf_counter() - t0)
+        rec = _write_outputs(
+            item, out_dir, key, source, cf, mask, points, labels, conf, time.perf_counter() - t0
+        )
         return {**out, "record": rec, "seconds": rec["seconds"]}
     except Cancelled:
         raise
@@ -219,12 +240,19 @@ def _write_outputs(item, out_dir, key, source, cf, mask, points, labels, conf, s
         paths["points"].unlink()
     n_points = 0 if points is None else len(points)
     rec = {
-        "name": item.name, "key": key, "source": source, "image": str(item.image),
-        "shape": list(labels.shape), "n_channels": int(cf.shape[0]),
-        "classes": sorted(int(c) for c in np.unique(labels)) if points is None
+        "name": item.name,
+        "key": key,
+        "source": source,
+        "image": str(item.image),
+        "shape": list(labels.shape),
+        "n_channels": int(cf.shape[0]),
+        "classes": sorted(int(c) for c in np.unique(labels))
+        if points is None
         else sorted(set(int(c) for c in np.unique(labels)) | set(points.classes.tolist())),
-        "n_points": n_points, "fraction_labeled": n_points / labels.size if points is not None else 1.0,
-        "mean_confidence": float(conf.mean()), "seconds": round(float(seconds), 3),
+        "n_points": n_points,
+        "fraction_labeled": n_points / labels.size if points is not None else 1.0,
+        "mean_confidence": float(conf.mean()),
+        "seconds": round(float(seconds), 3),
     }
     if mask is not None:
         m = segmentation_metrics(mask, labels)

@@ -52,6 +52,7 @@ def start_parent_watchdog(parent_pid: int, interval: float = WATCHDOG_INTERVAL_S
     no cleanup can run that would wait for the dead parent; outputs are written atomically, so
     an image in progress leaves only a temp file that the next run removes.
     """
+
     def watch() -> None:
         while os.getppid() == parent_pid:
             time.sleep(interval)
@@ -62,8 +63,16 @@ def start_parent_watchdog(parent_pid: int, interval: float = WATCHDOG_INTERVAL_S
     return t
 
 
-def run_jobs(fn: Callable, items: Sequence, out_dir, opts, *, workers: int = 1,
-             scheduler: str | None = None, cancel=None) -> Iterator[dict]:
+def run_jobs(
+    fn: Callable,
+    items: Sequence,
+    out_dir,
+    opts,
+    *,
+    workers: int = 1,
+    scheduler: str | None = None,
+    cancel=None,
+) -> Iterator[dict]:
     """Yield ``fn(item, out_dir, opts)`` for every item, in completion order.
 
     workers <= 1 and no scheduler: in this process (``fn`` also gets ``cancel=cancel``, a
@@ -90,8 +99,12 @@ def _run_pool(fn, items, out_dir, opts, workers: int, cancel=None) -> Iterator[d
 
     threads = opts.threads or threads_per_worker(workers)
     opts = replace(opts, threads=threads)
-    ex = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
-                             initializer=_init_worker, initargs=(threads, os.getpid()))
+    ex = ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=mp.get_context("spawn"),
+        initializer=_init_worker,
+        initargs=(threads, os.getpid()),
+    )
     finished = False
     try:
         pending = {ex.submit(fn, item, out_dir, opts) for item in items}
@@ -105,8 +118,9 @@ def _run_pool(fn, items, out_dir, opts, workers: int, cancel=None) -> Iterator[d
                 return
         finished = True
     except BrokenProcessPool:
-        raise InputError("a worker process died (out of memory, or killed); finished images are "
-                         "kept: run again to resume") from None
+        raise InputError(
+            "a worker process died (out of memory, or killed); finished images are kept: run again to resume"
+        ) from None
     finally:
         if not finished:
             # cancelled (generator closed) or an error: running jobs would otherwise keep
@@ -134,15 +148,25 @@ def _run_dask(fn, items, out_dir, opts, scheduler) -> Iterator[dict]:
     run_id = uuid.uuid4().hex[:8]  # readable, unique task keys on a shared dashboard
     futures = []
     try:
-        futures = [client.submit(fn, item, str(out_dir), opts, pure=False,
-                                 key=f"pseudo-label-{getattr(item, 'name', i)}-{run_id}")
-                   for i, item in enumerate(items)]
+        futures = [
+            client.submit(
+                fn,
+                item,
+                str(out_dir),
+                opts,
+                pure=False,
+                key=f"pseudo-label-{getattr(item, 'name', i)}-{run_id}",
+            )
+            for i, item in enumerate(items)
+        ]
         for f in as_completed(futures):
             try:
                 yield f.result()
             except Exception as e:  # noqa: BLE001 - jobs catch their own errors: a worker died
-                raise InputError(f"a Dask task failed ({type(e).__name__}: {e}); finished images "
-                                 "are kept: run again to resume") from None
+                raise InputError(
+                    f"a Dask task failed ({type(e).__name__}: {e}); finished images "
+                    "are kept: run again to resume"
+                ) from None
         futures = []
     finally:
         if futures:

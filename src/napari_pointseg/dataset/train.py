@@ -28,8 +28,15 @@ from ..core.inputs import InputSpec, PreparedImage
 from ..core.models import ModelSpec
 from ..core.points import PointSet
 from ..core.serial import dataclass_from_dict, dataclass_to_dict
-from ..core.training_kit import (Augmenter, class_weights, make_optimizer, place_network, set_lr,
-                                 stack_batch, warmup_lr)
+from ..core.training_kit import (
+    Augmenter,
+    class_weights,
+    make_optimizer,
+    place_network,
+    set_lr,
+    stack_batch,
+    warmup_lr,
+)
 
 
 @dataclass
@@ -42,9 +49,9 @@ class DatasetTrainConfig:
     lr: float = 2e-3
     weight_decay: float = 1e-4
     warmup_iters: int = 50
-    min_lr_fraction: float = 0.05   # cosine decay to this fraction of lr
+    min_lr_fraction: float = 0.05  # cosine decay to this fraction of lr
     class_balance: float = 0.5
-    confidence_power: float = 1.0   # weight = p ** power (1: S4AL eq. 5; 0: plain pseudo-labels)
+    confidence_power: float = 1.0  # weight = p ** power (1: S4AL eq. 5; 0: plain pseudo-labels)
     point_weight: float = 1.0
     augment: bool = True
     seed: int = 0
@@ -75,8 +82,9 @@ class Sample:
     meta: dict = field(default_factory=dict)
 
 
-def fit_input_spec(images: Sequence[np.ndarray], channel_axis="auto",
-                   filter_bank: FilterBank | None = None) -> tuple[InputSpec, list[np.ndarray]]:
+def fit_input_spec(
+    images: Sequence[np.ndarray], channel_axis="auto", filter_bank: FilterBank | None = None
+) -> tuple[InputSpec, list[np.ndarray]]:
     """Feature standardisation pooled over a training set.
 
     Returns the InputSpec (mean / std per input channel over all pixels of all images) and
@@ -114,10 +122,17 @@ class DatasetTrainer:
     encoder_weights: optional LOCAL file initialising the encoder (never downloaded).
     """
 
-    def __init__(self, samples: Sequence[Sample], classes: Sequence[int] | None = None,
-                 config: DatasetTrainConfig | None = None, spec: ModelSpec | None = None,
-                 filter_bank: FilterBank | None = None, channel_axis="auto", device: str = "auto",
-                 encoder_weights: str | Path | None = None):
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        classes: Sequence[int] | None = None,
+        config: DatasetTrainConfig | None = None,
+        spec: ModelSpec | None = None,
+        filter_bank: FilterBank | None = None,
+        channel_axis="auto",
+        device: str = "auto",
+        encoder_weights: str | Path | None = None,
+    ):
         import torch
 
         from ..core.models import build_model, choose_device, load_encoder_weights, setup_torch
@@ -136,8 +151,14 @@ class DatasetTrainer:
         self.input_spec, feats = fit_input_spec([s.image for s in samples], channel_axis, filter_bank)
         # images of many sizes: the dataset network stays at full resolution unless told
         base = (spec or ModelSpec()).to_dict()
-        self.spec = ModelSpec(**{**base, "input_scale": base.get("input_scale") or 1,
-                                 "in_channels": self.input_spec.in_channels, "classes": len(self.classes)})
+        self.spec = ModelSpec(
+            **{
+                **base,
+                "input_scale": base.get("input_scale") or 1,
+                "in_channels": self.input_spec.in_channels,
+                "classes": len(self.classes),
+            }
+        )
         mean = np.asarray(self.input_spec.feature_mean, np.float32)[:, None, None]
         std = np.asarray(self.input_spec.feature_std, np.float32)[:, None, None]
         self.x, self.t, self.w = [], [], []
@@ -174,7 +195,11 @@ class DatasetTrainer:
             raise InputError(f"{s.name}: labels {labels.shape} differ from the image {tuple(shape)}")
         idx = np.searchsorted(self.classes, labels).clip(0, len(self.classes) - 1)
         t = np.where(self.classes[idx] == labels, idx, -1).astype(np.int64)
-        conf = np.ones(labels.shape, np.float32) if s.confidence is None else np.asarray(s.confidence, np.float32)
+        conf = (
+            np.ones(labels.shape, np.float32)
+            if s.confidence is None
+            else np.asarray(s.confidence, np.float32)
+        )
         w = np.clip(conf, 0.0, 1.0) ** self.config.confidence_power
         if s.points is not None and len(s.points):
             yx = s.points.pixel_coords()[:, -2:]
@@ -204,14 +229,21 @@ class DatasetTrainer:
             x, t, w = self.x[i], self.t[i], self.w[i]
             h, wd = x.shape[-2:]
             y0, x0 = int(self.rng.integers(h - s + 1)), int(self.rng.integers(wd - s + 1))
-            xc, tc, wc = x[:, y0:y0 + s, x0:x0 + s], t[y0:y0 + s, x0:x0 + s], w[y0:y0 + s, x0:x0 + s]
+            xc, tc, wc = (
+                x[:, y0 : y0 + s, x0 : x0 + s],
+                t[y0 : y0 + s, x0 : x0 + s],
+                w[y0 : y0 + s, x0 : x0 + s],
+            )
             if self.config.augment:
                 xc, tc, wc = self.augment(xc, tc, wc)
             xs.append(xc)
             ts.append(tc)
             ws.append(wc)
-        return (stack_batch(xs, self.device), torch.stack(ts).to(self.device),
-                torch.stack(ws).to(self.device))
+        return (
+            stack_batch(xs, self.device),
+            torch.stack(ts).to(self.device),
+            torch.stack(ws).to(self.device),
+        )
 
     # -- training ---------------------------------------------------------------------------
     def _lr(self) -> float:
@@ -269,5 +301,14 @@ class DatasetTrainer:
         ex = {"kind": "dataset", "train_images": self.names, **(extra or {})}
         if self.encoder_init:
             ex["encoder_init"] = self.encoder_init
-        return save_bundle(path, self.model, self.spec, self.classes.tolist(), self.input_spec,
-                           None, None, self.config.to_dict(), ex)
+        return save_bundle(
+            path,
+            self.model,
+            self.spec,
+            self.classes.tolist(),
+            self.input_spec,
+            None,
+            None,
+            self.config.to_dict(),
+            ex,
+        )

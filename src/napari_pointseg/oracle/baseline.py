@@ -25,21 +25,26 @@ def rf_features(image: np.ndarray, channel_axis="auto", rgb=None) -> np.ndarray:
     lo = np.percentile(cf, 1, axis=(1, 2), keepdims=True)
     hi = np.percentile(cf, 99, axis=(1, 2), keepdims=True)
     cf = (cf - lo) / np.maximum(hi - lo, 1e-6)
-    feats = multiscale_basic_features(np.moveaxis(cf, 0, -1), channel_axis=-1, sigma_min=1,
-                                      sigma_max=16)
+    feats = multiscale_basic_features(np.moveaxis(cf, 0, -1), channel_axis=-1, sigma_min=1, sigma_max=16)
     return feats.astype(np.float32, copy=False)
 
 
-def rf_baseline(image: np.ndarray, points: PointSet, channel_axis="auto", rgb=None,
-                seed: int = 0, features: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+def rf_baseline(
+    image: np.ndarray,
+    points: PointSet,
+    channel_axis="auto",
+    rgb=None,
+    seed: int = 0,
+    features: np.ndarray | None = None,
+) -> tuple[np.ndarray, float]:
     """Random forest on ``points`` -> (prediction (H, W) with the points' label values, seconds).
 
     image: raw 2D image; points: 2D PointSet (labels are label values, >= 2 classes).
     features: `rf_features` of ``image`` computed earlier (then not counted in the seconds).
     Seconds include feature computation (unless given), fitting and prediction.
     """
-    from sklearn.ensemble import RandomForestClassifier
     from skimage.future import fit_segmenter, predict_segmenter
+    from sklearn.ensemble import RandomForestClassifier
 
     t0 = time.perf_counter()
     feats = rf_features(image, channel_axis, rgb) if features is None else features

@@ -103,12 +103,23 @@ def honoured_fraction(pred: np.ndarray, points: PointSet) -> float:
     return float(np.mean(pred[pix[:, 0], pix[:, 1]] == points.labels))
 
 
-def run_correcting_user(image: np.ndarray, mask: np.ndarray, *, budget: float = 0.003,
-                        checkpoints=(0.0005, 0.001, 0.003), first_per_class: int = 5,
-                        per_round: int = 5, seed: int = 0, channel_axis="auto", rgb=None,
-                        config: TrainConfig | None = None, spec: ModelSpec | None = None,
-                        device: str = "auto", filter_bank: FilterBank | None = None,
-                        callback: Callable[[dict], None] | None = None) -> UserResult:
+def run_correcting_user(
+    image: np.ndarray,
+    mask: np.ndarray,
+    *,
+    budget: float = 0.003,
+    checkpoints=(0.0005, 0.001, 0.003),
+    first_per_class: int = 5,
+    per_round: int = 5,
+    seed: int = 0,
+    channel_axis="auto",
+    rgb=None,
+    config: TrainConfig | None = None,
+    spec: ModelSpec | None = None,
+    device: str = "auto",
+    filter_bank: FilterBank | None = None,
+    callback: Callable[[dict], None] | None = None,
+) -> UserResult:
     """Simulate a user correcting the live prediction (module docstring) on one 2D image.
 
     image: raw 2D image (grey or channels); mask: (H, W) integer label values (>= 2 classes).
@@ -133,8 +144,9 @@ def run_correcting_user(image: np.ndarray, mask: np.ndarray, *, budget: float = 
     clicked = np.zeros(truth.shape, bool)
     clicked[first[:, 0], first[:, 1]] = True
     points = PointSet(first.astype(np.float64), truth[first[:, 0], first[:, 1]])
-    trainer = SparseTrainer(prep, points, classes=classes, config=replace(cfg, final_iters=0),
-                            spec=spec, device=device)
+    trainer = SparseTrainer(
+        prep, points, classes=classes, config=replace(cfg, final_iters=0), spec=spec, device=device
+    )
     curve: list[dict] = []
     done: list[dict] = []
     rnd = 0
@@ -149,9 +161,14 @@ def run_correcting_user(image: np.ndarray, mask: np.ndarray, *, budget: float = 
         pred = trainer.predict(0)
         m = segmentation_metrics(truth, pred, labels=classes)
         rnd += 1
-        row = {"round": rnd, "n_points": n, "fraction_labeled": n / truth.size,
-               "miou": m["miou"], "seconds": round(time.perf_counter() - t0, 3),
-               "iterations": trainer.iteration}
+        row = {
+            "round": rnd,
+            "n_points": n,
+            "fraction_labeled": n / truth.size,
+            "miou": m["miou"],
+            "seconds": round(time.perf_counter() - t0, 3),
+            "iterations": trainer.iteration,
+        }
         curve.append(row)
         if callback is not None:
             callback(row)
@@ -165,8 +182,11 @@ def run_correcting_user(image: np.ndarray, mask: np.ndarray, *, budget: float = 
         trainer.add_points(new.astype(np.float64), truth[new[:, 0], new[:, 1]])
         n += len(new)
     # marks never reached (nothing left to correct): the final state stands for them
-    done += [_checkpoint(mark, truth.size, m, pred, trainer, row) for mark in marks
-             if mark not in {d["mark"] for d in done}]
+    done += [
+        _checkpoint(mark, truth.size, m, pred, trainer, row)
+        for mark in marks
+        if mark not in {d["mark"] for d in done}
+    ]
     trainer.config.final_iters = final_iters
     done.sort(key=lambda d: d["mark"])
     return UserResult(trainer.points, done, curve, trainer)
@@ -174,12 +194,19 @@ def run_correcting_user(image: np.ndarray, mask: np.ndarray, *, budget: float = 
 
 def _checkpoint(mark: int, n_pixels: int, m: dict, pred: np.ndarray, trainer, row: dict) -> dict:
     """The state recorded at one checkpoint (see `UserResult`)."""
-    return {"mark": mark, "fraction": mark / n_pixels, "n_points": len(trainer.points),
-            "miou": m["miou"], "per_class_iou": m["per_class_iou"],
-            "pixel_accuracy": m["pixel_accuracy"],
-            "honoured": honoured_fraction(pred, trainer.points), "seconds": row["seconds"],
-            "iterations": trainer.iteration, "points": trainer.points.copy(),
-            "prediction": pred}
+    return {
+        "mark": mark,
+        "fraction": mark / n_pixels,
+        "n_points": len(trainer.points),
+        "miou": m["miou"],
+        "per_class_iou": m["per_class_iou"],
+        "pixel_accuracy": m["pixel_accuracy"],
+        "honoured": honoured_fraction(pred, trainer.points),
+        "seconds": row["seconds"],
+        "iterations": trainer.iteration,
+        "points": trainer.points.copy(),
+        "prediction": pred,
+    }
 
 
 def max_drop_after(curve: list[dict], level: float = 0.8) -> float:

@@ -45,12 +45,27 @@ def replay_config(config: TrainConfig, n_points: int, total_iters: int, order: s
     """
     n_steps = len(step_sizes(n_points, config.points_per_step, config.step_growth))
     per_step = max(1, int(round((total_iters - config.final_iters) / n_steps)))
-    return replace(config, order=order, seed=seed, iters_per_step=per_step,
-                   min_iters_per_step=per_step, fit_threshold=1.01)
+    return replace(
+        config,
+        order=order,
+        seed=seed,
+        iters_per_step=per_step,
+        min_iters_per_step=per_step,
+        fit_threshold=1.01,
+    )
 
 
-def train_fresh(image, mask, points: PointSet, config: TrainConfig, *, channel_axis="auto",
-                spec: ModelSpec | None = None, device="auto", filter_bank=None) -> tuple[float, float, np.ndarray]:
+def train_fresh(
+    image,
+    mask,
+    points: PointSet,
+    config: TrainConfig,
+    *,
+    channel_axis="auto",
+    spec: ModelSpec | None = None,
+    device="auto",
+    filter_bank=None,
+) -> tuple[float, float, np.ndarray]:
     """Train a new network on ``points`` with ``config``; (mIoU, seconds, prediction)."""
     t0 = time.perf_counter()
     classes = np.unique(mask)
@@ -68,10 +83,19 @@ def _mean_std(values) -> dict:
     return {"mean": float(v.mean()), "std": float(v.std()), "n": int(len(v))}
 
 
-def run_orders(images: Sequence[ImageItem], seeds: Sequence[int] = (0, 1), *, budget: float = 0.003,
-               target: float = 0.995, config: TrainConfig | None = None, spec: ModelSpec | None = None,
-               device: str = "auto", orders: Sequence[str] = ORDERS, out_dir: str | Path | None = None,
-               progress: Callable[[str], None] | None = None) -> dict:
+def run_orders(
+    images: Sequence[ImageItem],
+    seeds: Sequence[int] = (0, 1),
+    *,
+    budget: float = 0.003,
+    target: float = 0.995,
+    config: TrainConfig | None = None,
+    spec: ModelSpec | None = None,
+    device: str = "auto",
+    orders: Sequence[str] = ORDERS,
+    out_dir: str | Path | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict:
     """Table 1. Returns ``{"runs": [...], "summary": {order: {mean, std, n}}, ...}``.
 
     Each run row: image, seed, n_points, fraction_labeled, iterations, oracle_miou and
@@ -81,32 +105,66 @@ def run_orders(images: Sequence[ImageItem], seeds: Sequence[int] = (0, 1), *, bu
     runs = []
     for name, image, mask, ca in images:
         for seed in seeds:
-            res = run_oracle(image, mask, budget=budget, target=target, seed=seed, channel_axis=ca,
-                             config=cfg, spec=spec, device=device)
+            res = run_oracle(
+                image,
+                mask,
+                budget=budget,
+                target=target,
+                seed=seed,
+                channel_axis=ca,
+                config=cfg,
+                spec=spec,
+                device=device,
+            )
             n = len(res.points)
-            row = {"image": name, "seed": seed, "n_points": n,
-                   "fraction_labeled": res.metrics["fraction_labeled"],
-                   "iterations": res.metrics["iterations"], "oracle_miou": res.metrics["miou"],
-                   "oracle_seconds": res.metrics["seconds"], "curve": res.metrics["curve"], "orders": {}}
+            row = {
+                "image": name,
+                "seed": seed,
+                "n_points": n,
+                "fraction_labeled": res.metrics["fraction_labeled"],
+                "iterations": res.metrics["iterations"],
+                "oracle_miou": res.metrics["miou"],
+                "oracle_seconds": res.metrics["seconds"],
+                "curve": res.metrics["curve"],
+                "orders": {},
+            }
             _log(progress, f"{name} seed {seed}: oracle mIoU {res.metrics['miou']:.4f} with {n} points")
             for order in orders:
                 rc = replay_config(cfg, n, res.metrics["iterations"], order, seed)
-                m, secs, _ = train_fresh(image, mask, res.points, rc, channel_axis=ca, spec=spec, device=device)
+                m, secs, _ = train_fresh(
+                    image, mask, res.points, rc, channel_axis=ca, spec=spec, device=device
+                )
                 row["orders"][order] = m
                 _log(progress, f"  {order:8s} mIoU {m:.4f} ({secs:.0f} s)")
             runs.append(row)
-    table = {"experiment": "orders", "budget": budget, "target": target, "seeds": list(seeds),
-             "config": cfg.to_dict(), "spec": (spec or ModelSpec()).to_dict(), "runs": runs,
-             "summary": {o: _mean_std(r["orders"][o] for r in runs) for o in orders}}
+    table = {
+        "experiment": "orders",
+        "budget": budget,
+        "target": target,
+        "seeds": list(seeds),
+        "config": cfg.to_dict(),
+        "spec": (spec or ModelSpec()).to_dict(),
+        "runs": runs,
+        "summary": {o: _mean_std(r["orders"][o] for r in runs) for o in orders},
+    }
     if out_dir is not None:
         _write(out_dir, "orders", table, _plot_orders)
     return table
 
 
-def run_samplers(images: Sequence[ImageItem], seeds: Sequence[int] = (0,), *, budget: float = 0.003,
-                 target: float = 0.995, kinds: Sequence[str] = LABEL_BASED + ACQUISITIONS,
-                 config: TrainConfig | None = None, spec: ModelSpec | None = None, device: str = "auto",
-                 out_dir: str | Path | None = None, progress: Callable[[str], None] | None = None) -> dict:
+def run_samplers(
+    images: Sequence[ImageItem],
+    seeds: Sequence[int] = (0,),
+    *,
+    budget: float = 0.003,
+    target: float = 0.995,
+    kinds: Sequence[str] = LABEL_BASED + ACQUISITIONS,
+    config: TrainConfig | None = None,
+    spec: ModelSpec | None = None,
+    device: str = "auto",
+    out_dir: str | Path | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict:
     """Table 3. Every sampler gets as many points as the oracle revealed on that image/seed.
 
     Each run row: image, seed, n_points and ``methods: {name: {miou, rf_miou, rf_seconds,
@@ -118,38 +176,76 @@ def run_samplers(images: Sequence[ImageItem], seeds: Sequence[int] = (0,), *, bu
     for name, image, mask, ca in images:
         for seed in seeds:
             rng = np.random.default_rng(1000 + seed)
-            res = run_oracle(image, mask, budget=budget, target=target, seed=seed, channel_axis=ca,
-                             config=cfg, spec=spec, device=device)
+            res = run_oracle(
+                image,
+                mask,
+                budget=budget,
+                target=target,
+                seed=seed,
+                channel_axis=ca,
+                config=cfg,
+                spec=spec,
+                device=device,
+            )
             n, iters = len(res.points), res.metrics["iterations"]
             rc = replay_config(cfg, n, iters, "correct", seed)
             found = {"oracle": (res.points, res.metrics["miou"], res.metrics["curve"])}
             for kind in kinds:
                 if kind in ACQUISITIONS:
-                    act = active_points(image, mask, n, kind, seed=seed, channel_axis=ca, config=cfg,
-                                        spec=spec, device=device)
+                    act = active_points(
+                        image, mask, n, kind, seed=seed, channel_axis=ca, config=cfg, spec=spec, device=device
+                    )
                     found[kind] = (act.points, act.metrics["miou"], act.metrics["curve"])
                 else:
                     yx = label_based_points(kind, image, mask, n, rng, channel_axis=ca)
-                    found[kind] = (PointSet(yx.astype(np.float64), np.asarray(mask)[yx[:, 0], yx[:, 1]]),
-                                   None, None)
-            row = {"image": name, "seed": seed, "n_points": n,
-                   "fraction_labeled": n / np.asarray(mask).size, "methods": {}}
+                    found[kind] = (
+                        PointSet(yx.astype(np.float64), np.asarray(mask)[yx[:, 0], yx[:, 1]]),
+                        None,
+                        None,
+                    )
+            row = {
+                "image": name,
+                "seed": seed,
+                "n_points": n,
+                "fraction_labeled": n / np.asarray(mask).size,
+                "methods": {},
+            }
             for method, (pts, loop_miou, curve) in found.items():
                 if len(pts.classes) < 2:
                     row["methods"][method] = {"miou": None, "note": "points cover one class"}
                     continue
                 m, secs, _ = train_fresh(image, mask, pts, rc, channel_axis=ca, spec=spec, device=device)
                 rf_pred, rf_s = rf_baseline(image, pts, channel_axis=ca, seed=seed)
-                row["methods"][method] = {"miou": m, "seconds": secs, "rf_miou": miou(mask, rf_pred, np.unique(mask)),
-                                          "rf_seconds": rf_s, "loop_miou": loop_miou, "curve": curve}
-                _log(progress, f"{name} seed {seed} {method:16s} net {m:.4f}  RF {row['methods'][method]['rf_miou']:.4f}")
+                row["methods"][method] = {
+                    "miou": m,
+                    "seconds": secs,
+                    "rf_miou": miou(mask, rf_pred, np.unique(mask)),
+                    "rf_seconds": rf_s,
+                    "loop_miou": loop_miou,
+                    "curve": curve,
+                }
+                _log(
+                    progress,
+                    f"{name} seed {seed} {method:16s} net {m:.4f}  RF {row['methods'][method]['rf_miou']:.4f}",
+                )
             runs.append(row)
     methods = list(runs[0]["methods"]) if runs else []
-    table = {"experiment": "samplers", "budget": budget, "target": target, "seeds": list(seeds),
-             "config": cfg.to_dict(), "spec": (spec or ModelSpec()).to_dict(), "runs": runs,
-             "summary": {m: {"net": _mean_std(r["methods"][m].get("miou") for r in runs),
-                             "rf": _mean_std(r["methods"][m].get("rf_miou") for r in runs)}
-                         for m in methods}}
+    table = {
+        "experiment": "samplers",
+        "budget": budget,
+        "target": target,
+        "seeds": list(seeds),
+        "config": cfg.to_dict(),
+        "spec": (spec or ModelSpec()).to_dict(),
+        "runs": runs,
+        "summary": {
+            m: {
+                "net": _mean_std(r["methods"][m].get("miou") for r in runs),
+                "rf": _mean_std(r["methods"][m].get("rf_miou") for r in runs),
+            }
+            for m in methods
+        },
+    }
     if out_dir is not None:
         _write(out_dir, "samplers", table, _plot_samplers)
     return table
@@ -158,6 +254,7 @@ def run_samplers(images: Sequence[ImageItem], seeds: Sequence[int] = (0,), *, bu
 # ---------------------------------------------------------------------------------------------
 # output
 # ---------------------------------------------------------------------------------------------
+
 
 def _write(out_dir, name: str, table: dict, plot) -> None:
     from ..core.session import write_json
@@ -178,8 +275,14 @@ def _plot_orders(table: dict, path: Path) -> None:
     markers = {"correct": "o", "entire": "s", "random": "^", "reverse": "v"}
     for i, r in enumerate(table["runs"]):
         c = f"C{i % 10}"
-        ax.plot([p["fraction_labeled"] * 100 for p in r["curve"]], [p["miou"] for p in r["curve"]],
-                color=c, lw=1, alpha=0.7, label=f"{r['image']} s{r['seed']} oracle")
+        ax.plot(
+            [p["fraction_labeled"] * 100 for p in r["curve"]],
+            [p["miou"] for p in r["curve"]],
+            color=c,
+            lw=1,
+            alpha=0.7,
+            label=f"{r['image']} s{r['seed']} oracle",
+        )
         for o, m in r["orders"].items():
             ax.scatter([r["fraction_labeled"] * 100], [m], color=c, marker=markers.get(o, "x"), s=30)
     for o, mk in markers.items():
@@ -202,11 +305,17 @@ def _plot_samplers(table: dict, path: Path) -> None:
         for r in table["runs"]:
             d = r["methods"][method]
             if d.get("curve"):
-                ax.plot([p["fraction_labeled"] * 100 for p in d["curve"]], [p["miou"] for p in d["curve"]],
-                        color=c, lw=1, alpha=0.6)
+                ax.plot(
+                    [p["fraction_labeled"] * 100 for p in d["curve"]],
+                    [p["miou"] for p in d["curve"]],
+                    color=c,
+                    lw=1,
+                    alpha=0.6,
+                )
             if d.get("miou") is not None:
-                ax.scatter([r["fraction_labeled"] * 100], [d["miou"]], color=c, s=25,
-                           label=method if first else None)
+                ax.scatter(
+                    [r["fraction_labeled"] * 100], [d["miou"]], color=c, s=25, label=method if first else None
+                )
                 first = False
     _finish_plot(fig, ax, "Samplers (Table 3): fresh network per method; lines = active loops", path)
 

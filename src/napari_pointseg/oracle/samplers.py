@@ -21,9 +21,9 @@ import math
 
 import numpy as np
 
-from ..core.errors import InputError
 from ..core.checks import plane_image
-from ..core.suggest import ACQUISITIONS, as_rng, excluded_mask
+from ..core.errors import InputError
+from ..core.suggest import ACQUISITIONS, as_rng, excluded_mask, suggest_points
 
 LABEL_BASED = ("random", "uniform", "edge", "slic", "geodesic")
 
@@ -53,6 +53,7 @@ def _fill(points: np.ndarray, n: int, shape, taken: np.ndarray, rng) -> np.ndarr
 # label-based heuristics
 # ---------------------------------------------------------------------------------------------
 
+
 def random_points(shape, n: int, rng=None, exclude=None) -> np.ndarray:
     """n distinct random pixels of a (H, W) grid."""
     rng = as_rng(rng)
@@ -72,7 +73,7 @@ def grid_points(shape, n: int, rng=None, exclude=None) -> np.ndarray:
     pts = []
     for i in range(ny):
         for j in range(nx):
-            free = np.argwhere(~taken[ys[i]:ys[i + 1], xs[j]:xs[j + 1]])
+            free = np.argwhere(~taken[ys[i] : ys[i + 1], xs[j] : xs[j + 1]])
             if len(free):
                 y, x = free[rng.integers(len(free))]
                 pts.append((ys[i] + y, xs[j] + x))
@@ -101,8 +102,9 @@ def _grey_or_channels_last(image, channel_axis="auto", rgb=None) -> np.ndarray:
     return np.clip(np.moveaxis((cf - lo) / np.maximum(hi - lo, 1e-6), 0, -1), 0, 1)
 
 
-def slic_points(image: np.ndarray, n: int, rng=None, exclude=None, channel_axis="auto",
-                rgb=None) -> np.ndarray:
+def slic_points(
+    image: np.ndarray, n: int, rng=None, exclude=None, channel_axis="auto", rgb=None
+) -> np.ndarray:
     """One random pixel in each of about n SLIC superpixels."""
     from skimage.segmentation import slic
 
@@ -123,8 +125,15 @@ def slic_points(image: np.ndarray, n: int, rng=None, exclude=None, channel_axis=
     return _fill(pts, n, shape, taken, rng)
 
 
-def geodesic_points(image: np.ndarray, n: int, rng=None, exclude=None, channel_axis="auto",
-                    rgb=None, edge_weight: float = 20.0) -> np.ndarray:
+def geodesic_points(
+    image: np.ndarray,
+    n: int,
+    rng=None,
+    exclude=None,
+    channel_axis="auto",
+    rgb=None,
+    edge_weight: float = 20.0,
+) -> np.ndarray:
     """Iterative farthest-point sampling in a geodesic distance (cost 1 + edge_weight * |grad|).
 
     The first point is random; each next point is the pixel farthest (geodesically) from all
@@ -173,8 +182,9 @@ def geodesic_points(image: np.ndarray, n: int, rng=None, exclude=None, channel_a
     return _fill(out, n, shape, taken, rng)
 
 
-def label_based_points(kind: str, image: np.ndarray, mask: np.ndarray, n: int, rng=None,
-                       channel_axis="auto", rgb=None) -> np.ndarray:
+def label_based_points(
+    kind: str, image: np.ndarray, mask: np.ndarray, n: int, rng=None, channel_axis="auto", rgb=None
+) -> np.ndarray:
     """Dispatch to a label-based sampler by name (LABEL_BASED). Returns (n, 2) int64 yx."""
     rng = as_rng(rng)
     shape = np.asarray(mask).shape
@@ -195,9 +205,21 @@ def label_based_points(kind: str, image: np.ndarray, mask: np.ndarray, n: int, r
 # label-free acquisition run actively (the scores and `suggest_points` are in core.suggest)
 # ---------------------------------------------------------------------------------------------
 
-def active_points(image: np.ndarray, mask: np.ndarray, n: int, kind: str = "margin", *, seed: int = 0,
-                  channel_axis="auto", rgb=None, config=None, spec=None, device="auto",
-                  filter_bank=None):
+
+def active_points(
+    image: np.ndarray,
+    mask: np.ndarray,
+    n: int,
+    kind: str = "margin",
+    *,
+    seed: int = 0,
+    channel_axis="auto",
+    rgb=None,
+    config=None,
+    spec=None,
+    device="auto",
+    filter_bank=None,
+):
     """Label-free acquisition run actively: train, compute probabilities, pick the next k with
     `suggest_points`, reveal their labels from ``mask``, repeat until n points.
 
@@ -211,6 +233,17 @@ def active_points(image: np.ndarray, mask: np.ndarray, n: int, kind: str = "marg
     def picker(pred, proba, truth, k, rng, revealed):
         return suggest_points(proba, k, kind, exclude=revealed, rng=rng)
 
-    return run_active(image, mask, picker, budget=budget, target=1.0, seed=seed,
-                      channel_axis=channel_axis, rgb=rgb, config=config, spec=spec, device=device,
-                      filter_bank=filter_bank)
+    return run_active(
+        image,
+        mask,
+        picker,
+        budget=budget,
+        target=1.0,
+        seed=seed,
+        channel_axis=channel_axis,
+        rgb=rgb,
+        config=config,
+        spec=spec,
+        device=device,
+        filter_bank=filter_bank,
+    )

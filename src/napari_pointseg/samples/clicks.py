@@ -9,8 +9,10 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-def human_like_points(mask: np.ndarray, fraction: float = 0.0015,
-                      seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+
+def human_like_points(
+    mask: np.ndarray, fraction: float = 0.0015, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """Example clicks on ``mask`` in the order a human annotator would place them.
 
     First 2-3 points per class deep inside large regions, classes interleaved (so the first

@@ -88,8 +88,10 @@ def load_sample(name: str) -> Sample:
     image_path, mask_path, points_path = sample_paths(name)
     missing = [p.name for p in (image_path, mask_path, points_path) if not p.is_file()]
     if missing:
-        raise InputError(f"sample {name!r}: missing {', '.join(missing)} in {sample_dir()}; "
-                         "regenerate with `python sample_data/make_samples.py`")
+        raise InputError(
+            f"sample {name!r}: missing {', '.join(missing)} in {sample_dir()}; "
+            "regenerate with `python sample_data/make_samples.py`"
+        )
     channel_axis, rgb = _LAYOUT[name]
     return Sample(
         image=tifffile.imread(image_path),
@@ -107,6 +109,7 @@ def load_sample(name: str) -> Sample:
 # generated data sets
 # ---------------------------------------------------------------------------------------------
 
+
 def _generate(kind: str, size: int, seed: int):
     if kind not in SAMPLES:
         raise InputError(f"unknown sample kind {kind!r}; choose one of {', '.join(SAMPLES)}")
@@ -118,12 +121,19 @@ def _generate(kind: str, size: int, seed: int):
 def write_tif(path: str | Path, array: np.ndarray, rgb: bool = False) -> Path:
     """Write ``array`` as a small zlib TIFF (level 9, predictor: committed sample files), RGB
     when ``rgb``, else grey pages."""
-    return write_tif_atomic(path, array, photometric="rgb" if rgb else "minisblack",
-                            compressionargs={"level": 9}, predictor=True)
+    return write_tif_atomic(
+        path, array, photometric="rgb" if rgb else "minisblack", compressionargs={"level": 9}, predictor=True
+    )
 
 
-def make_dataset(out_dir: str | Path, kind: str = "nuclei", n_images: int = 12, size: int = 256,
-                 seed: int = 0, points_fraction: float = 0.002) -> list[Path]:
+def make_dataset(
+    out_dir: str | Path,
+    kind: str = "nuclei",
+    n_images: int = 12,
+    size: int = 256,
+    seed: int = 0,
+    points_fraction: float = 0.002,
+) -> list[Path]:
     """Write a small dataset of ``n_images`` synthetic images of one ``kind`` (a SAMPLES key).
 
     Layout: ``out_dir/images/img_000.tif``, ``out_dir/masks/img_000.tif`` (uint8 labels, see

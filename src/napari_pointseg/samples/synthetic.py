@@ -59,8 +59,9 @@ def _illumination(rng: np.random.Generator, shape, vignetting=(0.25, 0.45), grad
     return np.clip(vign * grad * blotches, 0.35, None)
 
 
-def _camera(rng: np.random.Generator, photons: np.ndarray, offset=100.0, read_noise=3.0,
-            max_value=4095) -> np.ndarray:
+def _camera(
+    rng: np.random.Generator, photons: np.ndarray, offset=100.0, read_noise=3.0, max_value=4095
+) -> np.ndarray:
     """Shot noise (Poisson) on expected photons, read noise, camera offset, 12-bit clip -> uint16."""
     counts = rng.poisson(np.clip(photons, 0, None)).astype(np.float64)
     adu = offset + counts + rng.normal(0.0, read_noise, photons.shape)
@@ -246,8 +247,9 @@ def _cell_geometry(rng, shape, seeds):
     shift = rng.uniform(-0.2, 0.2, (n, 2)) * np.c_[b, a]
     na = np.maximum(a * rng.uniform(0.32, 0.48, n), 6.0)
     nb = np.maximum(na * rng.uniform(0.65, 1.0, n), 5.0)
-    q_nuc = frame(seeds[:, 0] + shift[:, 0], seeds[:, 1] + shift[:, 1], na, nb,
-                  angle + rng.normal(0, 0.3, n), 0.15)
+    q_nuc = frame(
+        seeds[:, 0] + shift[:, 0], seeds[:, 1] + shift[:, 1], na, nb, angle + rng.normal(0, 0.3, n), 0.15
+    )
     return territory, inner, q_cell, q_nuc
 
 
@@ -387,8 +389,16 @@ def _glands(rng, canvas, occupied, chromatin, rough):
                 dy = u * np.sin(angle) + v * np.cos(angle)
                 dx = u * np.cos(angle) - v * np.sin(angle)
                 axes = (rng.uniform(4.0, 5.5), rng.uniform(2.5, 3.4))
-                _stamp_nucleus(rng, canvas, (center[0] + dy, center[1] + dx), axes,
-                               np.arctan2(dy, dx), rng.uniform(0.6, 0.95), chromatin, rough)
+                _stamp_nucleus(
+                    rng,
+                    canvas,
+                    (center[0] + dy, center[1] + dx),
+                    axes,
+                    np.arctan2(dy, dx),
+                    rng.uniform(0.6, 0.95),
+                    chromatin,
+                    rough,
+                )
 
 
 def _stromal_cells(rng, canvas, occupied, orientation, chromatin, rough):
@@ -401,8 +411,16 @@ def _stromal_cells(rng, canvas, occupied, orientation, chromatin, rough):
     n_fibro = int(free.sum() / 900)
     for i in rng.choice(ys.size, size=min(n_fibro, ys.size), replace=False):
         axes = (rng.uniform(5, 8.5), rng.uniform(1.6, 2.4))
-        _stamp_nucleus(rng, canvas, (ys[i], xs[i]), axes, orientation[ys[i], xs[i]] + rng.normal(0, 0.2),
-                       rng.uniform(0.6, 0.9), chromatin, rough)
+        _stamp_nucleus(
+            rng,
+            canvas,
+            (ys[i], xs[i]),
+            axes,
+            orientation[ys[i], xs[i]] + rng.normal(0, 0.2),
+            rng.uniform(0.6, 0.9),
+            chromatin,
+            rough,
+        )
     for _ in range(max(1, shape[0] * shape[1] // 120000)):
         i = rng.integers(ys.size)
         cy, cx = ys[i], xs[i]
@@ -411,8 +429,16 @@ def _stromal_cells(rng, canvas, occupied, orientation, chromatin, rough):
             ci = np.clip(np.rint(c).astype(int), 0, np.array(shape) - 1)
             if free[ci[0], ci[1]]:
                 r = rng.uniform(2.6, 3.6)
-                _stamp_nucleus(rng, canvas, c, (r, r * rng.uniform(0.85, 1)), 0.0,
-                               rng.uniform(1.0, 1.3), chromatin, rough)
+                _stamp_nucleus(
+                    rng,
+                    canvas,
+                    c,
+                    (r, r * rng.uniform(0.85, 1)),
+                    0.0,
+                    rng.uniform(1.0, 1.3),
+                    chromatin,
+                    rough,
+                )
 
 
 def _empty_spaces(rng, canvas, occupied):
@@ -439,8 +465,11 @@ def _stain_to_rgb(rng, hema, eosin):
     h_vec = np.array([0.56, 0.72, 0.41]) + rng.normal(0, 0.03, 3)
     e_vec = np.array([0.22, 0.80, 0.56]) + rng.normal(0, 0.03, 3)
     h_vec, e_vec = h_vec / np.linalg.norm(h_vec), e_vec / np.linalg.norm(e_vec)
-    od = (rng.uniform(0.85, 1.15) * hema[..., None] * h_vec
-          + rng.uniform(0.85, 1.15) * eosin[..., None] * e_vec + 0.02)
+    od = (
+        rng.uniform(0.85, 1.15) * hema[..., None] * h_vec
+        + rng.uniform(0.85, 1.15) * eosin[..., None] * e_vec
+        + 0.02
+    )
     light = 246 * (1 + 0.03 * _smooth_noise(rng, hema.shape, hema.shape[0] / 4))
     rgb = light[..., None] * 10.0 ** (-od) + rng.normal(0, 3.0, od.shape)
     return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)

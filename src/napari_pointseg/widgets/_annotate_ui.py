@@ -69,10 +69,10 @@ def _classes_box(view) -> QGroupBox:
     view.classes.classesChanged.connect(view.on_classes_changed)
     column.addWidget(view.classes)
     row = QHBoxLayout()
-    view.remove_last_button = _button("Remove last point", "annotate.remove_last",
-                                      view.remove_last_point)
-    view.relabel_button = _button("Relabel selected", "annotate.relabel",
-                                  lambda: view.relabel_selected(view.classes.current_value()))
+    view.remove_last_button = _button("Remove last point", "annotate.remove_last", view.remove_last_point)
+    view.relabel_button = _button(
+        "Relabel selected", "annotate.relabel", lambda: view.relabel_selected(view.classes.current_value())
+    )
     row.addWidget(view.remove_last_button)
     row.addWidget(view.relabel_button)
     column.addLayout(row)
@@ -121,8 +121,9 @@ def _results_box(view) -> QGroupBox:
     view.n_suggest.setValue(5)
     view.n_suggest.setToolTip(tip("annotate.n_suggest"))
     view.suggest_button = _button("Suggest points", "annotate.suggest", lambda: view.suggest_points())
-    view.accept_button = _button("Accept as class", "annotate.accept",
-                                 lambda: view.accept_suggestions(view.classes.current_value()))
+    view.accept_button = _button(
+        "Accept as class", "annotate.accept", lambda: view.accept_suggestions(view.classes.current_value())
+    )
     grid.addWidget(view.n_suggest, 2, 0)
     grid.addWidget(view.suggest_button, 2, 1)
     grid.addWidget(view.accept_button, 2, 2)

@@ -45,8 +45,8 @@ class ClassInfo:
 class ClassList(QWidget):
     """A small table: one row per class (key / colour, editable name, number of points)."""
 
-    currentChanged = Signal(int)   # label value of the class for the next click
-    classesChanged = Signal()      # a class was added, renamed or recoloured
+    currentChanged = Signal(int)  # label value of the class for the next click
+    classesChanged = Signal()  # a class was added, renamed or recoloured
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -118,8 +118,9 @@ class ClassList(QWidget):
             return self._classes[rows[0].row()].value
         return self._classes[0].value if self._classes else 1
 
-    def add_class(self, name: str | None = None, value: int | None = None,
-                  colour=None, select: bool = True) -> int:
+    def add_class(
+        self, name: str | None = None, value: int | None = None, colour=None, select: bool = True
+    ) -> int:
         """Add (or rename) class ``value`` (default: highest + 1); returns its value."""
         if value is None:
             value = max(self.values(), default=0) + 1
@@ -128,8 +129,11 @@ class ClassList(QWidget):
             raise ValueError("class label values start at 1 (0 means 'no label' in napari)")
         existing = self.info(value)
         if existing is None:
-            existing = ClassInfo(value, name or DEFAULT_NAMES.get(value, f"class {value}"),
-                                 tuple(colour) if colour is not None else label_colour(value))
+            existing = ClassInfo(
+                value,
+                name or DEFAULT_NAMES.get(value, f"class {value}"),
+                tuple(colour) if colour is not None else label_colour(value),
+            )
             self._classes.append(existing)
             self._classes.sort(key=lambda entry: entry.value)
         elif name:

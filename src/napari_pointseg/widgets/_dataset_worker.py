@@ -77,12 +77,10 @@ def dataset_loop(opts, cancel, grid=None, layers: list[LayerImage] | None = None
     from ._safe_import import import_torch
 
     import_torch()
-    from ..dataset.events import Cancelled, Done
+    from ..core.errors import InputError
+    from ..dataset.events import Cancelled, Done, Message
     from ..dataset.grid import iter_grid
     from ..dataset.pipeline import iter_pipeline
-
-    from ..core.errors import InputError
-    from ..dataset.events import Message
 
     done = None
     events = None
@@ -131,9 +129,9 @@ def predict_layers(bundle_path, mapping: dict, layers: list[LayerImage], opts, c
             return None
         data = next(im.data for im in layers if im.name == name)
         try:
-            res.predictions[name] = predict_with_bundle(b, np.asarray(data), opts.channel_axis,
-                                                        rgb=rgb[name] or None, device=opts.device,
-                                                        model=model)
+            res.predictions[name] = predict_with_bundle(
+                b, np.asarray(data), opts.channel_axis, rgb=rgb[name] or None, device=opts.device, model=model
+            )
         except Exception:  # noqa: BLE001 - an image the network cannot take (logged in the run)
             continue
     return res

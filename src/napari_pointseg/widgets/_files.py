@@ -28,11 +28,12 @@ class FileActions:
 
     def __init__(self, view):
         self.view = view
-        self.saved_model_path: Path | None = None   # set when a Save model finished
+        self.saved_model_path: Path | None = None  # set when a Save model finished
 
     def _ask_save(self, title: str, suffix: str, filters: str) -> str:
-        path, _ = QFileDialog.getSaveFileName(self.view, title,
-                                              _default_name(self.view.image, suffix), filters)
+        path, _ = QFileDialog.getSaveFileName(
+            self.view, title, _default_name(self.view.image, suffix), filters
+        )
         return path
 
     def _ask_open(self, title: str, filters: str) -> str:
@@ -146,8 +147,8 @@ class FileActions:
         self.view.jobs.start(
             load,
             on_done=lambda bundle, bundle_path=path: self._model_loaded(bundle, bundle_path),
-            on_error=lambda exc: self.view.fail(
-                f"cannot load the model: {_messages.error_text(exc)}"))
+            on_error=lambda exc: self.view.fail(f"cannot load the model: {_messages.error_text(exc)}"),
+        )
 
     def _model_loaded(self, bundle, path) -> None:
         view = self.view
@@ -159,6 +160,8 @@ class FileActions:
             if int(value) >= 1 and view.classes.info(int(value)) is None:
                 view.classes.add_class(names.get(str(value)), value=int(value), select=False)
         view.refresh_model_choices(prefer_bundle=True)
-        view.set_status(f"model loaded: {view.jobs.bundle_path.name} ({bundle.spec.arch}/"
-                        f"{bundle.spec.encoder}, classes {list(bundle.classes)}) — Predict image "
-                        "applies it to the chosen image")
+        view.set_status(
+            f"model loaded: {view.jobs.bundle_path.name} ({bundle.spec.arch}/"
+            f"{bundle.spec.encoder}, classes {list(bundle.classes)}) — Predict image "
+            "applies it to the chosen image"
+        )

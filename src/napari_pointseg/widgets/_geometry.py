@@ -51,9 +51,11 @@ class ImageGeometry:
         if axis is not None:
             shape.pop(axis)
         if len(shape) not in (2, 3):
-            raise InputError(f"image shape {tuple(self.data_shape())} has {len(shape)} spatial "
-                             "axes after removing channels; 2D or 3D images are supported "
-                             "(check Advanced options > Channel axis)")
+            raise InputError(
+                f"image shape {tuple(self.data_shape())} has {len(shape)} spatial "
+                "axes after removing channels; 2D or 3D images are supported "
+                "(check Advanced options > Channel axis)"
+            )
         return tuple(shape)
 
     def is_stack(self) -> bool:
@@ -67,8 +69,10 @@ class ImageGeometry:
         """``scale`` / ``translate`` of the spatial axes, for layers shaped like the prediction."""
         axis = self.layer_channel_axis()
         keep = [i for i in range(self.layer.ndim) if i != axis]
-        return {"scale": [self.layer.scale[i] for i in keep],
-                "translate": [self.layer.translate[i] for i in keep]}
+        return {
+            "scale": [self.layer.scale[i] for i in keep],
+            "translate": [self.layer.translate[i] for i in keep],
+        }
 
     def plane_at(self, world_point) -> int:
         """Index of the slice of a 3D stack shown at viewer position ``world_point`` (0 for 2D)."""

@@ -21,10 +21,10 @@ class JobRunner:
 
     def __init__(self, view):
         self.view = view
-        self.workers: set = set()          # job and bundle-loading workers still running
-        self.bundle = None                 # a model bundle loaded from disk
+        self.workers: set = set()  # job and bundle-loading workers still running
+        self.bundle = None  # a model bundle loaded from disk
         self.bundle_path: Path | None = None
-        self.bundle_model = None           # BundleModel of (bundle, chosen image), made lazily
+        self.bundle_model = None  # BundleModel of (bundle, chosen image), made lazily
 
     @property
     def busy(self) -> bool:
@@ -50,15 +50,23 @@ class JobRunner:
         if model == "bundle":
             job = self._with_bundle(job)
             model = None
-        self.start(job_runner, job, model,
-                   on_done=lambda result, done_job=job: self.finish(done_job, result, None),
-                   on_error=lambda exc, done_job=job: self.finish(done_job, None, exc))
+        self.start(
+            job_runner,
+            job,
+            model,
+            on_done=lambda result, done_job=job: self.finish(done_job, result, None),
+            on_error=lambda exc, done_job=job: self.finish(done_job, None, exc),
+        )
 
     def _with_bundle(self, job: Job) -> Job:
         """``job`` applied to the loaded bundle (its BundleModel made for the chosen image)."""
         view = self.view
-        image_spec = (view.image.data, view.image_geometry().channel_axis(), bool(view.image.rgb),
-                      view.device())
+        image_spec = (
+            view.image.data,
+            view.image_geometry().channel_axis(),
+            bool(view.image.rgb),
+            view.device(),
+        )
         run_job = job.fn
 
         def with_bundle(_unused, run_job=run_job, image_spec=image_spec):

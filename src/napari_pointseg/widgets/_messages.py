@@ -13,8 +13,11 @@ def notify(kind: str, msg: str) -> None:
     """Show ``msg`` as a napari notification; ``kind``: "error", "warning" or "info"."""
     from napari.utils import notifications
 
-    {"error": notifications.show_error, "warning": notifications.show_warning,
-     "info": notifications.show_info}[kind](msg)
+    {
+        "error": notifications.show_error,
+        "warning": notifications.show_warning,
+        "info": notifications.show_info,
+    }[kind](msg)
 
 
 def error_text(exc: BaseException) -> str:

@@ -32,8 +32,8 @@ class PointsController:
     def __init__(self, view, on_edited):
         self.view = view
         self.on_edited = on_edited
-        self.layer = None            # the Points layer of the chosen image, or None
-        self._connected = None       # the layer whose events reach this controller
+        self.layer = None  # the Points layer of the chosen image, or None
+        self._connected = None  # the layer whose events reach this controller
 
     # -- the layer -------------------------------------------------------------------------
     def colour_cycle(self, extra_labels=()) -> dict:
@@ -50,8 +50,7 @@ class PointsController:
         if image is None:
             return None
         name = points_layer_name(image.name)
-        if self.layer is not None and self.layer in self.view.viewer.layers \
-                and self.layer.name == name:
+        if self.layer is not None and self.layer in self.view.viewer.layers and self.layer.name == name:
             return self.layer
         layer = find_layer(self.view.viewer, name)
         if layer is None:
@@ -78,11 +77,17 @@ class PointsController:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             layer = Points(
-                coords, ndim=image.ndim, name=name,
+                coords,
+                ndim=image.ndim,
+                name=name,
                 features={"label": np.asarray(labels, np.int64), "order": np.asarray(order, np.int64)},
-                face_color="label", face_color_cycle=self.colour_cycle(labels),
-                border_color="white", border_width=0.12, size=self.view.image_geometry().point_size(),
-                **transform)
+                face_color="label",
+                face_color_cycle=self.colour_cycle(labels),
+                border_color="white",
+                border_width=0.12,
+                size=self.view.image_geometry().point_size(),
+                **transform,
+            )
         layer.feature_defaults = {"label": self.view.classes.current_value(), "order": 0}
         self.view.viewer.add_layer(layer)
         return layer
@@ -140,6 +145,7 @@ class PointsController:
     def _key_handler(self, value: int):
         def handler(layer):
             self.pick_class(value, relabel_selected=layer.mode == "select")
+
         handler.__doc__ = f"point-seg: class {value} for the next click"
         return handler
 

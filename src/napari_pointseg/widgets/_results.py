@@ -13,8 +13,7 @@ import time
 import numpy as np
 
 from ..core.errors import InputError
-from ._layer_names import (find_layer, prediction_layer_name, suggestions_layer_name,
-                           uncertainty_layer_name)
+from ._layer_names import find_layer, prediction_layer_name, suggestions_layer_name, uncertainty_layer_name
 from ._worker import Job
 
 
@@ -27,10 +26,10 @@ class ResultLayers:
 
     def __init__(self, view):
         self.view = view
-        self.prediction = None      # "<image> prediction" Labels layer, or None
-        self.suggestions = None     # "<image> suggestions" Points layer, or None
-        self.uncertainty = None     # "<image> uncertainty" Image layer, or None
-        self.n_predictions = 0      # prediction layer updates (tests, benchmark)
+        self.prediction = None  # "<image> prediction" Labels layer, or None
+        self.suggestions = None  # "<image> suggestions" Points layer, or None
+        self.uncertainty = None  # "<image> uncertainty" Image layer, or None
+        self.n_predictions = 0  # prediction layer updates (tests, benchmark)
 
     def adopt(self, image) -> None:
         """Take over the output layers of ``image`` that already exist (None: forget all)."""
@@ -88,9 +87,13 @@ class ResultLayers:
                 viewer.layers.remove(layer)
             from napari.layers import Labels
 
-            layer = Labels(np.zeros(shape, dtype), name=prediction_layer_name(view.image.name),
-                           opacity=0.4, colormap=self.label_colormap(),
-                           **geometry.spatial_transform())
+            layer = Labels(
+                np.zeros(shape, dtype),
+                name=prediction_layer_name(view.image.name),
+                opacity=0.4,
+                colormap=self.label_colormap(),
+                **geometry.spatial_transform(),
+            )
             layer.editable = False
             viewer.add_layer(layer)
             points = view.points.layer
@@ -123,15 +126,23 @@ class ResultLayers:
         viewer = view.viewer
         geometry = view.image_geometry()
         shape = geometry.spatial_shape()
-        layer = self.uncertainty if self.uncertainty is not None and self.uncertainty in viewer.layers \
+        layer = (
+            self.uncertainty
+            if self.uncertainty is not None and self.uncertainty in viewer.layers
             else find_layer(viewer, uncertainty_layer_name(view.image.name))
+        )
         if layer is None or tuple(layer.data.shape) != shape:
             if layer is not None:
                 viewer.layers.remove(layer)
-            layer = viewer.add_image(np.zeros(shape, np.float32),
-                                     name=uncertainty_layer_name(view.image.name),
-                                     colormap="magma", opacity=0.5, blending="additive",
-                                     contrast_limits=(0, 1), **geometry.spatial_transform())
+            layer = viewer.add_image(
+                np.zeros(shape, np.float32),
+                name=uncertainty_layer_name(view.image.name),
+                colormap="magma",
+                opacity=0.5,
+                blending="additive",
+                contrast_limits=(0, 1),
+                **geometry.spatial_transform(),
+            )
             self._keep_points_active()
         self.uncertainty = layer
         if layer.data.ndim == 3 and uncertainty.ndim == 2:
@@ -148,6 +159,7 @@ class ResultLayers:
         def guarded(result):
             if self.view.image is image:
                 on_done(result)
+
         return guarded
 
     def predict_all(self) -> None:
@@ -186,9 +198,13 @@ class ResultLayers:
         if view.closed or view.is_training or view.trainer is None or view.busy:
             return
         plane = view.current_plane()
-        view.jobs.run(Job(lambda model: model.predict(plane),
-                          lambda labels: self.show_prediction(labels, plane),
-                          label="slice prediction"))
+        view.jobs.run(
+            Job(
+                lambda model: model.predict(plane),
+                lambda labels: self.show_prediction(labels, plane),
+                label="slice prediction",
+            )
+        )
 
     # -- suggestions -------------------------------------------------------------------------
     def suggest(self, count: int | None = None) -> None:
@@ -219,8 +235,13 @@ class ResultLayers:
             excluded = None
             if exclude is not None and len(exclude):  # clicked points: excluded and repelling
                 excluded = np.clip(exclude, 0, np.asarray(proba.shape[1:]) - 1)
-            places = sampler(proba.astype(np.float32), count, kind="margin", exclude=excluded,
-                             rng=np.random.default_rng(seed))
+            places = sampler(
+                proba.astype(np.float32),
+                count,
+                kind="margin",
+                exclude=excluded,
+                rng=np.random.default_rng(seed),
+            )
             margins = None
             if want_uncertainty:
                 from ..core.predict import uncertainty
@@ -243,14 +264,23 @@ class ResultLayers:
         if len(geometry.spatial_shape()) == 3:
             coords = np.column_stack([np.full(len(coords), plane, np.float64), coords])
         coords = geometry.to_layer_coords(coords)  # points live in the layer's dims
-        layer = self.suggestions if self.suggestions is not None and self.suggestions in viewer.layers \
+        layer = (
+            self.suggestions
+            if self.suggestions is not None and self.suggestions in viewer.layers
             else find_layer(viewer, suggestions_layer_name(view.image.name))
+        )
         if layer is None:
             layer = viewer.add_points(
-                coords, name=suggestions_layer_name(view.image.name), symbol="ring",
-                face_color="transparent", border_color="magenta", border_width=0.2,
-                size=geometry.point_size() * 2.2, scale=view.image.scale,
-                translate=view.image.translate)
+                coords,
+                name=suggestions_layer_name(view.image.name),
+                symbol="ring",
+                face_color="transparent",
+                border_color="magenta",
+                border_width=0.2,
+                size=geometry.point_size() * 2.2,
+                scale=view.image.scale,
+                translate=view.image.translate,
+            )
             for value in range(1, 10):
                 layer.bind_key(str(value), self._accept_handler(value), overwrite=True)
         else:
@@ -261,13 +291,16 @@ class ResultLayers:
             self.show_uncertainty(margins, plane)
         viewer.layers.selection.active = layer
         layer.mode = "select"
-        view.set_status(f"{len(coords)} suggestions (magenta rings): select some and press a "
-                        "class key 1-9, or 'Accept as class'")
+        view.set_status(
+            f"{len(coords)} suggestions (magenta rings): select some and press a "
+            "class key 1-9, or 'Accept as class'"
+        )
         view.refresh()
 
     def _accept_handler(self, value: int):
         def handler(layer):
             self.accept(value)
+
         handler.__doc__ = f"point-seg: accept suggestions as class {value}"
         return handler
 

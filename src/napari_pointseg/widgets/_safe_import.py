@@ -25,8 +25,12 @@ def import_torch():
         if not _done:
             _done = True
             deepbind = getattr(os, "RTLD_DEEPBIND", 0)
-            if ("triton" not in sys.modules and deepbind and sys.platform.startswith("linux")
-                    and importlib.util.find_spec("triton") is not None):
+            if (
+                "triton" not in sys.modules
+                and deepbind
+                and sys.platform.startswith("linux")
+                and importlib.util.find_spec("triton") is not None
+            ):
                 old = sys.getdlopenflags()
                 sys.setdlopenflags(old | deepbind)
                 try:

@@ -15,10 +15,10 @@ import atexit
 import warnings
 import weakref
 
-EXIT_WAIT_MS = 30_000   # longest single step a worker cannot interrupt (importing torch) x ~5
+EXIT_WAIT_MS = 30_000  # longest single step a worker cannot interrupt (importing torch) x ~5
 
-_live: set = set()       # started workers whose thread may still run
-_stoppers: list = []     # weak methods asking the widgets' loops to stop (exit)
+_live: set = set()  # started workers whose thread may still run
+_stoppers: list = []  # weak methods asking the widgets' loops to stop (exit)
 _hook_installed = False
 
 

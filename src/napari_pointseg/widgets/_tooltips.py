@@ -12,9 +12,11 @@ TOOLTIPS: dict[str, str] = {
     "annotate.image": "The image to annotate and segment (2D grey, RGB, multi-channel or a 3D stack)",
     "annotate.hint": "What to do next",
     # -- classes and points
-    "classes.table": ("Classes. The selected row is the class of the next click (keys 1-9 select "
-                      "it).\nDouble-click a name to rename it, double-click the key cell to change "
-                      "the colour."),
+    "classes.table": (
+        "Classes. The selected row is the class of the next click (keys 1-9 select "
+        "it).\nDouble-click a name to rename it, double-click the key cell to change "
+        "the colour."
+    ),
     "classes.add": "Add a class (label value = highest + 1). A running training picks it up after Reset.",
     "classes.colour": "Change the colour of the selected class (points and prediction use it)",
     "classes.key_cell": "label value {value}{key}; double-click to change the colour",
@@ -24,54 +26,75 @@ TOOLTIPS: dict[str, str] = {
     "annotate.remove_last": "Delete the most recently clicked point",
     "annotate.relabel": "Give the selected points the current class (or press 1-9 in select mode)",
     # -- training
-    "annotate.train": ("Train a network on this image from the points, in the background. Keep "
-                       "clicking: new points join in click order."),
+    "annotate.train": (
+        "Train a network on this image from the points, in the background. Keep "
+        "clicking: new points join in click order."
+    ),
     "annotate.stop": "Stop training after the current iteration (Resume continues)",
-    "annotate.reset": ("Discard the network and train a new random one, replaying all points in "
-                       "click order (also needed after adding a class)"),
+    "annotate.reset": (
+        "Discard the network and train a new random one, replaying all points in "
+        "click order (also needed after adding a class)"
+    ),
     "annotate.device": "auto: CUDA if available, else Apple MPS, else CPU. Takes effect at the next Train / Reset.",
     "annotate.status": "step · loss · points used / clicked · iterations per second · device",
     # -- prediction and suggestions
-    "annotate.model": ("Which network Predict / Suggest use: the one trained on this image, or a "
-                       "model bundle loaded from disk"),
+    "annotate.model": (
+        "Which network Predict / Suggest use: the one trained on this image, or a "
+        "model bundle loaded from disk"
+    ),
     "annotate.predict": "Predict the whole image (every slice of a stack) with the chosen model",
     "annotate.export": "Save the prediction as a TIFF label image",
-    "annotate.uncertainty": ("Also show where the network is unsure (margin between the two most "
-                             "likely classes), updated by Predict / Suggest"),
+    "annotate.uncertainty": (
+        "Also show where the network is unsure (margin between the two most "
+        "likely classes), updated by Predict / Suggest"
+    ),
     "annotate.n_suggest": "How many places to suggest",
-    "annotate.suggest": ("Show the places where the network is least sure (margin sampling with "
-                         "the PixelPick diversity heuristic) as a 'suggestions' layer"),
+    "annotate.suggest": (
+        "Show the places where the network is least sure (margin sampling with "
+        "the PixelPick diversity heuristic) as a 'suggestions' layer"
+    ),
     "annotate.accept": "Turn the selected suggestions (all, if none is selected) into points of the current class",
     # -- files
     "annotate.save_points": "Write the points as CSV (order,label,y,x)",
     "annotate.load_points": "Replace the points by a points CSV",
-    "annotate.save_model": ("Save the trained network, classes, normalisation and points as a "
-                            ".safetensors bundle"),
+    "annotate.save_model": (
+        "Save the trained network, classes, normalisation and points as a .safetensors bundle"
+    ),
     "annotate.load_model": "Load a model bundle; it can then predict any open image (choose it under Model)",
     # -- advanced options
     "annotate.advanced": "Network and input options; they apply at the next Train / Reset",
     "annotate.advanced_toggle": "Show / hide the network and input options",
     "annotate.arch": "Network architecture (segmentation-models-pytorch), randomly initialised",
-    "annotate.encoder": ("Encoder name (any segmentation-models-pytorch encoder; `pointseg models` "
-                         "lists them). Random weights, no download."),
+    "annotate.encoder": (
+        "Encoder name (any segmentation-models-pytorch encoder; `pointseg models` "
+        "lists them). Random weights, no download."
+    ),
     "annotate.iters": "Training iterations per step (a step admits the next point)",
-    "annotate.channel_axis": ("Which axis of the image holds channels. auto: RGB, or a first / last "
-                              "axis of size <= 4; none: grey or 3D stack"),
+    "annotate.channel_axis": (
+        "Which axis of the image holds channels. auto: RGB, or a first / last "
+        "axis of size <= 4; none: grey or 3D stack"
+    ),
     "annotate.interval": "Live prediction update interval while training",
     # -- "Dataset training"
     "dataset.folders": "DATA/images + DATA/points (clicks) and/or DATA/masks (oracle); matched by file name",
-    "dataset.layers": ("Every open Image layer; its '<image> points' layer (from Annotate & train) "
-                       "annotates it; images without points are labelled by the dataset network"),
+    "dataset.layers": (
+        "Every open Image layer; its '<image> points' layer (from Annotate & train) "
+        "annotates it; images without points are labelled by the dataset network"
+    ),
     "dataset.data": "Folder with images/, points/ and/or masks/",
     "dataset.test": "Folder with images/ and masks/: predictions and test mIoU",
     "dataset.out": "Where pseudo-labels, networks, metrics go",
     "dataset.browse_folder": "Choose the {folder} folder",
     "dataset.browse_file": "Choose a .safetensors / .pth file",
     "dataset.source": "auto: an image's points CSV if it has one, else the oracle reveals pixels of its mask",
-    "dataset.rate": ("Labelled pixels per image: the oracle's budget, or only the first clicks of a "
-                     "points file (0: all clicks; oracle 0.1 %)"),
-    "dataset.fraction": ("Share of the annotatable images to annotate; the network trained on them "
-                         "labels the rest (self-training)"),
+    "dataset.rate": (
+        "Labelled pixels per image: the oracle's budget, or only the first clicks of a "
+        "points file (0: all clicks; oracle 0.1 %)"
+    ),
+    "dataset.fraction": (
+        "Share of the annotatable images to annotate; the network trained on them "
+        "labels the rest (self-training)"
+    ),
     "dataset.iterations": "Training iterations of the dataset network (mini-batches of crops)",
     "dataset.workers": "Per-image networks in parallel processes (torch threads = cores / workers)",
     "dataset.scheduler": "Run the per-image networks on a Dask cluster at this address",

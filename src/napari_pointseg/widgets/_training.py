@@ -37,19 +37,19 @@ class TrainingController:
 
     def __init__(self, view):
         self.view = view
-        self.trainer = None               # SparseTrainer of the chosen image, or None
-        self.trainers: dict[int, object] = {}   # id(image layer) -> its trainer
-        self.worker = None                # the running training worker, or None
+        self.trainer = None  # SparseTrainer of the chosen image, or None
+        self.trainers: dict[int, object] = {}  # id(image layer) -> its trainer
+        self.worker = None  # the running training worker, or None
         self.control: LoopControl | None = None  # shared with the running loop
-        self.controls: set = set()        # LoopControl of every loop still alive
-        self.last_update = None           # latest TrainUpdate of the running loop
-        self.note = ""                    # why some points are not used (status line)
+        self.controls: set = set()  # LoopControl of every loop still alive
+        self.last_update = None  # latest TrainUpdate of the running loop
+        self.note = ""  # why some points are not used (status line)
         self.stopping_at: float | None = None
-        self.stop_seconds: float | None = None   # how long the last Stop took
-        self.restart_after = None         # the worker whose end starts a fresh network
-        self.prepared = None              # (key, PreparedImage) of the chosen image
+        self.stop_seconds: float | None = None  # how long the last Stop took
+        self.restart_after = None  # the worker whose end starts a fresh network
+        self.prepared = None  # (key, PreparedImage) of the chosen image
         self.preparing_key = None
-        self.background: set = set()      # warm-up and input preparation workers
+        self.background: set = set()  # warm-up and input preparation workers
 
     @property
     def is_training(self) -> bool:
@@ -121,10 +121,18 @@ class TrainingController:
         from ._worker import prepare_input
 
         config, spec = self.view.train_settings()
-        worker = create_worker(prepare_input, self.view.image.data, key[2], key[3],
-                               self.view.current_plane(), spec,
-                               max(2, len(self.view.classes.values())), config,
-                               self.view.device(), _start_thread=False)
+        worker = create_worker(
+            prepare_input,
+            self.view.image.data,
+            key[2],
+            key[3],
+            self.view.current_plane(),
+            spec,
+            max(2, len(self.view.classes.values())),
+            config,
+            self.view.device(),
+            _start_thread=False,
+        )
         worker.returned.connect(lambda prepared, made_for=key: self._on_prepared(made_for, prepared))
         worker.errored.connect(lambda exc: None)  # Train reports a real problem with the image
         worker.finished.connect(lambda done=worker: self._prepare_finished(done))
@@ -166,8 +174,10 @@ class TrainingController:
         notes = []
         if not keep.all():
             unknown = sorted(set(points.labels[~keep].tolist()))
-            notes.append(f"points of class {unknown} wait for Reset (the network was built "
-                         f"for classes {sorted(known)})")
+            notes.append(
+                f"points of class {unknown} wait for Reset (the network was built "
+                f"for classes {sorted(known)})"
+            )
         pixels = points.pixel_coords()
         inside = np.all((pixels >= 0) & (pixels < np.asarray(view.image_geometry().spatial_shape())), axis=1)
         if not inside.all():
@@ -198,8 +208,11 @@ class TrainingController:
             points = view.points.current()
             points.validate(view.image_geometry().spatial_shape(), min_classes=2)
         except InputError as exc:
-            hint = (" — click points of at least two classes (keys 1-9 pick the class)"
-                    if "class" in str(exc) or "no points" in str(exc) else "")
+            hint = (
+                " — click points of at least two classes (keys 1-9 pick the class)"
+                if "class" in str(exc) or "no points" in str(exc)
+                else ""
+            )
             view.fail(f"cannot train: {exc}{hint}")
             return False
         if self.trainer is not None and not self._resume_with(points):
@@ -235,25 +248,34 @@ class TrainingController:
         axis = view.image_geometry().channel_axis()
         key = self.prepare_key()
         prepared = self.prepared[1] if self.prepared and self.prepared[0] == key else None
-        return TrainRequest(image=view.image.data, rgb=bool(view.image.rgb), channel_axis=axis,
-                            points=points, classes=classes, config=config, spec=spec,
-                            device=view.device(), prepared=prepared)
+        return TrainRequest(
+            image=view.image.data,
+            rgb=bool(view.image.rgb),
+            channel_axis=axis,
+            points=points,
+            classes=classes,
+            config=config,
+            spec=spec,
+            device=view.device(),
+            prepared=prepared,
+        )
 
     def _start_worker(self, source) -> None:
         from napari.qt.threading import create_worker
 
         control = LoopControl()
         worker = create_worker(training_loop, source, control, _start_thread=False)
-        worker.image_layer = self.view.image   # whose network it trains (see _on_event)
-        worker.discarded = False               # set by Reset: its network is thrown away
+        worker.image_layer = self.view.image  # whose network it trains (see _on_event)
+        worker.discarded = False  # set by Reset: its network is thrown away
         worker.yielded.connect(lambda event, origin=worker: self._on_event(event, origin))
         worker.errored.connect(self._on_error)
         worker.finished.connect(lambda done=worker: self._on_finished(done))
         self.worker, self.control = worker, control
         self.controls.add(control)
         self.last_update = None
-        self.view.set_status("starting…" if source is self.trainer
-                             else "preparing the image and a new network…")
+        self.view.set_status(
+            "starting…" if source is self.trainer else "preparing the image and a new network…"
+        )
         self.view.refresh()
         start_worker(worker)
 
@@ -292,8 +314,11 @@ class TrainingController:
         view = self.view
         if view.closed:
             return
-        if worker is not None and isinstance(event, (Progress, TrainerReady)) and (
-                worker.discarded or worker.image_layer is not view.image):
+        if (
+            worker is not None
+            and isinstance(event, (Progress, TrainerReady))
+            and (worker.discarded or worker.image_layer is not view.image)
+        ):
             # a loop that is ending after Reset, or after its image was removed / another
             # image was picked: its network and predictions belong to no layer shown now
             return
@@ -316,9 +341,11 @@ class TrainingController:
         clicked = self.view.points.count() if self.view.points.layer is not None else update.n_points
         state = " · waiting for new points" if update.waiting else ""
         note = f"\n{self.note}" if self.note else ""
-        self.view.set_status(f"step {update.step} · loss {update.loss:.3f} · points "
-                             f"{update.n_active}/{clicked} · {update.iters_per_second:.1f} it/s"
-                             f" · {update.device}{state}{note}")
+        self.view.set_status(
+            f"step {update.step} · loss {update.loss:.3f} · points "
+            f"{update.n_active}/{clicked} · {update.iters_per_second:.1f} it/s"
+            f" · {update.device}{state}{note}"
+        )
 
     def _on_error(self, exc) -> None:
         if self.view.closed:
@@ -339,9 +366,14 @@ class TrainingController:
             self.stop_seconds = time.perf_counter() - self.stopping_at
             self.stopping_at = None
             last = self.last_update if self.trainer is not None else None
-            self.view.set_status("stopped" + (f" at step {last.step} · loss {last.loss:.3f} · "
-                                              f"points {last.n_active}/{last.n_points}"
-                                              if last else ""))
+            self.view.set_status(
+                "stopped"
+                + (
+                    f" at step {last.step} · loss {last.loss:.3f} · points {last.n_active}/{last.n_points}"
+                    if last
+                    else ""
+                )
+            )
         # jobs that arrived after the loop's last look run on their own
         if control is not None:
             while not control.jobs.empty():

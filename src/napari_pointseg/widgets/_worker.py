@@ -29,15 +29,15 @@ from ._safe_import import import_torch
 class TrainRequest:
     """What the worker needs to build a trainer (captured in the main thread, cheap)."""
 
-    image: Any                 # the layer's array (numpy, dask, zarr...): read in the worker
+    image: Any  # the layer's array (numpy, dask, zarr...): read in the worker
     rgb: bool
-    channel_axis: Any          # 'auto', None or an int axis of ``image``
+    channel_axis: Any  # 'auto', None or an int axis of ``image``
     points: PointSet
     classes: list[int]
-    config: Any                # TrainConfig
-    spec: Any                  # ModelSpec
+    config: Any  # TrainConfig
+    spec: Any  # ModelSpec
     device: str = "auto"
-    prepared: Any = None       # PreparedImage made in advance (`prepare_input`), or None
+    prepared: Any = None  # PreparedImage made in advance (`prepare_input`), or None
 
 
 @dataclass
@@ -55,9 +55,9 @@ class Job:
 class LoopControl:
     """Shared between the main thread and the training thread (plain attributes: atomic)."""
 
-    status_interval: float = 0.25   # forward progress at most this often (s) ...
-    abort: bool = False             # ... stop as soon as possible (viewer closing)
-    predict_now: bool = False       # compute a prediction of the current plane at once
+    status_interval: float = 0.25  # forward progress at most this often (s) ...
+    abort: bool = False  # ... stop as soon as possible (viewer closing)
+    predict_now: bool = False  # compute a prediction of the current plane at once
     jobs: "queue.Queue[Job]" = field(default_factory=queue.Queue)
 
 
@@ -74,13 +74,22 @@ def build_trainer(req: TrainRequest):
     from ..core.session import make_trainer
 
     image = req.image if req.prepared is not None else as_array(req.image)
-    return make_trainer(image, req.points, channel_axis=req.channel_axis,
-                        rgb=req.rgb, classes=req.classes, config=req.config, spec=req.spec,
-                        device=req.device, prepared=req.prepared)
+    return make_trainer(
+        image,
+        req.points,
+        channel_axis=req.channel_axis,
+        rgb=req.rgb,
+        classes=req.classes,
+        config=req.config,
+        spec=req.spec,
+        device=req.device,
+        prepared=req.prepared,
+    )
 
 
-def prepare_input(image, channel_axis, rgb: bool, plane: int, spec, n_classes: int,
-                  config, device: str = "auto"):
+def prepare_input(
+    image, channel_axis, rgb: bool, plane: int, spec, n_classes: int, config, device: str = "auto"
+):
     """Network input of ``image`` made ahead of Train, while the user is still clicking.
 
     Computes the normalisation and filter bank of ``plane`` and runs a throw-away network of
@@ -93,8 +102,14 @@ def prepare_input(image, channel_axis, rgb: bool, plane: int, spec, n_classes: i
     import torch.nn.functional as F
 
     from ..core.inputs import PreparedImage
-    from ..core.models import (ModelSpec, build_model, choose_device, resolve_input_scale,
-                               setup_torch, use_bf16)
+    from ..core.models import (
+        ModelSpec,
+        build_model,
+        choose_device,
+        resolve_input_scale,
+        setup_torch,
+        use_bf16,
+    )
     from ..core.predict import predict_proba
     from ..core.trainer import crop_batch_shape
 
@@ -102,8 +117,7 @@ def prepare_input(image, channel_axis, rgb: bool, plane: int, spec, n_classes: i
     prep = PreparedImage(as_array(image), channel_axis, rgb)
     x = prep.plane(plane)
     dev = choose_device(device)
-    spec = ModelSpec(**{**spec.to_dict(), "in_channels": prep.spec.in_channels,
-                        "classes": max(2, n_classes)})
+    spec = ModelSpec(**{**spec.to_dict(), "in_channels": prep.spec.in_channels, "classes": max(2, n_classes)})
     spec = resolve_input_scale(spec, x.shape[-2:])  # as the trainer resolves it
     # private RNG state: the real network's seeded initialisation must not depend on this
     with torch.random.fork_rng(devices=[]):
@@ -117,8 +131,9 @@ def prepare_input(image, channel_axis, rgb: bool, plane: int, spec, n_classes: i
         xb = xb.contiguous(memory_format=torch.channels_last)
     with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16(config.precision, dev)):
         out = net(xb)
-    F.cross_entropy(out.float(), torch.zeros(out.shape[0], *out.shape[2:], dtype=torch.long,
-                                             device=dev)).backward()
+    F.cross_entropy(
+        out.float(), torch.zeros(out.shape[0], *out.shape[2:], dtype=torch.long, device=dev)
+    ).backward()
     net.eval()
     predict_proba(net, x, dev, stride=spec.stride)
     return prep
@@ -173,8 +188,7 @@ def training_loop(source, control: LoopControl):
             if upd.prediction is not None:
                 shown_plane = upd.plane
             plane = trainer.config.predict_plane
-            if (upd.waiting or upd.done) and (not was_waiting or plane != shown_plane
-                                              or control.predict_now):
+            if (upd.waiting or upd.done) and (not was_waiting or plane != shown_plane or control.predict_now):
                 # caught up: show the prediction of the final weights / the current plane
                 control.predict_now = False
                 upd.prediction = predict(plane)
@@ -189,8 +203,12 @@ def training_loop(source, control: LoopControl):
                 upd.prediction = predict(plane)
                 upd.plane = shown_plane = plane
             now = time.perf_counter()
-            if (upd.prediction is not None or upd.done or upd.waiting != was_waiting
-                    or now - last_emit >= control.status_interval):
+            if (
+                upd.prediction is not None
+                or upd.done
+                or upd.waiting != was_waiting
+                or now - last_emit >= control.status_interval
+            ):
                 last_emit = now
                 yield Progress(upd)
             was_waiting = upd.waiting

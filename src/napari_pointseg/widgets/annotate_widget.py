@@ -64,7 +64,7 @@ class AnnotateWidget(QWidget):
         self.train_overrides: dict = {}
         self.model_overrides: dict = {}
         self.predict_every_s = 1.0
-        self.image = None                # the Image layer being annotated, or None
+        self.image = None  # the Image layer being annotated, or None
         self._closed = False
         self.points = PointsController(self, on_edited=self.schedule_sync)
         self.training = TrainingController(self)
@@ -109,16 +109,23 @@ class AnnotateWidget(QWidget):
         from ..core.models import ModelSpec
         from ..core.trainer import TrainConfig
 
-        config = TrainConfig(**{
-            "wait_for_points": True,
-            "predict_every_s": float(self.interval_spin.value()),
-            "predict_plane": self.current_plane(),
-            "iters_per_step": int(self.iters_spin.value()),
-            **self.train_overrides})
+        config = TrainConfig(
+            **{
+                "wait_for_points": True,
+                "predict_every_s": float(self.interval_spin.value()),
+                "predict_plane": self.current_plane(),
+                "iters_per_step": int(self.iters_spin.value()),
+                **self.train_overrides,
+            }
+        )
         config.min_iters_per_step = min(config.min_iters_per_step, config.iters_per_step)
-        spec = ModelSpec(**{"arch": self.arch_combo.currentText(),
-                            "encoder": self.encoder_combo.currentText().strip(),
-                            **self.model_overrides})
+        spec = ModelSpec(
+            **{
+                "arch": self.arch_combo.currentText(),
+                "encoder": self.encoder_combo.currentText().strip(),
+                **self.model_overrides,
+            }
+        )
         return config, spec
 
     # ======================================================= image and geometry ============
@@ -181,8 +188,14 @@ class AnnotateWidget(QWidget):
     def on_image_chosen(self, *_) -> None:
         """Slot of the Image choice: switch every part to the image named there."""
         name = self.image_combo.currentText()
-        layer = next((candidate for candidate in self.viewer.layers
-                      if is_input_image(candidate) and candidate.name == name), None)
+        layer = next(
+            (
+                candidate
+                for candidate in self.viewer.layers
+                if is_input_image(candidate) and candidate.name == name
+            ),
+            None,
+        )
         if layer is self.image:
             return
         if self.is_training:
@@ -289,14 +302,17 @@ class AnnotateWidget(QWidget):
         name = self.classes.name(value)
         if len(np.unique(self.points.labels())) < 2:
             layer_name = self.points.layer.name if self.points.layer else ""
-            self.hint.setText(f"Click points on '{layer_name}' (add mode). Next click: class "
-                              f"{value} ({name}); keys 1-9 switch class. At least two classes "
-                              "are needed.")
+            self.hint.setText(
+                f"Click points on '{layer_name}' (add mode). Next click: class "
+                f"{value} ({name}); keys 1-9 switch class. At least two classes "
+                "are needed."
+            )
         elif not self.is_training:
             self.hint.setText(f"Press Train. Next click: class {value} ({name}); keys 1-9 switch class.")
         else:
-            self.hint.setText(f"Keep clicking where the prediction is wrong. Next click: class "
-                              f"{value} ({name}).")
+            self.hint.setText(
+                f"Keep clicking where the prediction is wrong. Next click: class {value} ({name})."
+            )
 
     # ============================================================ training ================
     @property
@@ -477,6 +493,7 @@ class AnnotateWidget(QWidget):
         def on_destroyed(*_):
             for control in list(controls):
                 control.abort = True
+
         self.destroyed.connect(on_destroyed)
 
     def shutdown(self) -> None:

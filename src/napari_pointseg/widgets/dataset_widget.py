@@ -15,19 +15,39 @@ from pathlib import Path
 
 import numpy as np
 from qtpy.QtWidgets import (
-    QButtonGroup, QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGroupBox,
-    QHBoxLayout, QLabel, QLineEdit, QPlainTextEdit, QProgressBar, QPushButton, QRadioButton,
-    QSpinBox, QVBoxLayout, QWidget,
+    QButtonGroup,
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPlainTextEdit,
+    QProgressBar,
+    QPushButton,
+    QRadioButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
 )
 
 from ..core.errors import InputError
 from . import _messages
-from ._layer_names import (dataset_prediction_layer_name, find_layer, is_input_image,
-                           points_layer_name, prediction_layer_name, pseudo_label_layer_name)
+from ._layer_names import (
+    dataset_prediction_layer_name,
+    find_layer,
+    is_input_image,
+    points_layer_name,
+    prediction_layer_name,
+    pseudo_label_layer_name,
+)
 from ._threads import add_stopper, on_viewer_close, start_worker
 from ._tooltips import tip
 
-MAX_RESULT_LAYERS = 4   # folder mode: open at most this many images + predictions
+MAX_RESULT_LAYERS = 4  # folder mode: open at most this many images + predictions
 
 
 class DatasetWidget(QWidget):
@@ -185,7 +205,9 @@ class DatasetWidget(QWidget):
         if folder:
             path = QFileDialog.getExistingDirectory(self, "Choose a folder", edit.text())
         else:
-            path, _ = QFileDialog.getOpenFileName(self, "Weights file", "", "Weights (*.safetensors *.pth *.pt)")
+            path, _ = QFileDialog.getOpenFileName(
+                self, "Weights file", "", "Weights (*.safetensors *.pth *.pt)"
+            )
         if path:
             edit.setText(path)
 
@@ -201,9 +223,20 @@ class DatasetWidget(QWidget):
         self.cancel_button.setEnabled(busy)
         self.data_edit.setEnabled(not busy and self.folders_radio.isChecked())
         self.data_edit._browse_button.setEnabled(not busy and self.folders_radio.isChecked())
-        for control in (self.folders_radio, self.layers_radio, self.test_edit, self.out_edit,
-                        self.source_combo, self.rate_spin, self.fraction_spin, self.iter_spin,
-                        self.workers_spin, self.scheduler_edit, self.weights_edit, self.grid_check):
+        for control in (
+            self.folders_radio,
+            self.layers_radio,
+            self.test_edit,
+            self.out_edit,
+            self.source_combo,
+            self.rate_spin,
+            self.fraction_spin,
+            self.iter_spin,
+            self.workers_spin,
+            self.scheduler_edit,
+            self.weights_edit,
+            self.grid_check,
+        ):
             control.setEnabled(not busy)
         self.load_button.setEnabled(not busy and self.bundle_path is not None and self.bundle_path.is_file())
 
@@ -223,12 +256,18 @@ class DatasetWidget(QWidget):
             raise InputError("choose a data folder")
         test = self.test_edit.text().strip() or None
         rate = self.rate_spin.value() / 100 or None
-        options = dict(data=data, out=Path(out), test=test, source=self.source_combo.currentText(),
-                       rate=rate, fraction=self.fraction_spin.value() / 100,
-                       workers=self.workers_spin.value(),
-                       scheduler=self.scheduler_edit.text().strip() or None,
-                       encoder_weights=self.weights_edit.text().strip() or None,
-                       dataset_config={"iterations": self.iter_spin.value()})
+        options = dict(
+            data=data,
+            out=Path(out),
+            test=test,
+            source=self.source_combo.currentText(),
+            rate=rate,
+            fraction=self.fraction_spin.value() / 100,
+            workers=self.workers_spin.value(),
+            scheduler=self.scheduler_edit.text().strip() or None,
+            encoder_weights=self.weights_edit.text().strip() or None,
+            dataset_config={"iterations": self.iter_spin.value()},
+        )
         for key, value in self.overrides.items():
             merge = isinstance(value, dict) and isinstance(options.get(key), dict)
             options[key] = {**options[key], **value} if merge else value
@@ -308,8 +347,10 @@ class DatasetWidget(QWidget):
         elif isinstance(event, Advance):
             value = min(self.progress_bar.value() + event.n, self.progress_bar.maximum())
             self.progress_bar.setValue(value)
-            self.stage_label.setText(f"{self._stage_name} ({value} / {self._stage_total} {self._stage_unit})"
-                                     + (f" · {event.info}" if event.info else ""))
+            self.stage_label.setText(
+                f"{self._stage_name} ({value} / {self._stage_total} {self._stage_unit})"
+                + (f" · {event.info}" if event.info else "")
+            )
         elif isinstance(event, Message):
             if event.level == "error":
                 self._on_error(InputError(event.text))
@@ -328,18 +369,23 @@ class DatasetWidget(QWidget):
             self.bundle_path = None
             self._say(f"grid written to {out / 'grid.json'} and grid.png")
             for row in summary["rows"]:
-                self._say(f"  images {row['fraction']:g}, pixels {row['rate']}: test mIoU "
-                          + ("-" if row["miou"] is None else f"{row['miou']:.4f}"))
+                self._say(
+                    f"  images {row['fraction']:g}, pixels {row['rate']}: test mIoU "
+                    + ("-" if row["miou"] is None else f"{row['miou']:.4f}")
+                )
             return
         self.bundle_path = Path(summary["bundle"])
         miou = "-" if summary.get("miou") is None else f"{summary['miou']:.4f}"
-        self._say(f"done: {summary['n_annotated']} annotated, {summary['n_self_labelled']} self-labelled, "
-                  f"{len(summary['skipped'])} skipped; test mIoU {miou}; bundle {self.bundle_path}")
+        self._say(
+            f"done: {summary['n_annotated']} annotated, {summary['n_self_labelled']} self-labelled, "
+            f"{len(summary['skipped'])} skipped; test mIoU {miou}; bundle {self.bundle_path}"
+        )
         for skipped in summary["skipped"]:
             self._say(f"  skipped {skipped['name']}: {skipped['reason']}")
         if summary["skipped"]:
-            _messages.notify("warning", f"Dataset training: {len(summary['skipped'])} image(s) "
-                                        "skipped (see the log)")
+            _messages.notify(
+                "warning", f"Dataset training: {len(summary['skipped'])} image(s) skipped (see the log)"
+            )
         if not self._layer_mode_run:
             self._open_folder_results(summary)
 
@@ -361,7 +407,7 @@ class DatasetWidget(QWidget):
                     pairs.append((item.name, item.image, path, prediction_layer_name(item.name)))
         else:
             pseudo = Path(summary["options"].get("pseudo_dir") or out / "pseudo")
-            for name, record in list(summary["pseudo_labels"].items())[:MAX_RESULT_LAYERS]:
+            for name in list(summary["pseudo_labels"])[:MAX_RESULT_LAYERS]:
                 pairs.append((name, None, pseudo / f"{name}_labels.tif", pseudo_label_layer_name(name)))
         for name, image_path, labels_path, layer_name in pairs:
             try:
@@ -409,8 +455,11 @@ class DatasetWidget(QWidget):
             _, annotate = self.viewer.window.add_plugin_dock_widget("napari-pointseg", "Annotate & train")
             annotate.load_model(str(self.bundle_path))
         except Exception as exc:  # noqa: BLE001 - widget 1 missing or refused: say so, keep going
-            _messages.notify("warning", f"could not open Annotate & train ({type(exc).__name__}: "
-                                        f"{exc}); load {self.bundle_path} there with 'Load model'")
+            _messages.notify(
+                "warning",
+                f"could not open Annotate & train ({type(exc).__name__}: "
+                f"{exc}); load {self.bundle_path} there with 'Load model'",
+            )
 
     def shutdown(self) -> None:
         """Stop a run (the viewer is closing, or Python exits). Safe to call more than once."""

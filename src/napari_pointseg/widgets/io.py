@@ -91,7 +91,8 @@ def write_points(path: str, data, attributes: dict) -> list[str]:
         else:
             raise InputError(
                 "this Points layer has no 'label' feature: give each point a class "
-                "(the 'Annotate & train' widget does) before saving it as a points CSV")
+                "(the 'Annotate & train' widget does) before saving it as a points CSV"
+            )
     pts = PointSet.from_napari(np.asarray(data), features).renumbered()
     path = str(path)
     if not path.lower().endswith(".csv"):

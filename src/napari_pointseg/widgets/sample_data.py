@@ -52,8 +52,11 @@ def _truth_layer(name: str, mask) -> tuple:
 
 def _sample_layers(name: str, point_size: float = 7.0) -> list[tuple]:
     sample = load_sample(name)
-    return [_image_layer(name, sample), _truth_layer(name, sample.mask),
-            _points_layer(name, sample.points, point_size)]
+    return [
+        _image_layer(name, sample),
+        _truth_layer(name, sample.mask),
+        _points_layer(name, sample.points, point_size),
+    ]
 
 
 def sample_nuclei() -> list[tuple]:
