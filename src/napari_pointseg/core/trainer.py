@@ -67,7 +67,7 @@ class TrainConfig:
     head_polish_anchors: int = (
         4096  # ... keeping the prediction on this many pixels (mostly near class boundaries)
     )
-    head_polish_keep: float = 30.0  # ... with this weight (KL divergence from the prediction before)
+    head_polish_keep: float = 10.0  # ... with this weight (KL divergence from the prediction before)
     final_lr_floor: float = 0.1  # lr falls linearly to lr * this over the final iterations (1: flat)
     ema_decay: float = 0.9  # >0: predict with an exponential moving average of the weights
     lr: float = 2e-3
@@ -528,93 +528,11 @@ class SparseTrainer:
         return getattr(self.inference_model(), "refine", None) is not None
 
     def _polish_head(self) -> None:
-        """Train the full-resolution head alone (the U-Net frozen) on the admitted points until
-        the prediction honours ``honour_target`` of them, at most ``head_polish_iters`` steps.
+        from .head_polish import polish_head
 
-        The network's boundary at half resolution is off by a pixel or two, and clicks on a
-        class border (most of an oracle's late clicks) end up on the wrong side. The head sees
-        a 5 x 5 full-resolution window, so it can move the boundary locally; with the U-Net's
-        logits computed once, a step costs about a millisecond. The head is trained on all
-        admitted points (the ones it gets right must stay right), with the wrong ones weighted
-        up; the polished head is copied into the training network too."""
-        import torch
-        import torch.nn.functional as F
-
-        cfg = self.config
-        model = self.inference_model()
-        zs, yx, cls = self._active()
-        planes = np.unique(zs)
-        per_plane = cfg.head_polish_anchors // len(planes) if cfg.head_polish_keep > 0 else 0
-        inputs, targets, n_points = [], [], 0
-        with torch.no_grad():
-            for z in planes:
-                sel = np.flatnonzero(zs == z)
-                x = self._plane(int(z))[None]
-                low = model.net(F.avg_pool2d(x, model.factor)).float()
-                rows, cols = yx[sel, 0], yx[sel, 1]
-                n_points += len(sel)
-                targets.append(torch.from_numpy(cls[sel]).to(self.device))
-                if per_plane:
-                    anchors = self._boundary_anchors(model, x, low, per_plane)
-                    rows, cols = np.concatenate([rows, anchors[:, 0]]), np.concatenate([cols, anchors[:, 1]])
-                index = [
-                    torch.zeros(len(rows), dtype=torch.long, device=self.device),
-                    torch.from_numpy(rows).to(self.device),
-                    torch.from_numpy(cols).to(self.device),
-                ]
-                inputs.append((len(sel), model.point_inputs(x, low, *index)))
-            # points first, then the anchors (pixels whose prediction the polish must keep)
-            parts = [(b[:k], f[:k], i[:k]) for k, (b, f, i) in inputs]
-            parts += [(b[k:], f[k:], i[k:]) for k, (b, f, i) in inputs]
-            base, feat, inside = (torch.cat(part) for part in zip(*parts))
-            target = torch.cat(targets)
-            before = F.log_softmax(base[n_points:] + model.head_at(feat[n_points:], inside[n_points:]), 1)
-        weights = self._class_weights()
-        params = list(model.refine.parameters())
-        for p in params:
-            p.requires_grad_(True)
-        opt = torch.optim.Adam(params, lr=cfg.head_polish_lr)
-        try:
-            for _ in range(cfg.head_polish_iters):
-                logits = base + model.head_at(feat, inside)
-                points, rest = logits[:n_points], logits[n_points:]
-                wrong = points.argmax(1) != target
-                if 1.0 - wrong.float().mean().item() >= cfg.honour_target:
-                    break
-                ce = F.cross_entropy(points, target, weight=weights, reduction="none")
-                loss = ce.mean() + ce[wrong].mean()
-                if len(rest):
-                    now = F.log_softmax(rest, 1)
-                    kl = (before.exp() * (before - now)).sum(1).mean()
-                    loss = loss + cfg.head_polish_keep * kl
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-        finally:
-            for p in params:
-                p.requires_grad_(False if model is self.ema_model else True)
-        if model is not self.net:
-            self.net.refine.load_state_dict(model.refine.state_dict())
+        polish_head(self)
         self._proba_cache = None
         self._wrong = np.zeros(0, np.int64)
-
-    def _boundary_anchors(self, model, x, low, n: int) -> np.ndarray:
-        """int64 (n, 2) yx anchor pixels of plane ``x`` (1, C, H, W): three quarters within
-        2 px of a class boundary of the current prediction (where a change of the head
-        changes the labels), a quarter anywhere."""
-        import torch
-        import torch.nn.functional as F
-
-        h, w = self.image.spatial_shape[-2:]
-        logits = F.interpolate(low, size=x.shape[-2:], mode="bilinear", align_corners=False)
-        logits = logits + model.refine(torch.cat([x.float(), logits], 1))
-        pred = logits.argmax(1, keepdim=True).float()[..., :h, :w]
-        edge = (F.max_pool2d(pred, 5, 1, 2) != -F.max_pool2d(-pred, 5, 1, 2))[0, 0]
-        band = np.argwhere(edge.cpu().numpy())
-        n_band = min(len(band), 3 * n // 4)
-        picks = [band[self.rng.choice(len(band), n_band, replace=False)]] if n_band else []
-        picks.append(self.rng.integers(0, (h, w), (n - n_band, 2)))
-        return np.concatenate(picks).astype(np.int64)
 
     def _update(self, t0, it0, loss, acc, prediction=None, waiting=False, done=False) -> TrainUpdate:
         secs = time.perf_counter() - t0
