@@ -65,6 +65,8 @@ def polish_head(trainer) -> None:
     optimizer = torch.optim.Adam(params, lr=cfg.head_polish_lr)
     try:
         for _ in range(cfg.head_polish_iters):
+            if trainer.stopped or trainer.has_pending_points():
+                break  # Stop or a new click in the widget: answer within one step
             logits = base + model.head_at(feat, inside)
             points, rest = logits[:n_points], logits[n_points:]
             wrong = points.argmax(1) != target

@@ -244,6 +244,11 @@ class SparseTrainer:
         """Ask the generator to return after the current iteration."""
         self._stop.set()
 
+    def has_pending_points(self) -> bool:
+        """Whether `set_points` / `add_points` gave points that training has not taken yet."""
+        with self._lock:
+            return self._pending is not None
+
     @property
     def stopped(self) -> bool:
         return self._stop.is_set()
