@@ -246,6 +246,45 @@ def oracle_config(
     return replace(cfg, **upd)
 
 
+def loop_trainer(prep: PreparedImage, points: PointSet, classes, cfg: TrainConfig, spec, device):
+    """The SparseTrainer of an active loop (oracle or simulated user) on ``prep``.
+
+    points: the first revealed points; classes: the label values of the mask; cfg: the loop's
+    config (its ``final_iters`` is held back: the loop grants it only after the last reveal,
+    since in between the next step trains anyway). Returns the trainer.
+    """
+    return SparseTrainer(
+        prep, points, classes=classes, config=replace(cfg, final_iters=0), spec=spec, device=device
+    )
+
+
+def curve_row(
+    counter: str, count: int, n_points: int, n_pixels: int, miou: float, t0: float, iterations: int
+) -> dict:
+    """One row of an active loop's learning curve (also what its ``callback`` gets).
+
+    counter / count: the name and number of the step ("step" for the oracle, "round" for the
+    simulated user); n_points: points revealed; n_pixels: pixels in the image; miou: the mIoU
+    now; t0: the loop's ``time.perf_counter()`` start; iterations: training iterations so far.
+    Returns ``{counter, n_points, fraction_labeled, miou, seconds, iterations}``.
+    """
+    return {
+        counter: count,
+        "n_points": n_points,
+        "fraction_labeled": n_points / n_pixels,
+        "miou": miou,
+        "seconds": round(time.perf_counter() - t0, 3),
+        "iterations": iterations,
+    }
+
+
+def reveal_points(trainer, new: np.ndarray, truth: np.ndarray, revealed: np.ndarray) -> None:
+    """Reveal the pixels ``new`` ((m, 2) int yx): mark them in the bool map ``revealed`` and
+    give the trainer their labels from ``truth``."""
+    revealed[new[:, 0], new[:, 1]] = True
+    trainer.add_points(new.astype(np.float64), truth[new[:, 0], new[:, 1]])
+
+
 def run_oracle(
     image: np.ndarray,
     mask: np.ndarray,
@@ -340,10 +379,7 @@ def run_active(
     points = PointSet(first.astype(np.float64), truth[first[:, 0], first[:, 1]])
     revealed = np.zeros(truth.shape, bool)
     revealed[first[0, 0], first[0, 1]] = True
-    # final_iters only after the last reveal: in between, the next step trains anyway
-    trainer = SparseTrainer(
-        prep, points, classes=classes, config=replace(cfg, final_iters=0), spec=spec, device=device
-    )
+    trainer = loop_trainer(prep, points, classes, cfg, spec, device)
     curve: list[dict] = []
     step = 0
     n_revealed = len(points)  # trainer.points lags: new points join it inside run()
@@ -357,14 +393,7 @@ def run_active(
         m = segmentation_metrics(truth, pred, labels=classes)
         step += 1
         n = len(trainer.points)
-        row = {
-            "step": step,
-            "n_points": n,
-            "fraction_labeled": n / truth.size,
-            "miou": m["miou"],
-            "seconds": round(time.perf_counter() - t0, 3),
-            "iterations": trainer.iteration,
-        }
+        row = curve_row("step", step, n, truth.size, m["miou"], t0, trainer.iteration)
         curve.append(row)
         if callback is not None:
             callback(row)
@@ -374,8 +403,7 @@ def run_active(
         new = np.asarray(picker(pred, proba, truth, k, rng, revealed), np.int64).reshape(-1, 2)
         if len(new) == 0:
             break  # every pixel revealed
-        revealed[new[:, 0], new[:, 1]] = True
-        trainer.add_points(new.astype(np.float64), truth[new[:, 0], new[:, 1]])
+        reveal_points(trainer, new, truth, revealed)
         n_revealed += len(new)
     trainer.config.final_iters = final_iters
     seconds = time.perf_counter() - t0

@@ -27,7 +27,7 @@ from ..core.features import FilterBank
 from ..core.inputs import PreparedImage
 from ..core.metrics import segmentation_metrics
 from ..core.models import ModelSpec
-from ..core.oracle_loop import check_oracle_inputs
+from ..core.oracle_loop import check_oracle_inputs, curve_row, loop_trainer, reveal_points
 from ..core.points import PointSet
 from ..core.trainer import SparseTrainer, TrainConfig
 
@@ -144,9 +144,7 @@ def run_correcting_user(
     clicked = np.zeros(truth.shape, bool)
     clicked[first[:, 0], first[:, 1]] = True
     points = PointSet(first.astype(np.float64), truth[first[:, 0], first[:, 1]])
-    trainer = SparseTrainer(
-        prep, points, classes=classes, config=replace(cfg, final_iters=0), spec=spec, device=device
-    )
+    trainer = loop_trainer(prep, points, classes, cfg, spec, device)
     curve: list[dict] = []
     done: list[dict] = []
     rnd = 0
@@ -161,14 +159,7 @@ def run_correcting_user(
         pred = trainer.predict(0)
         m = segmentation_metrics(truth, pred, labels=classes)
         rnd += 1
-        row = {
-            "round": rnd,
-            "n_points": n,
-            "fraction_labeled": n / truth.size,
-            "miou": m["miou"],
-            "seconds": round(time.perf_counter() - t0, 3),
-            "iterations": trainer.iteration,
-        }
+        row = curve_row("round", rnd, n, truth.size, m["miou"], t0, trainer.iteration)
         curve.append(row)
         if callback is not None:
             callback(row)
@@ -178,8 +169,7 @@ def run_correcting_user(
         new = region_centres(pred, truth, min(per_round, n_budget - n), clicked)
         if len(new) == 0:
             break  # nothing wrong any more
-        clicked[new[:, 0], new[:, 1]] = True
-        trainer.add_points(new.astype(np.float64), truth[new[:, 0], new[:, 1]])
+        reveal_points(trainer, new, truth, clicked)
         n += len(new)
     # marks never reached (nothing left to correct): the final state stands for them
     done += [

@@ -83,6 +83,41 @@ def _mean_std(values) -> dict:
     return {"mean": float(v.mean()), "std": float(v.std()), "n": int(len(v))}
 
 
+def _oracle_runs(images: Sequence[ImageItem], seeds: Sequence[int], budget, target, cfg, spec, device):
+    """The oracle run every experiment starts from, on each image and seed in turn.
+
+    Yields ``(name, image, mask, channel_axis, seed, OracleResult)``.
+    """
+    for name, image, mask, ca in images:
+        for seed in seeds:
+            res = run_oracle(
+                image,
+                mask,
+                budget=budget,
+                target=target,
+                seed=seed,
+                channel_axis=ca,
+                config=cfg,
+                spec=spec,
+                device=device,
+            )
+            yield name, image, mask, ca, seed, res
+
+
+def _table(experiment: str, budget, target, seeds, cfg: TrainConfig, spec, runs: list, summary: dict) -> dict:
+    """An experiment's result table: its settings, its ``runs`` rows and their ``summary``."""
+    return {
+        "experiment": experiment,
+        "budget": budget,
+        "target": target,
+        "seeds": list(seeds),
+        "config": cfg.to_dict(),
+        "spec": (spec or ModelSpec()).to_dict(),
+        "runs": runs,
+        "summary": summary,
+    }
+
+
 def run_orders(
     images: Sequence[ImageItem],
     seeds: Sequence[int] = (0, 1),
@@ -103,50 +138,28 @@ def run_orders(
     """
     cfg = oracle_config(config)
     runs = []
-    for name, image, mask, ca in images:
-        for seed in seeds:
-            res = run_oracle(
-                image,
-                mask,
-                budget=budget,
-                target=target,
-                seed=seed,
-                channel_axis=ca,
-                config=cfg,
-                spec=spec,
-                device=device,
-            )
-            n = len(res.points)
-            row = {
-                "image": name,
-                "seed": seed,
-                "n_points": n,
-                "fraction_labeled": res.metrics["fraction_labeled"],
-                "iterations": res.metrics["iterations"],
-                "oracle_miou": res.metrics["miou"],
-                "oracle_seconds": res.metrics["seconds"],
-                "curve": res.metrics["curve"],
-                "orders": {},
-            }
-            _log(progress, f"{name} seed {seed}: oracle mIoU {res.metrics['miou']:.4f} with {n} points")
-            for order in orders:
-                rc = replay_config(cfg, n, res.metrics["iterations"], order, seed)
-                m, secs, _ = train_fresh(
-                    image, mask, res.points, rc, channel_axis=ca, spec=spec, device=device
-                )
-                row["orders"][order] = m
-                _log(progress, f"  {order:8s} mIoU {m:.4f} ({secs:.0f} s)")
-            runs.append(row)
-    table = {
-        "experiment": "orders",
-        "budget": budget,
-        "target": target,
-        "seeds": list(seeds),
-        "config": cfg.to_dict(),
-        "spec": (spec or ModelSpec()).to_dict(),
-        "runs": runs,
-        "summary": {o: _mean_std(r["orders"][o] for r in runs) for o in orders},
-    }
+    for name, image, mask, ca, seed, res in _oracle_runs(images, seeds, budget, target, cfg, spec, device):
+        n = len(res.points)
+        row = {
+            "image": name,
+            "seed": seed,
+            "n_points": n,
+            "fraction_labeled": res.metrics["fraction_labeled"],
+            "iterations": res.metrics["iterations"],
+            "oracle_miou": res.metrics["miou"],
+            "oracle_seconds": res.metrics["seconds"],
+            "curve": res.metrics["curve"],
+            "orders": {},
+        }
+        _log(progress, f"{name} seed {seed}: oracle mIoU {res.metrics['miou']:.4f} with {n} points")
+        for order in orders:
+            rc = replay_config(cfg, n, res.metrics["iterations"], order, seed)
+            m, secs, _ = train_fresh(image, mask, res.points, rc, channel_axis=ca, spec=spec, device=device)
+            row["orders"][order] = m
+            _log(progress, f"  {order:8s} mIoU {m:.4f} ({secs:.0f} s)")
+        runs.append(row)
+    summary = {o: _mean_std(r["orders"][o] for r in runs) for o in orders}
+    table = _table("orders", budget, target, seeds, cfg, spec, runs, summary)
     if out_dir is not None:
         _write(out_dir, "orders", table, _plot_orders)
     return table
@@ -173,79 +186,59 @@ def run_samplers(
     """
     cfg = oracle_config(config)
     runs = []
-    for name, image, mask, ca in images:
-        for seed in seeds:
-            rng = np.random.default_rng(1000 + seed)
-            res = run_oracle(
-                image,
-                mask,
-                budget=budget,
-                target=target,
-                seed=seed,
-                channel_axis=ca,
-                config=cfg,
-                spec=spec,
-                device=device,
-            )
-            n, iters = len(res.points), res.metrics["iterations"]
-            rc = replay_config(cfg, n, iters, "correct", seed)
-            found = {"oracle": (res.points, res.metrics["miou"], res.metrics["curve"])}
-            for kind in kinds:
-                if kind in ACQUISITIONS:
-                    act = active_points(
-                        image, mask, n, kind, seed=seed, channel_axis=ca, config=cfg, spec=spec, device=device
-                    )
-                    found[kind] = (act.points, act.metrics["miou"], act.metrics["curve"])
-                else:
-                    yx = label_based_points(kind, image, mask, n, rng, channel_axis=ca)
-                    found[kind] = (
-                        PointSet(yx.astype(np.float64), np.asarray(mask)[yx[:, 0], yx[:, 1]]),
-                        None,
-                        None,
-                    )
-            row = {
-                "image": name,
-                "seed": seed,
-                "n_points": n,
-                "fraction_labeled": n / np.asarray(mask).size,
-                "methods": {},
-            }
-            for method, (pts, loop_miou, curve) in found.items():
-                if len(pts.classes) < 2:
-                    row["methods"][method] = {"miou": None, "note": "points cover one class"}
-                    continue
-                m, secs, _ = train_fresh(image, mask, pts, rc, channel_axis=ca, spec=spec, device=device)
-                rf_pred, rf_s = rf_baseline(image, pts, channel_axis=ca, seed=seed)
-                row["methods"][method] = {
-                    "miou": m,
-                    "seconds": secs,
-                    "rf_miou": miou(mask, rf_pred, np.unique(mask)),
-                    "rf_seconds": rf_s,
-                    "loop_miou": loop_miou,
-                    "curve": curve,
-                }
-                _log(
-                    progress,
-                    f"{name} seed {seed} {method:16s} net {m:.4f}  RF {row['methods'][method]['rf_miou']:.4f}",
+    for name, image, mask, ca, seed, res in _oracle_runs(images, seeds, budget, target, cfg, spec, device):
+        rng = np.random.default_rng(1000 + seed)
+        n, iters = len(res.points), res.metrics["iterations"]
+        rc = replay_config(cfg, n, iters, "correct", seed)
+        found = {"oracle": (res.points, res.metrics["miou"], res.metrics["curve"])}
+        for kind in kinds:
+            if kind in ACQUISITIONS:
+                act = active_points(
+                    image, mask, n, kind, seed=seed, channel_axis=ca, config=cfg, spec=spec, device=device
                 )
-            runs.append(row)
-    methods = list(runs[0]["methods"]) if runs else []
-    table = {
-        "experiment": "samplers",
-        "budget": budget,
-        "target": target,
-        "seeds": list(seeds),
-        "config": cfg.to_dict(),
-        "spec": (spec or ModelSpec()).to_dict(),
-        "runs": runs,
-        "summary": {
-            m: {
-                "net": _mean_std(r["methods"][m].get("miou") for r in runs),
-                "rf": _mean_std(r["methods"][m].get("rf_miou") for r in runs),
+                found[kind] = (act.points, act.metrics["miou"], act.metrics["curve"])
+            else:
+                yx = label_based_points(kind, image, mask, n, rng, channel_axis=ca)
+                found[kind] = (
+                    PointSet(yx.astype(np.float64), np.asarray(mask)[yx[:, 0], yx[:, 1]]),
+                    None,
+                    None,
+                )
+        row = {
+            "image": name,
+            "seed": seed,
+            "n_points": n,
+            "fraction_labeled": n / np.asarray(mask).size,
+            "methods": {},
+        }
+        for method, (pts, loop_miou, curve) in found.items():
+            if len(pts.classes) < 2:
+                row["methods"][method] = {"miou": None, "note": "points cover one class"}
+                continue
+            m, secs, _ = train_fresh(image, mask, pts, rc, channel_axis=ca, spec=spec, device=device)
+            rf_pred, rf_s = rf_baseline(image, pts, channel_axis=ca, seed=seed)
+            row["methods"][method] = {
+                "miou": m,
+                "seconds": secs,
+                "rf_miou": miou(mask, rf_pred, np.unique(mask)),
+                "rf_seconds": rf_s,
+                "loop_miou": loop_miou,
+                "curve": curve,
             }
-            for m in methods
-        },
+            _log(
+                progress,
+                f"{name} seed {seed} {method:16s} net {m:.4f}  RF {row['methods'][method]['rf_miou']:.4f}",
+            )
+        runs.append(row)
+    methods = list(runs[0]["methods"]) if runs else []
+    summary = {
+        m: {
+            "net": _mean_std(r["methods"][m].get("miou") for r in runs),
+            "rf": _mean_std(r["methods"][m].get("rf_miou") for r in runs),
+        }
+        for m in methods
     }
+    table = _table("samplers", budget, target, seeds, cfg, spec, runs, summary)
     if out_dir is not None:
         _write(out_dir, "samplers", table, _plot_samplers)
     return table
@@ -264,6 +257,20 @@ def _write(out_dir, name: str, table: dict, plot) -> None:
     plot(table, out / f"{name}.png")
 
 
+def _plot_curve(ax, curve: list[dict], color: str, alpha: float, label: str | None = None) -> None:
+    """Draw one learning curve (rows with fraction_labeled and miou) as mIoU vs labelled %."""
+    # no label at all (not label=None) keeps an unnamed curve out of the legend as before
+    named = {} if label is None else {"label": label}
+    ax.plot(
+        [p["fraction_labeled"] * 100 for p in curve],
+        [p["miou"] for p in curve],
+        color=color,
+        lw=1,
+        alpha=alpha,
+        **named,
+    )
+
+
 def _plot_orders(table: dict, path: Path) -> None:
     """Oracle curves (mIoU vs labelled %) per run, and each order's final mIoU as markers."""
     import matplotlib
@@ -275,14 +282,7 @@ def _plot_orders(table: dict, path: Path) -> None:
     markers = {"correct": "o", "entire": "s", "random": "^", "reverse": "v"}
     for i, r in enumerate(table["runs"]):
         c = f"C{i % 10}"
-        ax.plot(
-            [p["fraction_labeled"] * 100 for p in r["curve"]],
-            [p["miou"] for p in r["curve"]],
-            color=c,
-            lw=1,
-            alpha=0.7,
-            label=f"{r['image']} s{r['seed']} oracle",
-        )
+        _plot_curve(ax, r["curve"], c, 0.7, label=f"{r['image']} s{r['seed']} oracle")
         for o, m in r["orders"].items():
             ax.scatter([r["fraction_labeled"] * 100], [m], color=c, marker=markers.get(o, "x"), s=30)
     for o, mk in markers.items():
@@ -305,13 +305,7 @@ def _plot_samplers(table: dict, path: Path) -> None:
         for r in table["runs"]:
             d = r["methods"][method]
             if d.get("curve"):
-                ax.plot(
-                    [p["fraction_labeled"] * 100 for p in d["curve"]],
-                    [p["miou"] for p in d["curve"]],
-                    color=c,
-                    lw=1,
-                    alpha=0.6,
-                )
+                _plot_curve(ax, d["curve"], c, 0.6)
             if d.get("miou") is not None:
                 ax.scatter(
                     [r["fraction_labeled"] * 100], [d["miou"]], color=c, s=25, label=method if first else None

@@ -27,6 +27,25 @@ from scipy.signal import fftconvolve
 # ---------------------------------------------------------------------------------------------
 
 
+def _free_part(blob, inst: np.ndarray, min_pixels: int):
+    """Where a new nucleus ``blob`` (``(box, inside, q)`` or None) may go in the instance map
+    ``inst``: ``(box, q, free)`` with ``free`` the part of it not yet taken, or None when the
+    blob is missing, its free part has fewer than ``min_pixels`` or over 10 % of it is taken."""
+    if blob is None:
+        return None
+    box, inside, q = blob
+    free = inside & (inst[box] == 0)
+    if free.sum() < min_pixels or 1 - free.sum() / inside.sum() > 0.1:
+        return None
+    return box, q, free
+
+
+def _nucleus_profile(brightness: float, q: np.ndarray, texture: np.ndarray) -> np.ndarray:
+    """A nucleus' intensity over its box: ``brightness`` times ``texture``, 15 % dimmer towards
+    the rim (``q``: radius / outline radius, 1 on the outline)."""
+    return brightness * (0.85 + 0.15 * (1 - np.clip(q, 0, 1) ** 2)) * texture
+
+
 def _smooth_noise(rng: np.random.Generator, shape, scale) -> np.ndarray:
     """Gaussian-correlated noise (correlation length ``scale`` px, scalar or per axis),
     zero mean and unit standard deviation, float64 of ``shape``."""
@@ -158,18 +177,16 @@ def make_nuclei(size: int = 512, seed: int = 0) -> tuple[np.ndarray, np.ndarray]
         b = a * rng.uniform(0.6, 1.0)
         center = _near_point(rng, shape, parents, (a + b) / 2)
         blob = _irregular_blob(rng, shape, center, (a, b), rng.uniform(0, np.pi), 0.25, rough, 0.12)
-        if blob is None:
+        placed = _free_part(blob, inst, 25)
+        if placed is None:
             continue
-        box, inside, q = blob
-        free = inside & (inst[box] == 0)
-        if free.sum() < 25 or 1 - free.sum() / inside.sum() > 0.1:
-            continue
+        box, q, free = placed
         brightness = np.exp(rng.normal(np.log(900), 0.35))
         if kind < 0.05:  # compact mitotic nuclei are brighter
             brightness *= 1.8
         elif kind > 0.82:  # dim nuclei: weak staining or thin cells
             brightness *= rng.uniform(0.15, 0.35)
-        profile = brightness * (0.85 + 0.15 * (1 - np.clip(q, 0, 1) ** 2)) * texture[box]
+        profile = _nucleus_profile(brightness, q, texture[box])
         target = defocused if rng.random() < 0.15 else focused
         target[box][free] = profile[free]
         inst[box][free] = len(parents) + 1
@@ -559,16 +576,14 @@ def make_stack(shape: tuple[int, int, int] = (24, 256, 256), seed: int = 0) -> t
         cy, cx = _near_point(rng, shape[1:], parents, (a + b) / 2)
         center = (rng.uniform(-1, shape[0]), cy, cx)
         blob = _ellipsoid(shape, center, (c, b, a), rng.uniform(0, np.pi), rough, 0.1)
-        if blob is None:
+        placed = _free_part(blob, inst, 40)
+        if placed is None:
             continue
-        box, inside, q = blob
-        free = inside & (inst[box] == 0)
-        if free.sum() < 40 or 1 - free.sum() / inside.sum() > 0.1:
-            continue
+        box, q, free = placed
         brightness = np.exp(rng.normal(np.log(650), 0.35))
         if rng.random() < 0.15:
             brightness *= rng.uniform(0.2, 0.4)
-        profile = brightness * (0.85 + 0.15 * (1 - np.clip(q, 0, 1) ** 2)) * texture[box]
+        profile = _nucleus_profile(brightness, q, texture[box])
         signal[box][free] = profile[free]
         inst[box][free] = len(parents) + 1
         parents.append((cy, cx, (a + b) / 2))
