@@ -93,13 +93,10 @@ def boundary_anchors(model, x, low, shape, n: int, rng: np.random.Generator) -> 
     part is ``shape`` (H, W), given the network's low-resolution logits ``low``: three quarters
     within 2 px of a class boundary of the current prediction (where a change of the head
     changes labels), a quarter anywhere."""
-    import torch
     import torch.nn.functional as F
 
     height, width = shape
-    logits = F.interpolate(low, size=x.shape[-2:], mode="bilinear", align_corners=False)
-    logits = logits + model.refine(torch.cat([x.float(), logits], 1))
-    pred = logits.argmax(1, keepdim=True).float()[..., :height, :width]
+    pred = model.from_low(x.float(), low).argmax(1, keepdim=True).float()[..., :height, :width]
     edge = (F.max_pool2d(pred, 5, 1, 2) != -F.max_pool2d(-pred, 5, 1, 2))[0, 0]
     band = np.argwhere(edge.cpu().numpy())
     n_band = min(len(band), 3 * n // 4)

@@ -187,9 +187,12 @@ def _scaled_input_class():
             return self.net.encoder
 
         def forward(self, x):
-            h, w = x.shape[-2:]
-            y = self.net(F.avg_pool2d(x, self.factor))
-            y = F.interpolate(y, size=(h, w), mode="bilinear", align_corners=False)
+            return self.from_low(x, self.net(F.avg_pool2d(x, self.factor)))
+
+        def from_low(self, x, low):
+            """Full-resolution logits of ``x`` (B, C, H, W) given the network's logits ``low``
+            on the pooled input: upsampled (bilinear), plus the head's correction."""
+            y = F.interpolate(low, size=x.shape[-2:], mode="bilinear", align_corners=False)
             if self.refine is not None:
                 y = y + self.refine(torch.cat([x, y.to(x.dtype)], 1))
             return y
@@ -227,19 +230,14 @@ def _scaled_input_class():
             return base, feat, inside
 
         def head_at(self, feat, inside):
-            """The head's correction (N, K) at the centres of windows from `point_inputs`."""
-            return self.head_valid(feat, inside)[:, :, 0, 0]
-
-        def head_valid(self, feat, inside=None):
-            """The head's correction (N, K, h - 4, w - 4) on input patches ``feat``
-            (N, C + K, h, w) without padding; ``inside`` (N, h, w): which patch pixels lie
-            inside the image (None: all)."""
+            """The head's correction (N, K) at the centres of windows from `point_inputs`
+            (valid convolutions; window pixels outside the image are zero after each layer,
+            as the head's zero padding sees them)."""
             conv1, conv2, last = self.refine[0], self.refine[2], self.refine[4]
             hidden = F.relu(F.conv2d(feat, conv1.weight, conv1.bias))
-            if inside is not None:
-                hidden = hidden * inside[:, None, 1:-1, 1:-1]
+            hidden = hidden * inside[:, None, 1:-1, 1:-1]
             hidden = F.relu(F.conv2d(hidden, conv2.weight, conv2.bias))
-            return last(hidden)
+            return last(hidden)[:, :, 0, 0]
 
     def _bilinear_at(low, batch, rows, cols, scale_h: float, scale_w: float):
         """``F.interpolate(low, bilinear, align_corners=False)`` read at full-resolution
