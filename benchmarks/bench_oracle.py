@@ -25,6 +25,7 @@ import numpy as np
 from napari_pointseg.core.metrics import miou
 from napari_pointseg.core.models import ModelSpec
 from napari_pointseg.core.oracle_loop import run_oracle
+from napari_pointseg.core.train_setup import TrainSetup
 from napari_pointseg.core.trainer import TrainConfig
 from napari_pointseg.oracle.baseline import rf_baseline
 
@@ -65,9 +66,7 @@ def main(argv=None) -> int:
             budget=args.budget,
             target=args.target,
             seed=args.seed,
-            channel_axis=ca,
-            device="cpu",
-            config=config,
+            setup=TrainSetup(channel_axis=ca, config=config, device="cpu"),
         )
         m = res.metrics
         rf_pred, rf_s = rf_baseline(image, res.points, channel_axis=ca, seed=args.seed)

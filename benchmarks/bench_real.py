@@ -35,6 +35,7 @@ import numpy as np
 from napari_pointseg.core.metrics import segmentation_metrics
 from napari_pointseg.core.models import ModelSpec
 from napari_pointseg.core.oracle_loop import run_oracle
+from napari_pointseg.core.train_setup import TrainSetup
 from napari_pointseg.core.trainer import TrainConfig
 from napari_pointseg.oracle.baseline import rf_baseline, rf_features
 from napari_pointseg.oracle.correcting_user import honoured_fraction, max_drop_after, run_correcting_user
@@ -75,7 +76,7 @@ def rf_row(image, mask, points, classes, feats, feat_s, seed) -> dict:
     return {"rf_" + k: v for k, v in out.items()}
 
 
-def run_image(name, image, mask, modes, args, config, spec) -> dict:
+def run_image(name, image, mask, modes, args, setup: TrainSetup) -> dict:
     classes = np.unique(mask)
     t = time.perf_counter()
     feats = rf_features(image)
@@ -90,9 +91,7 @@ def run_image(name, image, mask, modes, args, config, spec) -> dict:
                 budget=budget,
                 target=1.0,
                 seed=args.seed,
-                device=args.device,
-                config=config,
-                spec=spec,
+                setup=setup,
             )
             r = score(mask, res.prediction, res.points, classes)
             r.update(
@@ -116,9 +115,7 @@ def run_image(name, image, mask, modes, args, config, spec) -> dict:
                 budget=marks[-1],
                 checkpoints=marks,
                 seed=args.seed,
-                device=args.device,
-                config=config,
-                spec=spec,
+                setup=setup,
             )
             cps = {}
             for mark, cp in zip(marks, res.checkpoints):
@@ -228,6 +225,7 @@ def main(argv=None) -> int:
     try:
         config = TrainConfig(**json.loads(args.config))
         spec = ModelSpec(**json.loads(args.spec))
+        setup = TrainSetup(spec=spec, config=config, device=args.device)
     except (ValueError, TypeError) as e:
         print(f"error: --config / --spec: {e}", file=sys.stderr)
         return 2
@@ -239,7 +237,7 @@ def main(argv=None) -> int:
         for i in idx:
             image, mask = load_pair(data / s, i, args.crop or None)
             name = f"{s}/{i}"
-            row = run_image(name, image, mask, modes, args, config, spec)
+            row = run_image(name, image, mask, modes, args, setup)
             row["load_1min_after"] = os.getloadavg()[0]
             rows.append(row)
             parts = [f"{name:18s} {mask.shape[0]}x{mask.shape[1]}"]

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_pointseg.core.train_setup import TrainSetup
+
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "bench_train.json"
 
@@ -44,7 +46,7 @@ def speed_rows(repeats: int = 5) -> list[dict]:
         coords = rng.integers(0, size, (60, 2))
         pts = PointSet(coords, np.arange(60) % 2 + 1)
         for label, crop in (("default (crops)", TrainConfig().crop_size), ("whole image", None)):
-            tr = make_trainer(image, pts, config=TrainConfig(crop_size=crop), device="cpu")
+            tr = make_trainer(image, pts, setup=TrainSetup(config=TrainConfig(crop_size=crop), device="cpu"))
             tr.n_admitted = len(pts)  # every point in the loss: a steady-state iteration
             train_ms = _median_ms(lambda tr=tr: tr._iterate(0), repeats)
             row = {

@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 
 from napari_pointseg.cli import main
 from napari_pointseg.core.errors import InputError
+from napari_pointseg.core.train_setup import TrainSetup
 
 QUICK = [
     "--iters-per-point",
@@ -69,9 +70,11 @@ def base(tmp_path_factory):
     tr = make_trainer(
         image,
         pts,
-        config=fast_config(iters_per_step=1, final_iters=1, polish_iters=0),
-        spec=_small_spec(),
-        device="cpu",
+        setup=TrainSetup(
+            spec=_small_spec(),
+            config=fast_config(iters_per_step=1, final_iters=1, polish_iters=0),
+            device="cpu",
+        ),
     ).train_all()
     save_trainer(d / "model.safetensors", tr)
     _write_broken_files(d, image, mask)

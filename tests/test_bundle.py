@@ -5,12 +5,15 @@ from _synth import TINY_SPEC, blobs, fast_config, random_points
 from napari_pointseg.core.bundle import load_bundle, predict_with_bundle, save_trainer
 from napari_pointseg.core.errors import InputError
 from napari_pointseg.core.session import make_trainer
+from napari_pointseg.core.train_setup import TrainSetup
 
 
 def test_bundle_round_trip_predicts_identically(tmp_path):
     image, mask = blobs(64, 2)
     pts = random_points(mask, 16, 2)
-    tr = make_trainer(image, pts, config=fast_config(), spec=TINY_SPEC, device="cpu").train_all()
+    tr = make_trainer(
+        image, pts, setup=TrainSetup(spec=TINY_SPEC, config=fast_config(), device="cpu")
+    ).train_all()
     path = save_trainer(tmp_path / "model", tr)
     assert path.name == "model.safetensors"
     b = load_bundle(path)
@@ -53,7 +56,7 @@ def test_pickle_file_is_not_executed(tmp_path):
 def test_bundle_rejects_wrong_channel_count(tmp_path):
     image, mask = blobs(64, 2)
     tr = make_trainer(
-        image, random_points(mask, 8), config=fast_config(), spec=TINY_SPEC, device="cpu"
+        image, random_points(mask, 8), setup=TrainSetup(spec=TINY_SPEC, config=fast_config(), device="cpu")
     ).train_all()
     b = load_bundle(save_trainer(tmp_path / "m", tr))
     with pytest.raises(InputError, match="channel"):

@@ -16,6 +16,7 @@ from napari_pointseg.core.oracle_loop import (
 )
 from napari_pointseg.core.points import PointSet
 from napari_pointseg.core.suggest import ACQUISITIONS, suggest_points
+from napari_pointseg.core.train_setup import TrainSetup
 from napari_pointseg.core.trainer import TrainConfig
 from napari_pointseg.oracle import samplers
 from napari_pointseg.oracle.baseline import rf_baseline
@@ -23,6 +24,7 @@ from napari_pointseg.oracle.baseline import rf_baseline
 # a small, quick network for end-to-end runs
 TINY_SPEC = ModelSpec(encoder="resnet18", encoder_depth=3, decoder_channels=[32, 16, 8])
 TINY_CFG = TrainConfig(iters_per_step=2, min_iters_per_step=1, final_iters=2, crop_size=None, warmup_iters=2)
+TINY_SETUP = TrainSetup(spec=TINY_SPEC, config=TINY_CFG, device="cpu")
 
 
 def blobs(size=64, seed=0):
@@ -180,9 +182,7 @@ def test_run_oracle_end_to_end():
         budget=0.006,
         target=1.0,
         seed=0,
-        config=TINY_CFG,
-        spec=TINY_SPEC,
-        device="cpu",
+        setup=TINY_SETUP,
         callback=rows.append,
     )
     assert isinstance(res, OracleResult)
@@ -214,7 +214,7 @@ def test_run_oracle_end_to_end():
 
 def test_run_oracle_stops_at_target_and_fixed_k():
     image, mask = blobs()
-    res = run_oracle(image, mask, budget=0.02, target=0.01, config=TINY_CFG, spec=TINY_SPEC, device="cpu")
+    res = run_oracle(image, mask, budget=0.02, target=0.01, setup=TINY_SETUP)
     assert res.metrics["steps"] == 1 and len(res.points) == 1
     res = run_oracle(
         image,
@@ -223,9 +223,7 @@ def test_run_oracle_stops_at_target_and_fixed_k():
         target=1.0,
         points_per_step=8,
         iters_per_step=1,
-        config=TINY_CFG,
-        spec=TINY_SPEC,
-        device="cpu",
+        setup=TINY_SETUP,
     )
     assert [r["n_points"] for r in res.metrics["curve"]][:3] == [1, 9, 17]
 
@@ -242,23 +240,20 @@ def test_run_oracle_stops_at_target_and_fixed_k():
 def test_run_oracle_bad_numbers(kwargs, msg):
     image, mask = blobs()
     with pytest.raises(InputError, match=msg):
-        run_oracle(image, mask, config=TINY_CFG, spec=TINY_SPEC, device="cpu", **kwargs)
+        run_oracle(image, mask, setup=TINY_SETUP, **kwargs)
 
 
 def test_run_oracle_bad_masks():
     image, mask = blobs()
     with pytest.raises(InputError, match="shape"):
-        run_oracle(image, mask[:32], config=TINY_CFG, spec=TINY_SPEC, device="cpu")
+        run_oracle(image, mask[:32], setup=TINY_SETUP)
     with pytest.raises(InputError, match="single class"):
-        run_oracle(image, np.ones_like(mask), config=TINY_CFG, spec=TINY_SPEC, device="cpu")
+        run_oracle(image, np.ones_like(mask), setup=TINY_SETUP)
     with pytest.raises(InputError, match="2D"):
         run_oracle(
             np.stack([image] * 5),
             np.stack([mask] * 5),
-            channel_axis=None,
-            config=TINY_CFG,
-            spec=TINY_SPEC,
-            device="cpu",
+            setup=TrainSetup(channel_axis=None, spec=TINY_SPEC, config=TINY_CFG, device="cpu"),
         )
 
 
@@ -266,9 +261,7 @@ def test_active_acquisition_points_reveal_the_mask_in_the_oracle_loop():
     """`samplers.active_points` (the sampler table's label-free acquisition): n distinct
     points, labelled from the mask, picked by the acquisition in the oracle's loop."""
     image, mask = blobs()
-    res = samplers.active_points(
-        image, mask, 12, "margin", seed=0, config=TINY_CFG, spec=TINY_SPEC, device="cpu"
-    )
+    res = samplers.active_points(image, mask, 12, "margin", seed=0, setup=TINY_SETUP)
     pix = res.points.pixel_coords()
     assert len(pix) == 12 and len({tuple(p) for p in pix}) == 12
     assert np.array_equal(res.points.labels, mask[pix[:, 0], pix[:, 1]])

@@ -15,6 +15,7 @@ from napari_pointseg.core import cpu_share
 from napari_pointseg.core.features import FilterBank
 from napari_pointseg.core.oracle_loop import run_oracle
 from napari_pointseg.core.session import make_trainer
+from napari_pointseg.core.train_setup import TrainSetup
 from napari_pointseg.oracle.correcting_user import (
     first_clicks,
     honoured_fraction,
@@ -41,7 +42,11 @@ def test_final_prediction_honours_the_points():
     pts = _hard_points(mask)
 
     def run(**cfg):
-        tr = make_trainer(image, pts, config=fast_config(crop_size=None, **cfg), spec=TINY_SPEC, device="cpu")
+        tr = make_trainer(
+            image,
+            pts,
+            setup=TrainSetup(spec=TINY_SPEC, config=fast_config(crop_size=None, **cfg), device="cpu"),
+        )
         tr.train_all()
         return tr, honoured_fraction(tr.predict(), tr.points)
 
@@ -55,7 +60,9 @@ def test_final_prediction_honours_the_points():
 def test_wrong_points_are_tracked_from_predictions():
     image, mask = blobs(64, 2)
     pts = random_points(mask, 20, 2)
-    tr = make_trainer(image, pts, config=fast_config(final_iters=0), spec=TINY_SPEC, device="cpu")
+    tr = make_trainer(
+        image, pts, setup=TrainSetup(spec=TINY_SPEC, config=fast_config(final_iters=0), device="cpu")
+    )
     tr.train_all()
     proba = tr.predict_proba(0)
     wrong = tr.classes[proba.argmax(0)][tuple(pts.pixel_coords().T)] != pts.labels
@@ -72,7 +79,9 @@ def test_oracle_runs_its_final_phase():
     cfg = TrainConfig(
         iters_per_step=1, min_iters_per_step=1, final_iters=15, polish_iters=0, crop_size=None, warmup_iters=2
     )
-    res = run_oracle(image, mask, budget=0.004, target=1.0, config=cfg, spec=TINY_SPEC, device="cpu")
+    res = run_oracle(
+        image, mask, budget=0.004, target=1.0, setup=TrainSetup(spec=TINY_SPEC, config=cfg, device="cpu")
+    )
     assert res.trainer.final_done
     assert res.metrics["iterations"] >= res.metrics["steps"] + 15
 
@@ -116,7 +125,12 @@ def test_correcting_user_run():
     image, mask = blobs(48, 4)
     cfg = fast_config(crop_size=None, final_iters=4, polish_iters=10)
     res = run_correcting_user(
-        image, mask, budget=0.02, checkpoints=(0.01, 0.02), seed=0, config=cfg, spec=TINY_SPEC, device="cpu"
+        image,
+        mask,
+        budget=0.02,
+        checkpoints=(0.01, 0.02),
+        seed=0,
+        setup=TrainSetup(spec=TINY_SPEC, config=cfg, device="cpu"),
     )
     assert all(c["n_points"] >= int(f * mask.size) for c, f in zip(res.checkpoints, (0.01, 0.02)))
     assert len(res.checkpoints) == 2 and res.curve
@@ -246,7 +260,9 @@ def test_half_resolution_trainer_fits_and_round_trips(tmp_path):
 
     image, mask = blobs(336, 3)
     pts = random_points(mask, 60, 3)
-    tr = make_trainer(image, pts, config=fast_config(), spec=TINY_SPEC, device="cpu").train_all()
+    tr = make_trainer(
+        image, pts, setup=TrainSetup(spec=TINY_SPEC, config=fast_config(), device="cpu")
+    ).train_all()
     assert tr.spec.input_scale == 2
     pred = tr.predict()
     assert miou(mask, pred) > 0.7
@@ -296,7 +312,7 @@ def test_head_polish_honours_border_clicks_at_half_resolution():
 
     def run(head_polish_iters):
         cfg = fast_config(head_polish_iters=head_polish_iters, polish_iters=10)
-        tr = make_trainer(image, pts, config=cfg, spec=TINY_SPEC, device="cpu").train_all()
+        tr = make_trainer(image, pts, setup=TrainSetup(spec=TINY_SPEC, config=cfg, device="cpu")).train_all()
         assert tr.spec.input_scale == 2
         return tr, tr.predict()
 

@@ -8,12 +8,15 @@ from napari_pointseg.core.errors import InputError
 from napari_pointseg.core.metrics import miou
 from napari_pointseg.core.predict import uncertainty
 from napari_pointseg.core.session import make_trainer
+from napari_pointseg.core.train_setup import TrainSetup
 
 
 def _trainer(n=24, seed=0, **cfg):
     image, mask = blobs(64, seed)
     pts = random_points(mask, n, seed)
-    tr = make_trainer(image, pts, config=fast_config(seed=seed, **cfg), spec=TINY_SPEC, device="cpu")
+    tr = make_trainer(
+        image, pts, setup=TrainSetup(spec=TINY_SPEC, config=fast_config(seed=seed, **cfg), device="cpu")
+    )
     return tr, image, mask
 
 
@@ -127,7 +130,9 @@ def test_3d_stack_trains_on_planes_with_points():
     pts = PointSet(coords, mstack[tuple(coords.T)])
     assert len(pts.classes) >= 2, "the fixed seed must draw points of both classes"
     # 3 planes would be guessed as channels: say there are none
-    tr = make_trainer(stack, pts, channel_axis=None, config=fast_config(), spec=TINY_SPEC, device="cpu")
+    tr = make_trainer(
+        stack, pts, setup=TrainSetup(channel_axis=None, spec=TINY_SPEC, config=fast_config(), device="cpu")
+    )
     tr.train_all()
     assert tr.predict(None).shape == (3, 48, 48)
     assert tr.predict(1).shape == (48, 48)
@@ -140,7 +145,7 @@ def test_device_cuda_without_cuda_is_clear():
         pytest.skip("this machine has CUDA")
     image, mask = blobs(32)
     with pytest.raises(InputError, match="CUDA is not available"):
-        make_trainer(image, random_points(mask, 4), device="cuda")
+        make_trainer(image, random_points(mask, 4), setup=TrainSetup(device="cuda"))
 
 
 @pytest.mark.parametrize("order", ["correct", "entire", "random", "reverse"])
@@ -163,7 +168,7 @@ def test_trainer_admits_points_as_the_schedule_plans(order):
         head_polish_iters=0,
         seed=3,
     )
-    tr = make_trainer(image, pts, config=cfg, spec=TINY_SPEC, device="cpu")
+    tr = make_trainer(image, pts, setup=TrainSetup(spec=TINY_SPEC, config=cfg, device="cpu"))
     seen = {}
     for update in tr.run():
         if not update.done:

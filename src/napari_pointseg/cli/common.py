@@ -232,11 +232,13 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def model_options(args: argparse.Namespace, **overrides):
-    """(ModelSpec, TrainConfig, FilterBank) from parsed options (+ config overrides)."""
+def train_setup(args: argparse.Namespace, **overrides):
+    """The TrainSetup of parsed options: --channel-axis, --device, the model and training
+    options (+ TrainConfig field ``overrides``), --no-filters."""
     from ..core.features import FilterBank
     from ..core.models import ModelSpec
     from ..core.schedule import with_iters_per_step
+    from ..core.train_setup import TrainSetup
     from ..core.trainer import TrainConfig
 
     check_options(args)
@@ -248,8 +250,13 @@ def model_options(args: argparse.Namespace, **overrides):
     config = TrainConfig(**{**cfg, **overrides})
     if args.iters_per_point is not None:
         config = with_iters_per_step(config, max(1, int(round(args.iters_per_point))))
-    fb = FilterBank(()) if getattr(args, "no_filters", False) else FilterBank()
-    return spec, config, fb
+    return TrainSetup(
+        channel_axis=getattr(args, "channel_axis", "auto"),
+        spec=spec,
+        config=config,
+        device=args.device,
+        filter_bank=FilterBank(()) if getattr(args, "no_filters", False) else FilterBank(),
+    )
 
 
 @contextmanager

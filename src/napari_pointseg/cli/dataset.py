@@ -12,8 +12,8 @@ from .common import (
     add_model_options,
     check_inputs,
     check_out_dir,
-    model_options,
     print_table,
+    train_setup,
 )
 
 LAYOUT = """\
@@ -134,9 +134,9 @@ def options_from_args(args):
         raise CliError("--workers must be >= 1")
     if args.iterations < 1 or args.batch_size < 1 or args.dataset_crop_size < 16:
         raise CliError("--iterations and --batch-size must be >= 1, --dataset-crop-size >= 16")
-    spec, cfg, fb = model_options(args)
+    setup = train_setup(args)
     # seed and threads are run-level options, not part of the per-image recipe (resume key)
-    image_config = {k: v for k, v in cfg.to_dict().items() if k not in ("seed", "threads")}
+    image_config = {k: v for k, v in setup.config.to_dict().items() if k not in ("seed", "threads")}
     dataset_config = {
         "iterations": args.iterations,
         "batch_size": args.batch_size,
@@ -154,15 +154,15 @@ def options_from_args(args):
         fraction=args.fraction,
         target=args.target,
         seed=args.seed,
-        channel_axis=args.channel_axis,
-        spec=spec.to_dict(),
+        channel_axis=setup.channel_axis,
+        spec=setup.spec.to_dict(),
         image_config=image_config,
         dataset_config=dataset_config,
         encoder_weights=args.encoder_weights,
         workers=args.workers,
         scheduler=args.scheduler,
-        device=args.device,
-        filter_sigmas=tuple(fb.sigmas),
+        device=setup.device,
+        filter_sigmas=tuple(setup.filter_bank.sigmas),
         threads=args.threads,
     )
 

@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from .common import CliError, add_image_options, add_model_options, model_options, print_table, progress
+from .common import CliError, add_image_options, add_model_options, print_table, progress, train_setup
 
 SAMPLE_2D = ("nuclei", "cells", "tissue")
 ORACLE_OUTPUTS = ("points.csv", "prediction.tif", "metrics.json", "overlay.png", "model.safetensors")
@@ -107,7 +107,7 @@ def cmd_oracle(args) -> int:
 
     _check_budget(args)
     image, mask = read_image(args.image), read_mask(args.mask)
-    spec, cfg, fb = model_options(args)
+    setup = train_setup(args)
     out = Path(args.out)
     with progress(None, "oracle", args.quiet, unit="step") as bar:
 
@@ -118,18 +118,14 @@ def cmd_oracle(args) -> int:
         res = run_oracle(
             image,
             mask,
+            setup,
             budget=args.budget,
             target=args.target,
             points_per_step=args.points_per_step,
             iters_per_step=args.iters_per_step,
             seed=args.seed,
-            channel_axis=args.channel_axis,
-            config=cfg,
-            spec=spec,
-            device=args.device,
             restrict_to_worst_class=args.worst_class,
             callback=cb,
-            filter_bank=fb,
         )
     m = res.metrics
     res.points.to_csv(out / "points.csv")
@@ -209,7 +205,7 @@ def _run_experiment(args, run) -> tuple[dict, float]:
     returns (table, seconds)."""
     _check_budget(args)
     items = _load_images(args)
-    spec, cfg, _ = model_options(args)
+    setup = train_setup(args)
     log = None if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
     t0 = time.perf_counter()
     table = run(
@@ -217,9 +213,7 @@ def _run_experiment(args, run) -> tuple[dict, float]:
         list(range(args.seed, args.seed + args.seeds)),
         budget=args.budget,
         target=args.target,
-        config=cfg,
-        spec=spec,
-        device=args.device,
+        setup=setup,
         out_dir=args.out,
         progress=log,
     )

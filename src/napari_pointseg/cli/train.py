@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from .common import add_image_options, add_model_options, model_options, print_table, run_training
+from .common import add_image_options, add_model_options, print_table, run_training, train_setup
 
 TRAIN_OUTPUTS = ("prediction.tif", "model.safetensors", "overlay.png", "metrics.json")
 
@@ -47,21 +47,13 @@ def cmd_train(args) -> int:
     from ..core.session import make_trainer, metrics_for, write_json, write_labels
 
     # options, files and --out were checked by `precheck`; the inputs are read before training
-    spec, cfg, fb = model_options(args, order=args.order)
+    setup = train_setup(args, order=args.order)
     out = Path(args.out)
     image = read_image(args.image)
     points = PointSet.from_csv(args.points)
     mask = read_mask(args.mask) if args.mask else None
     t0 = time.perf_counter()
-    trainer = make_trainer(
-        image,
-        points,
-        channel_axis=args.channel_axis,
-        config=cfg,
-        spec=spec,
-        device=args.device,
-        filter_bank=fb,
-    )
+    trainer = make_trainer(image, points, setup)
     if mask is not None:
         mask = check_mask(mask, trainer.image.spatial_shape, labels=points.labels)
     run_training(trainer, args.quiet, f"training ({args.order} order)")

@@ -28,12 +28,11 @@ from scipy import ndimage as ndi
 
 from .checks import check_2d, check_mask
 from .errors import InputError
-from .features import FilterBank
 from .inputs import PreparedImage
 from .metrics import segmentation_metrics
-from .models import ModelSpec
 from .points import PointSet
 from .schedule import next_step_size, with_iters_per_step
+from .train_setup import TrainSetup
 from .trainer import SparseTrainer, TrainConfig
 
 # Oracle defaults (measured, see docs/training.md): k grows with the revealed count so that the
@@ -246,15 +245,21 @@ def oracle_config(
     return replace(cfg, **upd)
 
 
-def loop_trainer(prep: PreparedImage, points: PointSet, classes, cfg: TrainConfig, spec, device):
+def loop_trainer(prep: PreparedImage, points: PointSet, classes, cfg: TrainConfig, setup: TrainSetup):
     """The SparseTrainer of an active loop (oracle or simulated user) on ``prep``.
 
     points: the first revealed points; classes: the label values of the mask; cfg: the loop's
     config (its ``final_iters`` is held back: the loop grants it only after the last reveal,
-    since in between the next step trains anyway). Returns the trainer.
+    since in between the next step trains anyway); setup: its spec and device. Returns the
+    trainer.
     """
     return SparseTrainer(
-        prep, points, classes=classes, config=replace(cfg, final_iters=0), spec=spec, device=device
+        prep,
+        points,
+        classes=classes,
+        config=replace(cfg, final_iters=0),
+        spec=setup.spec,
+        device=setup.device,
     )
 
 
@@ -288,26 +293,23 @@ def reveal_points(trainer, new: np.ndarray, truth: np.ndarray, revealed: np.ndar
 def run_oracle(
     image: np.ndarray,
     mask: np.ndarray,
+    setup: TrainSetup | None = None,
     *,
     budget: float = 0.001,
     target: float = 0.995,
     points_per_step: int | None = None,
     iters_per_step: int | None = None,
     seed: int = 0,
-    channel_axis="auto",
-    rgb=None,
-    config: TrainConfig | None = None,
-    spec: ModelSpec | None = None,
-    device: str = "auto",
     restrict_to_worst_class: bool = False,
     callback: Callable[[dict], None] | None = None,
-    filter_bank: FilterBank | None = None,
     spread: bool = True,
 ) -> OracleResult:
     """Run Algorithm 1 on one 2D image.
 
-    image: raw 2D image (grey (H, W), or with channels: see ``channel_axis`` / ``rgb``).
+    image: raw 2D image (grey (H, W), or with channels: see ``setup.channel_axis`` / ``rgb``).
     mask: (H, W) integer label image; its values are the classes (>= 2).
+    setup: how the image is read, the network, the recipe and the device (default: library
+        defaults); the loop's step sizes come from ``setup.config`` unless given here.
     budget: stop once this fraction of pixels is revealed (0 < budget <= 1).
     target: stop once the mIoU reaches it (0 < target <= 1).
     points_per_step: a fixed k per oracle step (default: k grows with the revealed count,
@@ -326,18 +328,13 @@ def run_oracle(
         image,
         mask,
         picker,
+        setup,
         budget=budget,
         target=target,
         points_per_step=points_per_step,
         iters_per_step=iters_per_step,
         seed=seed,
-        channel_axis=channel_axis,
-        rgb=rgb,
-        config=config,
-        spec=spec,
-        device=device,
         callback=callback,
-        filter_bank=filter_bank,
     )
 
 
@@ -345,19 +342,14 @@ def run_active(
     image: np.ndarray,
     mask: np.ndarray,
     picker,
+    setup: TrainSetup | None = None,
     *,
     budget: float,
     target: float = 0.995,
     points_per_step: int | None = None,
     iters_per_step: int | None = None,
     seed: int = 0,
-    channel_axis="auto",
-    rgb=None,
-    config: TrainConfig | None = None,
-    spec: ModelSpec | None = None,
-    device: str = "auto",
     callback: Callable[[dict], None] | None = None,
-    filter_bank: FilterBank | None = None,
 ) -> OracleResult:
     """The active-learning loop of Algorithm 1 with a pluggable point picker.
 
@@ -366,12 +358,13 @@ def run_active(
     loop reveals their labels from ``mask``. Other arguments as in `run_oracle`.
     """
     t0 = time.perf_counter()
-    prep = PreparedImage(image, channel_axis, rgb, filter_bank=filter_bank)
+    setup = setup or TrainSetup()
+    prep = setup.prepare(image)
     truth = check_oracle_inputs(prep, mask, budget, target)
     classes = np.unique(truth)
     h, w = truth.shape
     n_budget = max(1, int(np.floor(budget * truth.size)))
-    cfg = oracle_config(config, points_per_step, iters_per_step)
+    cfg = oracle_config(setup.config, points_per_step, iters_per_step)
     final_iters = cfg.final_iters
     rng = np.random.default_rng(seed)
 
@@ -379,7 +372,7 @@ def run_active(
     points = PointSet(first.astype(np.float64), truth[first[:, 0], first[:, 1]])
     revealed = np.zeros(truth.shape, bool)
     revealed[first[0, 0], first[0, 1]] = True
-    trainer = loop_trainer(prep, points, classes, cfg, spec, device)
+    trainer = loop_trainer(prep, points, classes, cfg, setup)
     curve: list[dict] = []
     step = 0
     n_revealed = len(points)  # trainer.points lags: new points join it inside run()

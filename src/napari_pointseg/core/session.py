@@ -13,26 +13,21 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
-from .features import FilterBank
 from .files import atomic_write, write_tif_atomic
 from .inputs import PreparedImage
 from .metrics import segmentation_metrics
 from .models import ModelSpec, validate_spec
 from .points import PointSet
-from .trainer import SparseTrainer, TrainConfig
+from .train_setup import TrainSetup
+from .trainer import SparseTrainer
 
 
 def make_trainer(
     image: np.ndarray,
     points: PointSet,
+    setup: TrainSetup | None = None,
     *,
-    channel_axis="auto",
-    rgb=None,
     classes=None,
-    config: TrainConfig | None = None,
-    spec: ModelSpec | None = None,
-    device: str = "auto",
-    filter_bank: FilterBank | None = None,
     min_classes: int = 2,
     prepared: PreparedImage | None = None,
 ) -> SparseTrainer:
@@ -40,16 +35,19 @@ def make_trainer(
 
     image: raw array (2D grey, 2D + channels, 3D stack, 3D + channels).
     points: coordinates in the image's spatial axes; labels = label values.
+    setup: how the image is read and what network, recipe and device train (default: the
+        library defaults).
     classes: label values of the network outputs (default: the point labels).
     prepared: the PreparedImage of ``image`` made earlier (same channel_axis / rgb), e.g. by
         the widget while the user was clicking; ``image`` is then not read again.
     Raises InputError for any inconsistency, before a network is built.
     """
-    spec = spec or ModelSpec()
+    setup = setup or TrainSetup()
+    spec = setup.spec
     validate_spec(ModelSpec(**{**spec.to_dict(), "classes": max(spec.classes, 2)}))
-    prep = prepared or PreparedImage(image, channel_axis, rgb, filter_bank=filter_bank)
+    prep = prepared or setup.prepare(image)
     points.validate(prep.spatial_shape, min_classes=min_classes)
-    return SparseTrainer(prep, points, classes=classes, config=config, spec=spec, device=device)
+    return SparseTrainer(prep, points, classes=classes, config=setup.config, spec=spec, device=setup.device)
 
 
 def write_labels(path: str | Path, labels: np.ndarray) -> Path:

@@ -22,7 +22,7 @@ import json
 import shutil
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Iterator
 
@@ -78,19 +78,11 @@ class PipelineOptions:
             raise InputError("--workers must be >= 1")
 
     def job_options(self) -> PseudoLabelOptions:
+        """The stage-1 options: the fields both classes have, the per-image recipe as config,
+        and the CPU for jobs in a pool (one GPU cannot serve N workers)."""
+        same = {f.name: getattr(self, f.name) for f in fields(PseudoLabelOptions) if hasattr(self, f.name)}
         dev = "cpu" if (self.workers > 1 or self.scheduler) else self.device
-        return PseudoLabelOptions(
-            source=self.source,
-            rate=self.rate,
-            target=self.target,
-            seed=self.seed,
-            channel_axis=self.channel_axis,
-            spec=self.spec,
-            config=self.image_config,
-            device=dev,
-            filter_sigmas=self.filter_sigmas,
-            threads=self.threads,
-        )
+        return PseudoLabelOptions(**{**same, "config": self.image_config, "device": dev})
 
     def filter_bank(self):
         from ..core.features import FilterBank

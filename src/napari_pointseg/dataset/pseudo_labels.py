@@ -56,10 +56,20 @@ class PseudoLabelOptions:
     threads: int | None = None
     filter_sigmas: tuple | None = None  # None: the default filter bank
 
-    def filter_bank(self):
+    def setup(self):
+        """The TrainSetup of every per-image network (seed and threads from these options)."""
         from ..core.features import FilterBank
+        from ..core.models import ModelSpec
+        from ..core.train_setup import TrainSetup
+        from ..core.trainer import TrainConfig
 
-        return FilterBank() if self.filter_sigmas is None else FilterBank(tuple(self.filter_sigmas))
+        return TrainSetup(
+            channel_axis=self.channel_axis,
+            spec=ModelSpec.from_dict(self.spec) if self.spec else ModelSpec(),
+            config=TrainConfig.from_dict({**self.config, "seed": self.seed, "threads": self.threads}),
+            device=self.device,
+            filter_bank=FilterBank() if self.filter_sigmas is None else FilterBank(tuple(self.filter_sigmas)),
+        )
 
     def key(self, item: Item) -> str:
         """Hash of everything that determines this image's outputs (options + input files)."""
@@ -117,33 +127,16 @@ def _read_inputs(item: Item, opts: PseudoLabelOptions, source: str):
     return image, cf, mask
 
 
-def _configs(opts: PseudoLabelOptions):
-    from ..core.models import ModelSpec
-    from ..core.trainer import TrainConfig
-
-    cfg = TrainConfig.from_dict({**opts.config, "seed": opts.seed, "threads": opts.threads})
-    return ModelSpec.from_dict(opts.spec) if opts.spec else ModelSpec(), cfg
-
-
 def _from_points(item: Item, image, opts: PseudoLabelOptions, cancel):
     from ..core.points import PointSet
     from ..core.session import make_trainer
 
     points = PointSet.from_csv(item.points)
-    spec, cfg = _configs(opts)
     if opts.rate is not None:
         hw = int(np.prod(_spatial(image, opts)))
         n = max(2, int(np.floor(opts.rate * hw)))
         points = points.head(min(n, len(points)))
-    trainer = make_trainer(
-        image,
-        points,
-        channel_axis=opts.channel_axis,
-        config=cfg,
-        spec=spec,
-        device=opts.device,
-        filter_bank=opts.filter_bank(),
-    )
+    trainer = make_trainer(image, points, opts.setup())
     for _ in trainer.run():
         if cancel is not None and cancel.is_set():
             trainer.stop()
@@ -161,8 +154,6 @@ def _spatial(image, opts) -> tuple[int, int]:
 def _from_oracle(image, mask, opts: PseudoLabelOptions, cancel):
     from ..core.oracle_loop import run_oracle
 
-    spec, cfg = _configs(opts)
-
     def check(_row):
         if cancel is not None and cancel.is_set():
             raise Cancelled()
@@ -170,15 +161,11 @@ def _from_oracle(image, mask, opts: PseudoLabelOptions, cancel):
     res = run_oracle(
         image,
         mask,
+        opts.setup(),
         budget=opts.rate or 0.001,
         target=opts.target,
         seed=opts.seed,
-        channel_axis=opts.channel_axis,
-        config=cfg,
-        spec=spec,
-        device=opts.device,
         callback=check,
-        filter_bank=opts.filter_bank(),
     )
     return res.points, np.asarray(res.prediction), np.asarray(res.proba)
 

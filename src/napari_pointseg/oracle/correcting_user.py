@@ -23,13 +23,11 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from ..core.errors import InputError
-from ..core.features import FilterBank
-from ..core.inputs import PreparedImage
 from ..core.metrics import segmentation_metrics
-from ..core.models import ModelSpec
 from ..core.oracle_loop import check_oracle_inputs, curve_row, loop_trainer, reveal_points
 from ..core.points import PointSet
-from ..core.trainer import SparseTrainer, TrainConfig
+from ..core.train_setup import TrainSetup
+from ..core.trainer import SparseTrainer
 
 
 def first_clicks(truth: np.ndarray, per_class: int, rng: np.random.Generator) -> np.ndarray:
@@ -106,34 +104,31 @@ def honoured_fraction(pred: np.ndarray, points: PointSet) -> float:
 def run_correcting_user(
     image: np.ndarray,
     mask: np.ndarray,
+    setup: TrainSetup | None = None,
     *,
     budget: float = 0.003,
     checkpoints=(0.0005, 0.001, 0.003),
     first_per_class: int = 5,
     per_round: int = 5,
     seed: int = 0,
-    channel_axis="auto",
-    rgb=None,
-    config: TrainConfig | None = None,
-    spec: ModelSpec | None = None,
-    device: str = "auto",
-    filter_bank: FilterBank | None = None,
     callback: Callable[[dict], None] | None = None,
 ) -> UserResult:
     """Simulate a user correcting the live prediction (module docstring) on one 2D image.
 
     image: raw 2D image (grey or channels); mask: (H, W) integer label values (>= 2 classes).
+    setup: how the image is read, the network, the recipe and the device (default: defaults).
     budget: stop after this fraction of pixels is clicked. checkpoints: fractions at which the
     state is recorded (each after the round that reaches it, once the trainer has caught up
     and run its ``final_iters``, as the widget does when the user pauses).
     Raises InputError on bad input (shapes, one class, budget out of range, 3D).
     """
     t0 = time.perf_counter()
-    prep = PreparedImage(image, channel_axis, rgb, filter_bank=filter_bank)
+    setup = setup or TrainSetup()
+    prep = setup.prepare(image)
     truth = check_oracle_inputs(prep, mask, budget, 1.0)
     classes = np.unique(truth)
     rng = np.random.default_rng(seed)
-    cfg = replace(config or TrainConfig(), order="correct")
+    cfg = replace(setup.config, order="correct")
     final_iters = cfg.final_iters
     n_budget = max(1, int(np.floor(budget * truth.size)))
     marks = sorted(max(1, int(np.floor(f * truth.size))) for f in checkpoints)
@@ -144,7 +139,7 @@ def run_correcting_user(
     clicked = np.zeros(truth.shape, bool)
     clicked[first[:, 0], first[:, 1]] = True
     points = PointSet(first.astype(np.float64), truth[first[:, 0], first[:, 1]])
-    trainer = loop_trainer(prep, points, classes, cfg, spec, device)
+    trainer = loop_trainer(prep, points, classes, cfg, setup)
     curve: list[dict] = []
     done: list[dict] = []
     rnd = 0

@@ -19,12 +19,11 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..core.inputs import PreparedImage
 from ..core.metrics import miou
-from ..core.models import ModelSpec
 from ..core.oracle_loop import oracle_config, run_oracle
 from ..core.points import PointSet
 from ..core.schedule import ORDERS, step_sizes
+from ..core.train_setup import TrainSetup
 from ..core.trainer import SparseTrainer, TrainConfig
 from .baseline import rf_baseline
 from .samplers import ACQUISITIONS, LABEL_BASED, active_points, label_based_points
@@ -59,21 +58,28 @@ def train_fresh(
     image,
     mask,
     points: PointSet,
-    config: TrainConfig,
-    *,
-    channel_axis="auto",
-    spec: ModelSpec | None = None,
-    device="auto",
-    filter_bank=None,
+    setup: TrainSetup,
 ) -> tuple[float, float, np.ndarray]:
-    """Train a new network on ``points`` with ``config``; (mIoU, seconds, prediction)."""
+    """Train a new network on ``points`` as ``setup`` says; (mIoU, seconds, prediction)."""
     t0 = time.perf_counter()
     classes = np.unique(mask)
-    prep = PreparedImage(image, channel_axis, filter_bank=filter_bank)
-    tr = SparseTrainer(prep, points, classes=classes, config=config, spec=spec, device=device)
+    tr = SparseTrainer(
+        setup.prepare(image),
+        points,
+        classes=classes,
+        config=setup.config,
+        spec=setup.spec,
+        device=setup.device,
+    )
     tr.train_all()
     pred = tr.predict(0)
     return miou(mask, pred, classes), time.perf_counter() - t0, pred
+
+
+def _oracle_setup(setup: TrainSetup | None) -> TrainSetup:
+    """``setup`` (default TrainSetup()) with the oracle's training config."""
+    setup = setup or TrainSetup()
+    return setup.but(config=oracle_config(setup.config))
 
 
 def _mean_std(values) -> dict:
@@ -83,36 +89,28 @@ def _mean_std(values) -> dict:
     return {"mean": float(v.mean()), "std": float(v.std()), "n": int(len(v))}
 
 
-def _oracle_runs(images: Sequence[ImageItem], seeds: Sequence[int], budget, target, cfg, spec, device):
+def _oracle_runs(images: Sequence[ImageItem], seeds: Sequence[int], budget, target, setup: TrainSetup):
     """The oracle run every experiment starts from, on each image and seed in turn.
 
-    Yields ``(name, image, mask, channel_axis, seed, OracleResult)``.
+    Yields ``(name, image, mask, image_setup, seed, OracleResult)``; ``image_setup`` is
+    ``setup`` with the image's channel axis.
     """
     for name, image, mask, ca in images:
+        image_setup = setup.but(channel_axis=ca)
         for seed in seeds:
-            res = run_oracle(
-                image,
-                mask,
-                budget=budget,
-                target=target,
-                seed=seed,
-                channel_axis=ca,
-                config=cfg,
-                spec=spec,
-                device=device,
-            )
-            yield name, image, mask, ca, seed, res
+            res = run_oracle(image, mask, image_setup, budget=budget, target=target, seed=seed)
+            yield name, image, mask, image_setup, seed, res
 
 
-def _table(experiment: str, budget, target, seeds, cfg: TrainConfig, spec, runs: list, summary: dict) -> dict:
+def _table(experiment: str, budget, target, seeds, setup: TrainSetup, runs: list, summary: dict) -> dict:
     """An experiment's result table: its settings, its ``runs`` rows and their ``summary``."""
     return {
         "experiment": experiment,
         "budget": budget,
         "target": target,
         "seeds": list(seeds),
-        "config": cfg.to_dict(),
-        "spec": (spec or ModelSpec()).to_dict(),
+        "config": setup.config.to_dict(),
+        "spec": setup.spec.to_dict(),
         "runs": runs,
         "summary": summary,
     }
@@ -124,9 +122,7 @@ def run_orders(
     *,
     budget: float = 0.003,
     target: float = 0.995,
-    config: TrainConfig | None = None,
-    spec: ModelSpec | None = None,
-    device: str = "auto",
+    setup: TrainSetup | None = None,
     orders: Sequence[str] = ORDERS,
     out_dir: str | Path | None = None,
     progress: Callable[[str], None] | None = None,
@@ -135,10 +131,12 @@ def run_orders(
 
     Each run row: image, seed, n_points, fraction_labeled, iterations, oracle_miou and
     ``orders: {order: miou}``. With ``out_dir``: writes orders.json and orders.png.
+    setup: network, recipe and device (its channel_axis is replaced by each image's).
     """
-    cfg = oracle_config(config)
+    setup = _oracle_setup(setup)
+    cfg = setup.config
     runs = []
-    for name, image, mask, ca, seed, res in _oracle_runs(images, seeds, budget, target, cfg, spec, device):
+    for name, image, mask, image_setup, seed, res in _oracle_runs(images, seeds, budget, target, setup):
         n = len(res.points)
         row = {
             "image": name,
@@ -154,12 +152,12 @@ def run_orders(
         _log(progress, f"{name} seed {seed}: oracle mIoU {res.metrics['miou']:.4f} with {n} points")
         for order in orders:
             rc = replay_config(cfg, n, res.metrics["iterations"], order, seed)
-            m, secs, _ = train_fresh(image, mask, res.points, rc, channel_axis=ca, spec=spec, device=device)
+            m, secs, _ = train_fresh(image, mask, res.points, image_setup.but(config=rc))
             row["orders"][order] = m
             _log(progress, f"  {order:8s} mIoU {m:.4f} ({secs:.0f} s)")
         runs.append(row)
     summary = {o: _mean_std(r["orders"][o] for r in runs) for o in orders}
-    table = _table("orders", budget, target, seeds, cfg, spec, runs, summary)
+    table = _table("orders", budget, target, seeds, setup, runs, summary)
     if out_dir is not None:
         _write(out_dir, "orders", table, _plot_orders)
     return table
@@ -172,9 +170,7 @@ def run_samplers(
     budget: float = 0.003,
     target: float = 0.995,
     kinds: Sequence[str] = LABEL_BASED + ACQUISITIONS,
-    config: TrainConfig | None = None,
-    spec: ModelSpec | None = None,
-    device: str = "auto",
+    setup: TrainSetup | None = None,
     out_dir: str | Path | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> dict:
@@ -183,19 +179,20 @@ def run_samplers(
     Each run row: image, seed, n_points and ``methods: {name: {miou, rf_miou, rf_seconds,
     loop_miou (active methods), curve (active methods)}}``; "oracle" is one of the methods.
     A fresh network in correct order (the oracle's iteration budget) scores every method.
+    setup: network, recipe and device (its channel_axis is replaced by each image's).
     """
-    cfg = oracle_config(config)
+    setup = _oracle_setup(setup)
+    cfg = setup.config
     runs = []
-    for name, image, mask, ca, seed, res in _oracle_runs(images, seeds, budget, target, cfg, spec, device):
+    for name, image, mask, image_setup, seed, res in _oracle_runs(images, seeds, budget, target, setup):
+        ca = image_setup.channel_axis
         rng = np.random.default_rng(1000 + seed)
         n, iters = len(res.points), res.metrics["iterations"]
         rc = replay_config(cfg, n, iters, "correct", seed)
         found = {"oracle": (res.points, res.metrics["miou"], res.metrics["curve"])}
         for kind in kinds:
             if kind in ACQUISITIONS:
-                act = active_points(
-                    image, mask, n, kind, seed=seed, channel_axis=ca, config=cfg, spec=spec, device=device
-                )
+                act = active_points(image, mask, n, kind, image_setup, seed=seed)
                 found[kind] = (act.points, act.metrics["miou"], act.metrics["curve"])
             else:
                 yx = label_based_points(kind, image, mask, n, rng, channel_axis=ca)
@@ -215,7 +212,7 @@ def run_samplers(
             if len(pts.classes) < 2:
                 row["methods"][method] = {"miou": None, "note": "points cover one class"}
                 continue
-            m, secs, _ = train_fresh(image, mask, pts, rc, channel_axis=ca, spec=spec, device=device)
+            m, secs, _ = train_fresh(image, mask, pts, image_setup.but(config=rc))
             rf_pred, rf_s = rf_baseline(image, pts, channel_axis=ca, seed=seed)
             row["methods"][method] = {
                 "miou": m,
@@ -238,7 +235,7 @@ def run_samplers(
         }
         for m in methods
     }
-    table = _table("samplers", budget, target, seeds, cfg, spec, runs, summary)
+    table = _table("samplers", budget, target, seeds, setup, runs, summary)
     if out_dir is not None:
         _write(out_dir, "samplers", table, _plot_samplers)
     return table

@@ -211,20 +211,16 @@ def active_points(
     mask: np.ndarray,
     n: int,
     kind: str = "margin",
+    setup=None,
     *,
     seed: int = 0,
-    channel_axis="auto",
-    rgb=None,
-    config=None,
-    spec=None,
-    device="auto",
-    filter_bank=None,
 ):
     """Label-free acquisition run actively: train, compute probabilities, pick the next k with
     `suggest_points`, reveal their labels from ``mask``, repeat until n points.
 
     Uses the oracle's loop (same step sizes and training) with the acquisition in place of the
-    ground-truth weight map. Returns the OracleResult-like object of that loop.
+    ground-truth weight map. setup: a TrainSetup (default: library defaults). Returns the
+    OracleResult-like object of that loop.
     """
     from ..core.oracle_loop import run_active
 
@@ -233,17 +229,4 @@ def active_points(
     def picker(pred, proba, truth, k, rng, revealed):
         return suggest_points(proba, k, kind, exclude=revealed, rng=rng)
 
-    return run_active(
-        image,
-        mask,
-        picker,
-        budget=budget,
-        target=1.0,
-        seed=seed,
-        channel_axis=channel_axis,
-        rgb=rgb,
-        config=config,
-        spec=spec,
-        device=device,
-        filter_bank=filter_bank,
-    )
+    return run_active(image, mask, picker, setup, budget=budget, target=1.0, seed=seed)

@@ -248,16 +248,13 @@ class TrainingController:
         axis = view.image_geometry().channel_axis()
         key = self.prepare_key()
         prepared = self.prepared[1] if self.prepared and self.prepared[0] == key else None
+        from ..core.train_setup import TrainSetup
+
+        setup = TrainSetup(
+            channel_axis=axis, rgb=bool(view.image.rgb), spec=spec, config=config, device=view.device()
+        )
         return TrainRequest(
-            image=view.image.data,
-            rgb=bool(view.image.rgb),
-            channel_axis=axis,
-            points=points,
-            classes=classes,
-            config=config,
-            spec=spec,
-            device=view.device(),
-            prepared=prepared,
+            image=view.image.data, points=points, classes=classes, setup=setup, prepared=prepared
         )
 
     def _start_worker(self, source) -> None:

@@ -30,13 +30,9 @@ class TrainRequest:
     """What the worker needs to build a trainer (captured in the main thread, cheap)."""
 
     image: Any  # the layer's array (numpy, dask, zarr...): read in the worker
-    rgb: bool
-    channel_axis: Any  # 'auto', None or an int axis of ``image``
     points: PointSet
     classes: list[int]
-    config: Any  # TrainConfig
-    spec: Any  # ModelSpec
-    device: str = "auto"
+    setup: Any  # TrainSetup: channel axis, rgb, network, recipe, device
     prepared: Any = None  # PreparedImage made in advance (`prepare_input`), or None
 
 
@@ -74,17 +70,7 @@ def build_trainer(req: TrainRequest):
     from ..core.session import make_trainer
 
     image = req.image if req.prepared is not None else as_array(req.image)
-    return make_trainer(
-        image,
-        req.points,
-        channel_axis=req.channel_axis,
-        rgb=req.rgb,
-        classes=req.classes,
-        config=req.config,
-        spec=req.spec,
-        device=req.device,
-        prepared=req.prepared,
-    )
+    return make_trainer(image, req.points, req.setup, classes=req.classes, prepared=req.prepared)
 
 
 def prepare_input(
