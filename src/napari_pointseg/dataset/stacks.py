@@ -174,3 +174,9 @@ def stack_cf_or_none(image: np.ndarray, channel_axis="auto") -> np.ndarray | Non
         return stack_cf(image, channel_axis)
     except InputError:
         return None
+
+
+def plane_for_display(image: np.ndarray, z: int, channel_axis="auto") -> np.ndarray:
+    """Plane ``z`` of a raw stack as napari shows a 2D image: (H, W) grey or (H, W, C)."""
+    plane = stack_cf(image, channel_axis)[:, z]
+    return plane[0] if plane.shape[0] == 1 else np.moveaxis(plane, 0, -1)
