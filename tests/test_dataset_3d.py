@@ -66,7 +66,7 @@ def run3d(stacks, tmp_path_factory):
 
 def test_expand_stacks_points_and_mask_planes(stacks, tmp_path):
     from napari_pointseg.dataset.layout import Item, scan_folder
-    from napari_pointseg.dataset.stacks import annotated_planes, expand_stacks
+    from napari_pointseg.dataset.stacks import annotated_planes, expand_stacks, is_stack
 
     root, mask = stacks
     items = scan_folder(root / "train").items
@@ -92,6 +92,10 @@ def test_expand_stacks_points_and_mask_planes(stacks, tmp_path):
     assert not jobs and "3D stack" in skipped[0].reason and "coordinates" in skipped[0].reason
     jobs, skipped = expand_stacks([bad], "oracle")
     assert not jobs and "mask shape" in skipped[0].reason
+    # a grey stack of <= 4 planes reads as channels under 'auto': channel axis None makes it a stack
+    tifffile.imwrite(tmp_path / "three.tif", np.zeros((3, 32, 32), np.uint8))
+    three = Item("three", tmp_path / "three.tif")
+    assert not is_stack(three) and is_stack(three, None)
 
 
 def test_stack_pipeline_planes_in_stacks_out(run3d, stacks):
@@ -188,3 +192,26 @@ def test_cli_runs_a_stack_folder(stacks, tmp_path, capsys):
     m = json.loads((tmp_path / "o" / "metrics.json").read_text())
     assert sorted(m["pseudo_labels"]) == ["img_000", "vol_z001", "vol_z004"]
     assert tifffile.imread(tmp_path / "o" / "test_predictions" / "tvol.tif").shape == (Z, 64, 64)
+
+
+def test_planes_are_separate_dask_tasks(stacks, tmp_path):
+    """The annotated planes of a stack run as one Dask task each (a worker process: the plane
+    items are pickled)."""
+    distributed = pytest.importorskip("distributed")
+    from test_dataset import TINY_IMAGE, TINY_SPEC
+
+    from napari_pointseg.dataset.layout import scan_folder
+    from napari_pointseg.dataset.pseudo_labels import PseudoLabelOptions, pseudo_label_job
+    from napari_pointseg.dataset.runner import run_jobs
+    from napari_pointseg.dataset.stacks import expand_stacks
+
+    root, _ = stacks
+    vol = [it for it in scan_folder(root / "train").items if it.name == "vol"]
+    jobs, _ = expand_stacks(vol, "auto")
+    opts = PseudoLabelOptions(config=TINY_IMAGE, spec=TINY_SPEC)
+    with distributed.LocalCluster(
+        n_workers=1, threads_per_worker=2, processes=True, dashboard_address=None, silence_logs=40
+    ) as cluster:
+        res = list(run_jobs(pseudo_label_job, jobs, tmp_path, opts, scheduler=cluster.scheduler_address))
+    assert sorted((r["name"], r["status"]) for r in res) == [("vol_z001", "done"), ("vol_z004", "done")]
+    assert tifffile.imread(tmp_path / "vol_z004_labels.tif").shape == (64, 64)
