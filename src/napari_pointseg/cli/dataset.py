@@ -20,15 +20,21 @@ LAYOUT = """\
 folder layout (files are matched by name without the last suffix: img_000.tif <-> img_000.csv;
 cells.day0.tif and cells.day1.tif are two images; a.tif + a.png in one folder is a name clash:
 both are skipped with the reason):
-  DATA/images/img_000.tif   images (TIFF, PNG, JPEG; 2D grey or with channels);
+  DATA/images/img_000.tif   images (TIFF, PNG, JPEG; 2D grey or with channels, or 3D stacks);
                             or the images directly in DATA/
-  DATA/points/img_000.csv   clicked points (order,label,y,x) of the images a human annotated
-  DATA/masks/img_000.tif    ground-truth label images (oracle simulation at --rate)
+  DATA/points/img_000.csv   clicked points (order,label,y,x; a stack: order,label,z,y,x) of
+                            the images a human annotated
+  DATA/masks/img_000.tif    ground-truth label images (oracle simulation at --rate; a stack:
+                            a mask stack of the same shape)
   TEST/images/, TEST/masks/ optional test split: predictions + test mIoU
 images with neither points nor mask are labelled by the dataset network (self-training).
+a 3D stack is treated as its planes: each annotated plane (points on it, or a mask plane with
+two classes) is pseudo-labelled and trains the dataset network; test stacks are predicted
+plane by plane and their metrics count every voxel.
 
 outputs in OUT:
   pseudo/NAME_labels.tif, NAME_confidence.tif, NAME_points.csv, NAME.json   stage 1
+                                      (a stack: one set per annotated plane, NAME_zNNN_*)
   stage2.safetensors, self_labels/, final.safetensors                      stages 2-3
   test_predictions/NAME.tif, metrics.json, model.safetensors (final bundle)
   --grid: grid.json, grid.png and one folder per cell

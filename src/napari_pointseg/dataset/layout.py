@@ -29,12 +29,19 @@ SOURCES = ("auto", "points", "oracle")
 
 @dataclass
 class Item:
-    """One image of the data set. Paths are None when the file does not exist."""
+    """One image of the data set. Paths are None when the file does not exist.
+
+    plane / stack: set on the items stage 1 makes of the annotated planes of a 3D stack
+    (`stacks.expand_stacks`): the plane index and the stack's name (``name`` is then
+    ``STACK_zNNN``); None for a 2D image or a whole stack.
+    """
 
     name: str
     image: Path
     points: Path | None = None
     mask: Path | None = None
+    plane: int | None = None
+    stack: str | None = None
 
     def source(self, prefer: str = "auto") -> str | None:
         """'points', 'oracle' or None (nothing to learn from). ``prefer``: one of SOURCES;

@@ -11,6 +11,10 @@ Stages (outputs under ``out``)::
     4 test            test_predictions/NAME.tif, metrics.json (test mIoU, per class, per image)
     model.safetensors the final network (a core/bundle.py bundle: `pointseg predict`, widget 1)
 
+A 3D stack is treated as its planes (`stacks.py`): stage 1 makes one job per annotated plane
+(``pseudo/STACK_zNNN_*``), stages 2-3 train on planes, stage 4 predicts whole stacks plane by
+plane (``test_predictions/NAME.tif`` is a (Z, H, W) stack) and counts every voxel.
+
 Re-running with the same options resumes: complete stage-1 images are skipped, and a stage-2 /
 final bundle whose recorded inputs match is reused instead of retrained.
 """
@@ -34,6 +38,7 @@ from .events import Advance, Cancelled, Done, Message, Stage
 from .layout import Item, Skip, scan_folder
 from .pseudo_labels import PseudoLabelOptions, output_paths, pseudo_label_job
 from .runner import run_jobs
+from .stacks import checked_cf, expand_stacks, plane_name
 from .train import DatasetTrainConfig, DatasetTrainer, Sample
 
 
@@ -133,10 +138,15 @@ def iter_pipeline(opts: PipelineOptions, cancel=None) -> Iterator[object]:
     remove_temp_files(out, pseudo_dir)
     t0 = time.perf_counter()
     records, computed = [], []
-    yield Stage("pseudo-labels", len(annotated))
+    # a 3D stack becomes one job per annotated plane (stacks.py); 2D images stay as they are
+    job_items, stack_skips = expand_stacks(annotated, opts.source, opts.channel_axis)
+    for s in stack_skips:
+        skipped.append(s)
+        yield Message(f"skipping {s.name}: {s.reason}", "warning")
+    yield Stage("pseudo-labels", len(job_items))
     jobs = run_jobs(
         pseudo_label_job,
-        annotated,
+        job_items,
         pseudo_dir,
         opts.job_options(),
         workers=opts.workers,
@@ -173,7 +183,7 @@ def iter_pipeline(opts: PipelineOptions, cancel=None) -> Iterator[object]:
 
     # -- stage 2 ---------------------------------------------------------------------------
     t0 = time.perf_counter()
-    samples = [_load_sample(pseudo_dir, r) for r in records]
+    samples = _load_samples(pseudo_dir, records, opts.channel_axis)
     classes = sorted(set().union(*[set(r["classes"]) for r in records]))
     net = yield from _train_stage(
         opts,
@@ -198,7 +208,7 @@ def iter_pipeline(opts: PipelineOptions, cancel=None) -> Iterator[object]:
                 skipped.append(s)
                 yield Message(f"skipping {s.name}: {s.reason}", "warning")
             else:
-                self_labelled.append(s)
+                self_labelled.extend(s)  # a 3D stack: one sample per plane
             yield Advance(1, it.name)
         seconds["self_labels"] = time.perf_counter() - t0
         if self_labelled:
@@ -251,21 +261,42 @@ def _one_channel_count(records: list[dict]) -> tuple[list[dict], list[Skip]]:
     return [r for r in records if r["n_channels"] == keep], bad
 
 
-def _load_sample(pseudo_dir: Path, rec: dict) -> Sample:
+def _load_samples(pseudo_dir: Path, records: list[dict], channel_axis) -> list[Sample]:
+    """The stage-1 outputs as training samples; a plane of a 3D stack (record with ``plane``)
+    is its (C, H, W) plane with the stack's normalisation (each stack is read once)."""
+    from ..core.images import fit_normalisation, read_image
+    from .stacks import stack_cf
+
+    stacks: dict[str, tuple] = {}
+    samples = []
+    for rec in records:
+        if rec.get("plane") is None:
+            samples.append(_load_sample(pseudo_dir, rec, read_image(rec["image"])))
+            continue
+        if rec["image"] not in stacks:
+            cf = stack_cf(read_image(rec["image"]), channel_axis)
+            stacks[rec["image"]] = (cf, fit_normalisation(cf))
+        cf, norm = stacks[rec["image"]]
+        plane = np.ascontiguousarray(cf[:, rec["plane"]])
+        samples.append(_load_sample(pseudo_dir, rec, plane, channels_first=True, normalisation=norm))
+    return samples
+
+
+def _load_sample(pseudo_dir: Path, rec: dict, image: np.ndarray, **plane) -> Sample:
     import tifffile
 
-    from ..core.images import read_image
     from ..core.points import PointSet
 
     p = output_paths(pseudo_dir, rec["name"])
     pts = PointSet.from_csv(p["points"]) if p["points"].is_file() else None
     return Sample(
         rec["name"],
-        read_image(rec["image"]),
+        image,
         tifffile.imread(p["labels"]).astype(np.int64),
         tifffile.imread(p["confidence"]).astype(np.float32),
         pts,
         meta=rec,
+        **plane,
     )
 
 
@@ -328,28 +359,52 @@ def _train_stage(opts, samples, classes, path: Path, name: str, keys, cancel):
 
 
 def _self_label(net: DatasetTrainer, it: Item, out_dir: Path, n_channels: int, channel_axis):
-    """Pseudo-label an unannotated image with the stage-2 network (label + confidence TIFFs)."""
-    from ..core.checks import plane_image
-    from ..core.images import read_image
+    """Pseudo-label an unannotated image with the stage-2 network (label + confidence TIFFs).
+
+    Returns a list of samples (one for a 2D image; one per plane for a 3D stack, whose TIFFs
+    are (Z, H, W) stacks) or a Skip.
+    """
+    from ..core.images import fit_normalisation, read_image
     from ..core.session import write_labels
 
     try:
         image = read_image(it.image)
-        plane_image(image, channel_axis, who="the data set", n_channels=n_channels)
-        proba = net.predict_proba(image)
+        cf = checked_cf(image, channel_axis, who="the data set", n_channels=n_channels)
+        probas = list(net.predict_planes(image))
     except InputError as e:
         return Skip(it.name, str(e))
-    labels = net.classes[np.argmax(proba, 0)]
-    conf = proba.max(0).astype(np.float32)
-    write_labels(out_dir / f"{it.name}_labels.tif", labels)
-    write_tif_atomic(out_dir / f"{it.name}_confidence.tif", conf)
-    h = hashlib.sha1(labels.tobytes()).hexdigest()[:12]
-    return Sample(it.name, image, labels, conf, None, meta={"hash": h, "source": "self"})
+    labels = [net.classes[np.argmax(p, 0)] for p in probas]
+    confs = [p.max(0).astype(np.float32) for p in probas]
+    del probas
+    if cf.ndim == 3:  # a 2D image
+        write_labels(out_dir / f"{it.name}_labels.tif", labels[0])
+        write_tif_atomic(out_dir / f"{it.name}_confidence.tif", confs[0])
+        h = hashlib.sha1(labels[0].tobytes()).hexdigest()[:12]
+        return [Sample(it.name, image, labels[0], confs[0], None, meta={"hash": h, "source": "self"})]
+    write_labels(out_dir / f"{it.name}_labels.tif", np.stack(labels))
+    write_tif_atomic(out_dir / f"{it.name}_confidence.tif", np.stack(confs))
+    norm = fit_normalisation(cf)
+    samples = []
+    for z, (lab, conf) in enumerate(zip(labels, confs)):
+        h = hashlib.sha1(lab.tobytes()).hexdigest()[:12]
+        samples.append(
+            Sample(
+                plane_name(it.name, z, len(labels)),
+                np.ascontiguousarray(cf[:, z]),
+                lab,
+                conf,
+                None,
+                meta={"hash": h, "source": "self", "stack": it.name, "plane": z},
+                channels_first=True,
+                normalisation=norm,
+            )
+        )
+    return samples
 
 
 def _test_stage(net: DatasetTrainer, opts, out: Path, n_channels: int, skipped: list, cancel):
     """Predict the test images; metrics against their masks. Returns the test section."""
-    from ..core.checks import check_mask, plane_image
+    from ..core.checks import check_mask
     from ..core.images import read_image, read_mask
     from ..core.metrics import confusion_matrix, iou_from_confusion, segmentation_metrics
     from ..core.session import write_labels
@@ -366,7 +421,9 @@ def _test_stage(net: DatasetTrainer, opts, out: Path, n_channels: int, skipped: 
         _check(cancel)
         try:
             image = read_image(it.image)
-            cf = plane_image(image, opts.channel_axis, who="the training set", n_channels=n_channels)
+            # a 3D stack is predicted plane by plane into a (Z, H, W) stack; its metrics count
+            # every voxel (the confusion matrices add up, no mean of plane scores)
+            cf = checked_cf(image, opts.channel_axis, who="the training set", n_channels=n_channels)
             mask = check_mask(read_mask(it.mask), cf.shape[1:], min_classes=0) if it.mask else None
             pred = net.predict(image)
         except InputError as e:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -76,6 +76,8 @@ class PseudoLabelOptions:
         d = {k: v for k, v in asdict(self).items() if k not in ("threads", "device")}
         d["version"] = JOB_VERSION
         d["inputs"] = [_stat(p) for p in (item.image, item.points, item.mask)]
+        if item.plane is not None:  # (2D images keep their keys: their runs still resume)
+            d["plane"] = item.plane
         return hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -112,18 +114,32 @@ def load_record(out_dir: str | Path, name: str, key: str | None = None) -> dict 
 
 
 def _read_inputs(item: Item, opts: PseudoLabelOptions, source: str):
-    """(image, channels-first image, mask or None), validated. InputError on a bad input."""
+    """(image, channels-first image, mask or None), validated. InputError on a bad input.
+
+    A plane item (``item.plane`` set) gives its plane of the stack, channels first (C, H, W),
+    and the same plane of the mask stack.
+    """
     from ..core.checks import check_mask, plane_image
     from ..core.images import read_image, read_mask
 
-    image = read_image(item.image)
-    cf = plane_image(image, opts.channel_axis, who="the dataset pipeline")
+    if item.plane is None:
+        image = read_image(item.image)
+        cf = plane_image(image, opts.channel_axis, who="the dataset pipeline")
+    else:
+        from .stacks import read_plane
+
+        image = cf = read_plane(item, opts.channel_axis)
     labelled_by_mask = source in ("oracle", "mask")
     if labelled_by_mask and item.mask is None:
         raise InputError("no mask for the oracle / full-mask source")
     mask = None
     if item.mask is not None:
-        mask = check_mask(read_mask(item.mask), cf.shape[1:], min_classes=2 if labelled_by_mask else 0)
+        m = read_mask(item.mask)
+        if item.plane is not None:
+            if m.ndim != 3 or not 0 <= item.plane < m.shape[0]:
+                raise InputError(f"mask shape {m.shape} has no plane {item.plane}")
+            m = m[item.plane]
+        mask = check_mask(m, cf.shape[1:], min_classes=2 if labelled_by_mask else 0)
     return image, cf, mask
 
 
@@ -132,6 +148,10 @@ def _from_points(item: Item, image, opts: PseudoLabelOptions, cancel):
     from ..core.session import make_trainer
 
     points = PointSet.from_csv(item.points)
+    if item.plane is not None:
+        from .stacks import plane_points
+
+        points = plane_points(points, item.plane)
     if opts.rate is not None:
         hw = int(np.prod(_spatial(image, opts)))
         n = max(2, int(np.floor(opts.rate * hw)))
@@ -176,6 +196,9 @@ def pseudo_label_job(item: Item, out_dir: str | Path, opts: PseudoLabelOptions, 
     Returns ``{'name', 'status', 'reason', 'record', 'seconds'}`` with status 'done',
     'cached' (complete outputs found), 'skipped' (bad input, reason says why) or 'failed'
     (unexpected error, reason holds it). ``cancel``: a threading.Event (in-process runs only).
+    A plane item of a 3D stack (`stacks.expand_stacks`) is pseudo-labelled as a 2D image: the
+    plane, its points (``z`` rounded to the plane) or its mask plane; its record adds
+    ``stack`` and ``plane``.
     """
     t0 = time.perf_counter()
     out = {"name": item.name, "status": "done", "reason": "", "record": None, "seconds": 0.0}
@@ -193,6 +216,8 @@ def pseudo_label_job(item: Item, out_dir: str | Path, opts: PseudoLabelOptions, 
 
             setup_torch(opts.threads)
         image, cf, mask = _read_inputs(item, opts, source)
+        if item.plane is not None:
+            opts = replace(opts, channel_axis=0)  # the plane is channels first (C, H, W)
         if source == "points":
             points, labels, proba = _from_points(item, image, opts, cancel)
             conf = proba.max(0).astype(np.float32)
@@ -241,6 +266,8 @@ def _write_outputs(item, out_dir, key, source, cf, mask, points, labels, conf, s
         "mean_confidence": float(conf.mean()),
         "seconds": round(float(seconds), 3),
     }
+    if item.plane is not None:
+        rec["stack"], rec["plane"] = item.stack, int(item.plane)
     if mask is not None:
         m = segmentation_metrics(mask, labels)
         rec["pseudo_label_miou"] = m["miou"]

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..core.errors import InputError
 from ..core.features import FilterBank
-from ..core.images import fit_normalisation, to_channels_first
+from ..core.images import Normalisation, fit_normalisation, to_channels_first
 from ..core.inputs import InputSpec, PreparedImage
 from ..core.models import ModelSpec
 from ..core.points import PointSet
@@ -72,6 +72,9 @@ class Sample:
     image: raw 2D image (grey or with channels); labels: int (H, W) label values (pseudo or
     true); confidence: float32 (H, W) in [0, 1] (None = 1 everywhere); points: full-weight
     clicks (label values), or None.
+    channels_first: ``image`` is already (C, H, W) (a plane of a 3D stack), whatever the
+    trainer's channel_axis. normalisation: the percentile normalisation to use (a plane: its
+    stack's, as prediction on the whole stack normalises); None = fitted on ``image``.
     """
 
     name: str
@@ -80,28 +83,35 @@ class Sample:
     confidence: np.ndarray | None = None
     points: PointSet | None = None
     meta: dict = field(default_factory=dict)
+    channels_first: bool = False
+    normalisation: Normalisation | None = None
 
 
 def fit_input_spec(
-    images: Sequence[np.ndarray], channel_axis="auto", filter_bank: FilterBank | None = None
+    images: Sequence[np.ndarray],
+    channel_axis="auto",
+    filter_bank: FilterBank | None = None,
+    normalisations: Sequence[Normalisation | None] | None = None,
 ) -> tuple[InputSpec, list[np.ndarray]]:
     """Feature standardisation pooled over a training set.
 
     Returns the InputSpec (mean / std per input channel over all pixels of all images) and
     the unstandardised features of each image, float32 (in_channels, H, W). Every image is
-    percentile-normalised on its own first (as `predict_with_bundle` does at inference).
+    percentile-normalised on its own first (as `predict_with_bundle` does at inference),
+    unless ``normalisations`` gives one for it (one entry per image, None = fit).
     """
     fb = filter_bank or FilterBank()
     feats, n_ch = [], None
     s1 = s2 = None
     count = 0
-    for img in images:
+    norms = list(normalisations) if normalisations is not None else [None] * len(images)
+    for img, norm in zip(images, norms):
         cf = to_channels_first(img, channel_axis)
         if n_ch is None:
             n_ch = cf.shape[0]
         elif cf.shape[0] != n_ch:
             raise InputError(f"images have {n_ch} and {cf.shape[0]} channels; a data set needs one count")
-        f = fb.apply(fit_normalisation(cf).apply(cf))
+        f = fb.apply((norm or fit_normalisation(cf)).apply(cf))
         flat = f.reshape(f.shape[0], -1).astype(np.float64)
         s1 = flat.sum(1) if s1 is None else s1 + flat.sum(1)
         s2 = (flat**2).sum(1) if s2 is None else s2 + (flat**2).sum(1)
@@ -116,7 +126,8 @@ def fit_input_spec(
 
 
 class DatasetTrainer:
-    """Trains one network on a list of `Sample` (2D images).
+    """Trains one network on a list of `Sample` (2D images, or planes of 3D stacks);
+    predicts 2D images and whole stacks (plane by plane).
 
     classes: label values of the outputs (index i <-> classes[i]); default: union of labels.
     encoder_weights: optional LOCAL file initialising the encoder (never downloaded).
@@ -148,7 +159,11 @@ class DatasetTrainer:
         self.classes = np.asarray(sorted(int(c) for c in classes), np.int64)
         if len(self.classes) < 2:
             raise InputError(f"the pseudo-labels hold one class only {self.classes.tolist()}")
-        self.input_spec, feats = fit_input_spec([s.image for s in samples], channel_axis, filter_bank)
+        # planes of stacks come channels first: bring every image to (C, H, W) here
+        images = [s.image if s.channels_first else to_channels_first(s.image, channel_axis) for s in samples]
+        self.input_spec, feats = fit_input_spec(
+            images, 0, filter_bank, normalisations=[s.normalisation for s in samples]
+        )
         # images of many sizes: the dataset network stays at full resolution unless told
         base = (spec or ModelSpec()).to_dict()
         self.spec = ModelSpec(
@@ -283,16 +298,33 @@ class DatasetTrainer:
             yield self.step()
 
     # -- inference / saving -----------------------------------------------------------------
-    def predict_proba(self, image: np.ndarray) -> np.ndarray:
-        """float32 (K, H, W) class probabilities of a raw 2D image."""
+    def predict_planes(self, image: np.ndarray) -> Iterator[np.ndarray]:
+        """float32 (K, H, W) class probabilities of each plane of a raw image, in plane order:
+        one for a 2D image, Z for a 3D stack (normalised over the whole stack, as
+        `predict_with_bundle` does). K = len(classes), index i <-> classes[i]."""
         from ..core.predict import predict_proba
 
         prep = PreparedImage(image, self.channel_axis, spec=self.input_spec)
-        return predict_proba(self.model, prep.plane(0), self.device, stride=self.spec.stride)
+        for z in range(prep.n_planes):
+            yield predict_proba(self.model, prep.plane(z), self.device, stride=self.spec.stride)
+
+    def predict_proba(self, image: np.ndarray) -> np.ndarray:
+        """float32 class probabilities of a raw image: (K, H, W) for a 2D image,
+        (K, Z, H, W) for a 3D stack (predicted plane by plane)."""
+        planes = list(self.predict_planes(image))
+        if len(planes) == 1 and not self._is_stack(image):
+            return planes[0]
+        return np.stack(planes, 1)
 
     def predict(self, image: np.ndarray) -> np.ndarray:
-        """int64 (H, W) label values of a raw 2D image."""
-        return self.classes[np.argmax(self.predict_proba(image), 0)]
+        """int64 label values (the values of ``classes``) of a raw image: (H, W) for a 2D
+        image, (Z, H, W) for a 3D stack (plane by plane; only one plane's probabilities are
+        held at a time)."""
+        planes = [self.classes[np.argmax(p, 0)] for p in self.predict_planes(image)]
+        return np.stack(planes) if self._is_stack(image) else planes[0]
+
+    def _is_stack(self, image: np.ndarray) -> bool:
+        return to_channels_first(image, self.channel_axis).ndim == 4
 
     def save(self, path: str | Path, extra: dict | None = None) -> Path:
         """Write the network as a bundle (core/bundle.py format; `pointseg predict`, widget 1)."""

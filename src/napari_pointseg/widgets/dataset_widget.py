@@ -286,11 +286,14 @@ class DatasetWidget(QWidget):
         for layer in images:
             points = None
             points_layer = find_layer(self.viewer, points_layer_name(layer.name))
+            data = layer.data[0] if layer.multiscale else layer.data
             if isinstance(points_layer, Points) and len(points_layer.data):
                 from ..core.points import PointSet
+                from ..dataset.stacks import spatial_shape
 
-                points = PointSet.from_napari(points_layer.data, points_layer.features, spatial_ndim=2)
-            data = layer.data[0] if layer.multiscale else layer.data
+                # a 3D stack keeps the points' z (the plane index): stage 1 splits it in planes
+                ndim = 2 if layer.rgb else len(spatial_shape(np.shape(data)))
+                points = PointSet.from_napari(points_layer.data, points_layer.features, spatial_ndim=ndim)
             out.append(LayerImage(layer.name, np.asarray(data), bool(layer.rgb), points))
         return out
 
@@ -410,6 +413,7 @@ class DatasetWidget(QWidget):
             for name in list(summary["pseudo_labels"])[:MAX_RESULT_LAYERS]:
                 pairs.append((name, None, pseudo / f"{name}_labels.tif", pseudo_label_layer_name(name)))
         for name, image_path, labels_path, layer_name in pairs:
+            record = None
             try:
                 if image_path is None:
                     image_path = summary["pseudo_labels"][name].get("image") or ""
@@ -418,6 +422,12 @@ class DatasetWidget(QWidget):
                     record = load_record(labels_path.parent, name)
                     image_path = record["image"] if record else image_path
                 image = read_image(image_path)
+                if record and record.get("plane") is not None:  # a plane of a 3D stack
+                    from ..dataset.stacks import plane_for_display
+
+                    image = plane_for_display(
+                        image, record["plane"], summary["options"].get("channel_axis", "auto")
+                    )
                 self.viewer.add_image(image, name=name, rgb=image.ndim == 3 and image.shape[-1] in (3, 4))
                 self._add_labels(tifffile.imread(labels_path), layer_name)
             except (InputError, OSError, KeyError, TypeError) as exc:
