@@ -19,7 +19,6 @@ from qtpy.QtWidgets import (
     QLabel,
     QPushButton,
     QSpinBox,
-    QToolButton,
     QToolTip,
     QVBoxLayout,
     QWidget,
@@ -83,10 +82,9 @@ def _classes_box(view) -> QGroupBox:
     return box
 
 
-def _keys_button() -> QToolButton:
+def _keys_button() -> QPushButton:
     """ "Keys": the keyboard shortcuts as its tooltip, shown at once on click."""
-    button = QToolButton()
-    button.setText("Keys")
+    button = QPushButton("Keys")
     button.setToolTip(tip("annotate.shortcuts"))
     button.clicked.connect(
         lambda: QToolTip.showText(button.mapToGlobal(QPoint(0, button.height())), button.toolTip(), button)
