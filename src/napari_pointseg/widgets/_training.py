@@ -3,8 +3,10 @@
 `TrainingController` starts, stops, resumes and resets the training of the chosen image,
 keeps one network per image layer, hands edited points to the running trainer, prepares the
 chosen image's network input ahead of Train, and turns the worker's typed events (`_events`)
-into status text and prediction-layer updates. The worker is a napari ``thread_worker``
-started with ``.start()`` (`_threads.start_worker`); everything here runs in the main thread.
+into status text, prediction-layer updates and napari's progress bar in the activity dock
+(`_progress.Activity`, whose Cancel calls `stop`, as the Stop button does). The worker is a
+napari ``thread_worker`` started with ``.start()`` (`_threads.start_worker`); everything here
+runs in the main thread.
 """
 
 from __future__ import annotations
