@@ -39,6 +39,9 @@ $(PY):
 
 $(STAMP): pyproject.toml | $(PY)
 	$(PIP) install $(TORCH)
+	@# one Qt binding only: a venv made before the move to PyQt6 still has PyQt5, which qtpy
+	@# would pick for napari while pytest-qt picks PyQt6
+	$(PIP) uninstall -y -q PyQt5 PyQt5-Qt5 PyQt5-sip 2>/dev/null || true
 	$(PIP) install -e ".[test]"
 	touch $(STAMP)
 

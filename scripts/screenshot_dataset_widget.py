@@ -16,14 +16,15 @@ from pathlib import Path
 OUT = Path(__file__).resolve().parents[1] / "docs" / "dataset_widget.png"
 
 
-def _close_notifications(viewer) -> None:
-    """Hide napari's toast notifications (a backend deprecation note) before the screenshot."""
+def _close_notifications(viewer, keep: str = "Dataset training done") -> None:
+    """Hide napari's toast notifications before the screenshot, except the run's result."""
     try:
         from napari._qt.dialogs.qt_notification import NapariQtNotification
     except ImportError:  # private module moved: keep the toast
         return
     for toast in viewer.window._qt_window.findChildren(NapariQtNotification):
-        toast.close()
+        if not toast.message.text().startswith(keep):
+            toast.close()
 
 
 def main() -> int:

@@ -72,7 +72,11 @@ def main(argv=None) -> Path:
     from napari._qt.dialogs.qt_notification import NapariQtNotification
 
     for toast in viewer.window._qt_window.findChildren(NapariQtNotification):
-        toast.close()  # e.g. a backend deprecation warning would cover the image
+        toast.close()  # a notification would cover the image
+    try:  # the activity dock with the training's progress bar and its Cancel (napari-private)
+        viewer.window._qt_window._activity_dialog.show()
+    except AttributeError:
+        pass
     spin(1.0)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

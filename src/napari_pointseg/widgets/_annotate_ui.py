@@ -7,7 +7,7 @@ widget method it triggers. Layout only: the behaviour lives in the widget and it
 
 from __future__ import annotations
 
-from qtpy.QtCore import Qt
+from qtpy.QtCore import QPoint, Qt
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -19,6 +19,7 @@ from qtpy.QtWidgets import (
     QLabel,
     QPushButton,
     QSpinBox,
+    QToolTip,
     QVBoxLayout,
     QWidget,
 )
@@ -75,8 +76,20 @@ def _classes_box(view) -> QGroupBox:
     )
     row.addWidget(view.remove_last_button)
     row.addWidget(view.relabel_button)
+    view.keys_button = _keys_button()
+    row.addWidget(view.keys_button)
     column.addLayout(row)
     return box
+
+
+def _keys_button() -> QPushButton:
+    """ "Keys": the keyboard shortcuts as its tooltip, shown at once on click."""
+    button = QPushButton("Keys")
+    button.setToolTip(tip("annotate.shortcuts"))
+    button.clicked.connect(
+        lambda: QToolTip.showText(button.mapToGlobal(QPoint(0, button.height())), button.toolTip(), button)
+    )
+    return button
 
 
 def _train_box(view) -> QGroupBox:

@@ -56,7 +56,7 @@ class FileActions:
         except (OSError, InputError) as exc:
             view.fail(f"cannot save points: {exc}")
             return None
-        view.set_status(f"{len(points)} points written to {path}")
+        view.report(f"{len(points)} points written to {path}")
         return Path(path)
 
     def load_points(self, path: str | None = None) -> bool:
@@ -77,7 +77,7 @@ class FileActions:
             return False
         view.points.replace(points)
         view.schedule_sync()
-        view.set_status(f"{len(points)} points loaded from {Path(path).name}")
+        view.report(f"{len(points)} points loaded from {Path(path).name}")
         return True
 
     # -- prediction --------------------------------------------------------------------------
@@ -99,7 +99,7 @@ class FileActions:
         except (OSError, InputError) as exc:
             view.fail(f"cannot write {path}: {exc}")
             return None
-        view.set_status(f"prediction written to {out}")
+        view.report(f"prediction written to {out}")
         return out
 
     # -- model bundle ------------------------------------------------------------------------
@@ -127,7 +127,7 @@ class FileActions:
 
     def _model_saved(self, path) -> None:
         self.saved_model_path = Path(path)
-        self.view.set_status(f"model saved to {path}")
+        self.view.report(f"model saved to {path}")
 
     def load_model(self, path: str | None = None) -> None:
         """Load a model bundle in the background; it becomes a choice under Model."""
@@ -148,6 +148,7 @@ class FileActions:
             load,
             on_done=lambda bundle, bundle_path=path: self._model_loaded(bundle, bundle_path),
             on_error=lambda exc: self.view.fail(f"cannot load the model: {_messages.error_text(exc)}"),
+            label=f"loading the model {Path(path).name}…",
         )
 
     def _model_loaded(self, bundle, path) -> None:
@@ -160,7 +161,7 @@ class FileActions:
             if int(value) >= 1 and view.classes.info(int(value)) is None:
                 view.classes.add_class(names.get(str(value)), value=int(value), select=False)
         view.refresh_model_choices(prefer_bundle=True)
-        view.set_status(
+        view.report(
             f"model loaded: {view.jobs.bundle_path.name} ({bundle.spec.arch}/"
             f"{bundle.spec.encoder}, classes {list(bundle.classes)}) — Predict image "
             "applies it to the chosen image"

@@ -12,8 +12,11 @@ from pathlib import Path
 
 from ..core.errors import InputError
 from . import _messages
+from ._progress import Activity
 from ._threads import start_worker
 from ._worker import BundleModel, Job, job_runner
+
+QUIET_JOBS = {"slice prediction"}  # follows every slice change: no progress bar for it
 
 
 class JobRunner:
@@ -25,6 +28,7 @@ class JobRunner:
         self.bundle = None  # a model bundle loaded from disk
         self.bundle_path: Path | None = None
         self.bundle_model = None  # BundleModel of (bundle, chosen image), made lazily
+        self.activities: dict[int, Activity] = {}  # id(job) -> its napari progress bar
 
     @property
     def busy(self) -> bool:
@@ -45,11 +49,13 @@ class JobRunner:
         training = view.training
         model = self.model()
         if model is training.trainer and training.worker is not None and training.control is not None:
+            self._show_activity(job)
             training.control.jobs.put(job)
             return
         if model == "bundle":
             job = self._with_bundle(job)
             model = None
+        self._show_activity(job)
         self.start(
             job_runner,
             job,
@@ -57,6 +63,18 @@ class JobRunner:
             on_done=lambda result, done_job=job: self.finish(done_job, result, None),
             on_error=lambda exc, done_job=job: self.finish(done_job, None, exc),
         )
+
+    def _show_activity(self, job: Job) -> None:
+        """An indeterminate napari progress bar until ``job`` is finished (none for quiet jobs;
+        one only for a job handed on from the training loop to a worker)."""
+        if job.label not in QUIET_JOBS and id(job) not in self.activities:
+            self.activities[id(job)] = Activity(f"{job.label or 'task'} ({self.view.image.name})…")
+
+    def close_activities(self) -> None:
+        """Close every job's progress bar (the widget shuts down)."""
+        for activity in self.activities.values():
+            activity.close()
+        self.activities.clear()
 
     def _with_bundle(self, job: Job) -> Job:
         """``job`` applied to the loaded bundle (its BundleModel made for the chosen image)."""
@@ -76,11 +94,13 @@ class JobRunner:
 
         return Job(with_bundle, job.on_done, job.on_error, job.label)
 
-    def start(self, function, *args, on_done, on_error) -> None:
-        """Run ``function(*args)`` in a worker; ``on_done(result)`` / ``on_error(exc)`` after."""
+    def start(self, function, *args, on_done, on_error, label: str | None = None) -> None:
+        """Run ``function(*args)`` in a worker; ``on_done(result)`` / ``on_error(exc)`` after
+        (with a napari progress bar ``label`` until then, if given)."""
         from napari.qt.threading import create_worker
 
         worker = create_worker(function, *args, _start_thread=False)
+        worker.activity = Activity(label) if label else None
         worker.returned.connect(on_done)
         worker.errored.connect(on_error)
         worker.finished.connect(lambda done=worker: self._worker_done(done))
@@ -89,12 +109,17 @@ class JobRunner:
         start_worker(worker)
 
     def _worker_done(self, worker) -> None:
+        if worker.activity is not None:
+            worker.activity.close()
         self.workers.discard(worker)
         if not self.view.closed:
             self.view.refresh()
 
     def finish(self, job: Job, result, error) -> None:
         """Hand a job's result (or error) to its callbacks, in the main thread."""
+        activity = self.activities.pop(id(job), None)
+        if activity is not None:
+            activity.close()
         if self.view.closed:
             return
         if error is not None:

@@ -214,7 +214,7 @@ class PointsController:
         """Give the selected points class ``value``; returns how many changed."""
         layer = self.layer
         if layer is None or not layer.selected_data:
-            self.view.set_status("select points first (select mode: key 3 or S), then pick a class")
+            self.view.set_status("select points first (select mode: key S), then pick a class")
             return 0
         if self.view.classes.info(value) is None:
             self.view.classes.add_class(value=value, select=False)

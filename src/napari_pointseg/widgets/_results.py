@@ -187,7 +187,7 @@ class ResultLayers:
             self.show_prediction(labels)
             if margins is not None:
                 self.show_uncertainty(margins)
-            view.set_status("prediction of the whole image done")
+            view.report("prediction of the whole image done")
 
         view.set_status("predicting the whole image…")
         view.jobs.run(Job(predict, self.for_current_image(show), label="prediction"))
@@ -291,7 +291,7 @@ class ResultLayers:
             self.show_uncertainty(margins, plane)
         viewer.layers.selection.active = layer
         layer.mode = "select"
-        view.set_status(
+        view.report(
             f"{len(coords)} suggestions (magenta rings): select some and press a "
             "class key 1-9, or 'Accept as class'"
         )

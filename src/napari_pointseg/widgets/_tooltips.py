@@ -30,7 +30,27 @@ TOOLTIPS: dict[str, str] = {
         "Train a network on this image from the points, in the background. Keep "
         "clicking: new points join in click order."
     ),
-    "annotate.stop": "Stop training after the current iteration (Resume continues)",
+    "annotate.stop": (
+        "Stop training after the current iteration (Resume continues). The Cancel of its "
+        "progress bar in napari's activity dock does the same."
+    ),
+    "annotate.shortcuts": (
+        "<b>Keyboard shortcuts</b> (on the '&lt;image&gt; points' layer)"
+        "<table cellspacing='0' cellpadding='2'>"
+        "<tr><td><b>1</b>-<b>9</b></td><td>class of the next click (in select mode: also "
+        "gives the selected points that class)</td></tr>"
+        "<tr><td><b>P</b></td><td>add mode: click to place points</td></tr>"
+        "<tr><td><b>S</b></td><td>select mode: drag to select points</td></tr>"
+        "<tr><td><b>Z</b></td><td>pan / zoom mode</td></tr>"
+        "<tr><td><b>Delete</b>, <b>Backspace</b></td><td>delete the selected points</td></tr>"
+        "</table>"
+        "<b>On the 'suggestions' layer</b>"
+        "<table cellspacing='0' cellpadding='2'>"
+        "<tr><td><b>1</b>-<b>9</b></td><td>accept the selected suggestions (all if none is "
+        "selected) as points of that class</td></tr></table>"
+        "The digits 2-5 that napari uses for modes pick classes here: use the letters. "
+        "Progress and Cancel of long work: napari's activity dock (bottom right)."
+    ),
     "annotate.reset": (
         "Discard the network and train a new random one, replaying all points in "
         "click order (also needed after adding a class)"
@@ -101,7 +121,10 @@ TOOLTIPS: dict[str, str] = {
     "dataset.weights": "Optional LOCAL weights file for the dataset network's encoder (never downloaded)",
     "dataset.grid": "Table-2-style grid (needs a test folder); writes grid.json and grid.png",
     "dataset.run": "Run the pipeline in the background; a rerun skips finished images",
-    "dataset.cancel": "Stop after the current step; finished images are kept",
+    "dataset.cancel": (
+        "Stop after the current step; finished images are kept. The Cancel of the run's "
+        "progress bar in napari's activity dock does the same."
+    ),
     "dataset.stage": "Current stage",
     "dataset.progress": "Progress of the current stage",
     "dataset.log": "Skipped images with the reason, resumed work, results",

@@ -3,8 +3,10 @@
 `TrainingController` starts, stops, resumes and resets the training of the chosen image,
 keeps one network per image layer, hands edited points to the running trainer, prepares the
 chosen image's network input ahead of Train, and turns the worker's typed events (`_events`)
-into status text and prediction-layer updates. The worker is a napari ``thread_worker``
-started with ``.start()`` (`_threads.start_worker`); everything here runs in the main thread.
+into status text, prediction-layer updates and napari's progress bar in the activity dock
+(`_progress.Activity`, whose Cancel calls `stop`, as the Stop button does). The worker is a
+napari ``thread_worker`` started with ``.start()`` (`_threads.start_worker`); everything here
+runs in the main thread.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from ..core.errors import InputError
 from ..core.points import PointSet
 from . import _messages
 from ._events import JobDone, Progress, Status, TrainerReady
+from ._progress import Activity
 from ._threads import start_worker
 from ._worker import LoopControl, TrainRequest, training_loop
 
@@ -267,6 +270,8 @@ class TrainingController:
         worker.yielded.connect(lambda event, origin=worker: self._on_event(event, origin))
         worker.errored.connect(self._on_error)
         worker.finished.connect(lambda done=worker: self._on_finished(done))
+        # napari's progress bar in the activity dock; its Cancel is the Stop button
+        worker.activity = Activity(f"training {self.view.image.name}", None, on_cancel=self.stop)
         self.worker, self.control = worker, control
         self.controls.add(control)
         self.last_update = None
@@ -289,6 +294,7 @@ class TrainingController:
         if self.control is not None:
             self.control.abort = True
         self.worker.quit()
+        self.worker.activity.describe(f"stopping the training of {self.worker.image_layer.name}…", force=True)
         self.view.set_status("stopping…")
         self.view.stop_button.setEnabled(False)
 
@@ -337,6 +343,10 @@ class TrainingController:
             self.view.results.show_prediction(update.prediction, update.plane)
         clicked = self.view.points.count() if self.view.points.layer is not None else update.n_points
         state = " · waiting for new points" if update.waiting else ""
+        if self.worker is not None and self.stopping_at is None:
+            self.worker.activity.describe(
+                f"training {self.worker.image_layer.name}: step {update.step} · loss {update.loss:.3f}"
+            )
         note = f"\n{self.note}" if self.note else ""
         self.view.set_status(
             f"step {update.step} · loss {update.loss:.3f} · points "
@@ -352,6 +362,7 @@ class TrainingController:
             self.trainers.pop(id(self.view.image), None)
 
     def _on_finished(self, worker) -> None:
+        worker.activity.close()
         if worker is not self.worker:
             return
         self.worker = None
@@ -363,14 +374,15 @@ class TrainingController:
             self.stop_seconds = time.perf_counter() - self.stopping_at
             self.stopping_at = None
             last = self.last_update if self.trainer is not None else None
-            self.view.set_status(
-                "stopped"
-                + (
-                    f" at step {last.step} · loss {last.loss:.3f} · points {last.n_active}/{last.n_points}"
-                    if last
-                    else ""
-                )
+            text = "stopped" + (
+                f" at step {last.step} · loss {last.loss:.3f} · points {last.n_active}/{last.n_points}"
+                if last
+                else ""
             )
+            if self.restart_after is None:
+                self.view.report(text, note=f"training of {worker.image_layer.name} {text}")
+            else:
+                self.view.set_status(text)
         # jobs that arrived after the loop's last look run on their own
         if control is not None:
             while not control.jobs.empty():

@@ -431,6 +431,13 @@ class AnnotateWidget(QWidget):
         if not self._closed:
             self.status.setText(text)
 
+    def report(self, text: str, note: str | None = None) -> None:
+        """A result: ``text`` in the status line and ``note`` (default: ``text``) as an info
+        notification."""
+        self.set_status(text)
+        if not self._closed:
+            _messages.notify("info", note or text)
+
     def fail(self, message: str) -> None:
         """Show ``message`` in the status line and as an error notification."""
         self.set_status(message)
@@ -502,6 +509,7 @@ class AnnotateWidget(QWidget):
             return
         self._stop_threads()
         self._closed = True
+        self.jobs.close_activities()
         try:
             self._sync_timer.stop()
             self._plane_timer.stop()

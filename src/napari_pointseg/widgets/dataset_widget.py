@@ -4,7 +4,9 @@ Input: folders (DATA with images/ + points/ and/or masks/, optional TEST, OUT) o
 Image layers with their "<image> points" layers (written to OUT/layers_input in the folder
 layout; images without points are labelled by the dataset network). Run starts a napari
 thread_worker (`.start()`) around `_dataset_worker.dataset_loop`; its events drive a progress
-bar and a log; Cancel stops the run (finished images stay on disk, a rerun resumes). Results
+bar and a log here and napari's own progress bar in the activity dock (`_progress.Activity`,
+whose Cancel is this widget's Cancel); results and errors are also napari notifications.
+Cancel stops the run (finished images stay on disk, a rerun resumes). Results
 open as layers; the final bundle (OUT/model.safetensors) can be loaded into "Annotate & train".
 """
 
@@ -44,6 +46,7 @@ from ._layer_names import (
     prediction_layer_name,
     pseudo_label_layer_name,
 )
+from ._progress import Activity
 from ._threads import add_stopper, on_viewer_close, start_worker
 from ._tooltips import tip
 
@@ -62,6 +65,7 @@ class DatasetWidget(QWidget):
         super().__init__(parent)
         self.viewer = napari_viewer
         self.worker = None
+        self.activity: Activity | None = None  # napari progress bar of the running run
         self.summary: dict | None = None
         self.bundle_path: Path | None = None
         self.overrides: dict = {}
@@ -321,6 +325,7 @@ class DatasetWidget(QWidget):
         worker.yielded.connect(self._on_event)
         worker.errored.connect(self._on_error)
         worker.finished.connect(self._on_finished)
+        self.activity = Activity("dataset training: starting…", None, on_cancel=self.cancel)
         self.worker = worker
         self._update_buttons()
         start_worker(worker)
@@ -332,6 +337,8 @@ class DatasetWidget(QWidget):
         self._cancel.set()
         self.worker.quit()
         self.stage_label.setText("cancelling…")
+        if self.activity is not None:
+            self.activity.describe("dataset training: cancelling…", force=True)
         self._say("cancel requested; finished images are kept, Run resumes")
 
     # ------------------------------------------------------------------ worker events -----
@@ -347,6 +354,8 @@ class DatasetWidget(QWidget):
             self.progress_bar.setValue(0)
             self.stage_label.setText(f"{event.name} (0 / {event.total} {event.unit})")
             self._stage_name, self._stage_unit = event.name, event.unit
+            if self.activity is not None and not self._cancel.is_set():
+                self.activity.stage(f"dataset training: {event.name}", event.total)
         elif isinstance(event, Advance):
             value = min(self.progress_bar.value() + event.n, self.progress_bar.maximum())
             self.progress_bar.setValue(value)
@@ -354,6 +363,8 @@ class DatasetWidget(QWidget):
                 f"{self._stage_name} ({value} / {self._stage_total} {self._stage_unit})"
                 + (f" · {event.info}" if event.info else "")
             )
+            if self.activity is not None:
+                self.activity.advance(event.n)
         elif isinstance(event, Message):
             if event.level == "error":
                 self._on_error(InputError(event.text))
@@ -376,6 +387,9 @@ class DatasetWidget(QWidget):
                     f"  images {row['fraction']:g}, pixels {row['rate']}: test mIoU "
                     + ("-" if row["miou"] is None else f"{row['miou']:.4f}")
                 )
+            _messages.notify(
+                "info", f"Dataset training: grid of {len(summary['rows'])} runs written to {out}"
+            )
             return
         self.bundle_path = Path(summary["bundle"])
         miou = "-" if summary.get("miou") is None else f"{summary['miou']:.4f}"
@@ -385,6 +399,11 @@ class DatasetWidget(QWidget):
         )
         for skipped in summary["skipped"]:
             self._say(f"  skipped {skipped['name']}: {skipped['reason']}")
+        _messages.notify(
+            "info",
+            f"Dataset training done: {summary['n_annotated']} annotated, "
+            f"{summary['n_self_labelled']} self-labelled; test mIoU {miou}; network in {self.bundle_path}",
+        )
         if summary["skipped"]:
             _messages.notify(
                 "warning", f"Dataset training: {len(summary['skipped'])} image(s) skipped (see the log)"
@@ -450,8 +469,13 @@ class DatasetWidget(QWidget):
     def _on_finished(self) -> None:
         cancelled = self._cancel is not None and self._cancel.is_set()
         self.worker = None
+        if self.activity is not None:
+            self.activity.close()
+            self.activity = None
         if self._closed:
             return
+        if cancelled:
+            _messages.notify("info", "Dataset training cancelled: finished images are kept, Run resumes")
         self.stage_label.setText("cancelled" if cancelled else "idle" if self.summary is None else "finished")
         self._update_buttons()
 
@@ -479,6 +503,9 @@ class DatasetWidget(QWidget):
         if self.worker is not None:
             self._cancel.set()
             self.worker.quit()
+        if self.activity is not None:
+            self.activity.close()
+            self.activity = None
         from qtpy.QtWidgets import QApplication
 
         app = QApplication.instance()

@@ -1,0 +1,104 @@
+"""napari's own progress bars for the widgets' long work (shown in the activity dock).
+
+`Activity` wraps one ``napari.utils.progress`` bar: indeterminate (``total=None``) or
+counting, with a description that follows the work. Given ``on_cancel``, the bar is a
+``cancelable_progress``, so the activity dock shows a Cancel button; clicking it calls
+``on_cancel()`` in the main thread, i.e. the same method as the widget's own Stop / Cancel
+button, so cancelling there loses nothing that Stop would keep. (napari's
+``thread_worker(progress=...)`` bar has no Cancel button and counts yields, which means
+nothing for these workers, so the bars are made and updated here, in the main thread only.)
+
+Every method is safe after `close` and never raises into a callback: a progress bar is
+feedback, it must not break the work it reports on.
+"""
+
+from __future__ import annotations
+
+import time
+
+DESCRIBE_EVERY_S = 0.5  # the activity dock repaints (processEvents) on every description
+
+
+def _bar(desc: str, total: int | None, on_cancel):
+    from napari.utils.progress import cancelable_progress, progress
+
+    if on_cancel is None:
+        return progress(desc=desc, total=total, leave=False)
+
+    class _StopOnCancel(cancelable_progress):
+        # cancelable_progress only calls its callback while iterating; these bars are
+        # updated by hand, so the dock's Cancel calls it at once
+        def cancel(self) -> None:
+            already = self.is_canceled
+            super().cancel()
+            if not already and self.cancel_callback is not None:
+                self.cancel_callback()
+
+    return _StopOnCancel(desc=desc, total=total, leave=False, cancel_callback=on_cancel)
+
+
+class Activity:
+    """One progress bar in napari's activity dock; see the module doc."""
+
+    def __init__(self, desc: str, total: int | None = None, on_cancel=None):
+        self.bar = _bar(desc, total, on_cancel)
+        self.desc = desc
+        self.closed = False
+        self._described_at = 0.0
+
+    @property
+    def cancelable(self) -> bool:
+        return hasattr(self.bar, "is_canceled")
+
+    @property
+    def cancelled(self) -> bool:
+        return bool(getattr(self.bar, "is_canceled", False))
+
+    def cancel(self) -> None:
+        """What the dock's Cancel button does (tests and scripts)."""
+        if not self.closed and self.cancelable:
+            self.bar.cancel()
+
+    def describe(self, text: str, force: bool = False) -> None:
+        """New description (at most every DESCRIBE_EVERY_S unless ``force``)."""
+        now = time.monotonic()
+        if self.closed or text == self.desc or (not force and now - self._described_at < DESCRIBE_EVERY_S):
+            return
+        self.desc, self._described_at = text, now
+        self.bar.set_description(text)
+
+    def stage(self, text: str, total: int | None) -> None:
+        """Start counting again from 0 towards ``total`` (None / 0: indeterminate)."""
+        if self.closed:
+            return
+        self.bar.reset(total=total or 0)
+        self.bar.events.value(value=0)
+        self.describe(text, force=True)
+
+    def advance(self, n: int = 1) -> None:
+        if self.closed:
+            return
+        total = self.bar.total or 0
+        step = min(n, max(0, total - self.bar.n)) if total else n
+        if step:
+            self.bar.update(step)
+
+    @property
+    def value(self) -> int:
+        return int(self.bar.n)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self.bar.close()
+        except (KeyError, RuntimeError):  # already removed by the dock closing
+            pass
+
+
+def open_bars() -> list:
+    """The napari progress bars open now (those the activity dock shows)."""
+    from napari.utils.progress import progress
+
+    return list(progress._all_instances)
