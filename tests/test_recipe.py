@@ -323,3 +323,22 @@ def test_head_polish_honours_border_clicks_at_half_resolution():
     assert share > honoured_fraction(pred_off, tr.points)
     assert tr.honoured() == pytest.approx(share)
     assert miou(mask, pred) >= miou(mask, pred_off) - 0.03
+
+
+def test_head_polish_goes_past_its_budget_only_while_clicks_are_contradicted():
+    """After ``head_polish_iters`` the head keeps training (up to ``head_polish_max_iters``)
+    only while the prediction honours fewer than ``honour_floor`` of the clicks."""
+    image, mask = blobs(336, 4)
+    edge = np.argwhere((mask != np.roll(mask, 1, 0)) | (mask != np.roll(mask, 1, 1)))
+    edge = edge[np.random.default_rng(5).choice(len(edge), 300, replace=False)]
+    pts = random_points(mask, 40, 5).append(edge.astype(float), mask[edge[:, 0], edge[:, 1]])
+
+    def honoured(**polish):
+        cfg = fast_config(polish_iters=10, final_iters=2, iters_per_step=2, **polish)
+        tr = make_trainer(image, pts, setup=TrainSetup(spec=TINY_SPEC, config=cfg, device="cpu")).train_all()
+        return honoured_fraction(tr.predict(), tr.points)
+
+    short = honoured(head_polish_iters=5, head_polish_max_iters=5)
+    assert short < 0.99  # the case this test is about: 5 steps do not honour the border clicks
+    longer = honoured(head_polish_iters=5, head_polish_max_iters=2000)
+    assert longer > short and longer >= 0.985  # stops once the polish's own count reaches 0.99

@@ -63,6 +63,8 @@ class TrainConfig:
     head_polish_iters: int = (
         300  # networks with a full-resolution head: polish the head alone, at most this many steps
     )
+    head_polish_max_iters: int = 1200  # ... and on up to this many while it honours < honour_floor
+    honour_floor: float = 0.99  # below this share of honoured clicks the result is a bug, not a score
     head_polish_lr: float = 3e-3  # ... with Adam at this lr
     head_polish_anchors: int = (
         4096  # ... keeping the prediction on this many pixels (mostly near class boundaries)
