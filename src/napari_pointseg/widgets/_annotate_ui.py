@@ -73,8 +73,10 @@ def _classes_box(view) -> QGroupBox:
     view.relabel_button = _button(
         "Relabel selected", "annotate.relabel", lambda: view.relabel_selected(view.classes.current_value())
     )
+    view.scribble_button = _button("Paint", "annotate.scribbles", view.paint_scribbles)
     row.addWidget(view.remove_last_button)
     row.addWidget(view.relabel_button)
+    row.addWidget(view.scribble_button)
     column.addLayout(row)
     return box
 
