@@ -93,6 +93,7 @@ def test_strokes_train_with_clicks_in_order_and_erasing_removes_them(setup, qtbo
     qtbot.waitUntil(lambda: len(trainer.points) == len(points), timeout=WAIT)
     qtbot.waitUntil(lambda: widget.last_update is not None and widget.last_update.waiting, timeout=WAIT)
     assert miou(mask, widget.prediction_layer.data) >= 0.6
+    assert f"points {len(points)}/{len(points)}" in widget.status.text()  # clicks + strokes
 
 
 def test_painted_layer_adopted_and_removed(setup, qtbot):

@@ -204,6 +204,10 @@ class ScribblesController:
             self._cache = (self.history.points(data, *key), key)
         return self._cache[0]
 
+    def count(self) -> int:
+        """How many scribble points train (after thinning)."""
+        return len(self.scribble_points())
+
     def labels(self) -> np.ndarray:
         """Class value of every scribble point used for training."""
         return self.scribble_points().labels

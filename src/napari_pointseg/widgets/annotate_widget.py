@@ -316,7 +316,7 @@ class AnnotateWidget(QWidget):
         if len(np.unique(self.points.labels())) < 2:
             layer_name = self.points.layer.name if self.points.layer else ""
             self.hint.setText(
-                f"Click points on '{layer_name}' (add mode). Next click: class "
+                f"Click points on '{layer_name}' (add mode) or Paint strokes. Next click: class "
                 f"{value} ({name}); keys 1-9 switch class. At least two classes "
                 "are needed."
             )
