@@ -145,11 +145,13 @@ class ScribbleHistory:
     thinned, ordered scribble points.
     """
 
-    def __init__(self, shape):
+    def __init__(self, shape, dtype=np.int64):
+        """shape: the label image's (H, W) or (Z, H, W); dtype: its integer dtype (the history
+        keeps one copy of the image in it, plus an int32 stroke index per pixel)."""
         self.shape = tuple(int(n) for n in shape)
         size = int(np.prod(self.shape))
-        self._known = np.zeros(size, np.int64)  # label image as of the last stroke / update
-        self._owner = np.full(size, -1, np.int64)  # stroke index of every pixel, -1 = none
+        self._known = np.zeros(size, dtype)  # label image as of the last stroke / update
+        self._owner = np.full(size, -1, np.int32)  # stroke index of every pixel, -1 = none
         self._strokes: list[tuple[np.ndarray, int]] = []  # (flat pixels in order, after)
 
     @classmethod
@@ -157,7 +159,7 @@ class ScribbleHistory:
         """A history for an already painted label image: its strokes by `strokes_from_labels`,
         all anchored ``after`` the click of that rank."""
         labels = _as_label_image(labels)
-        history = cls(labels.shape)
+        history = cls(labels.shape, labels.dtype)
         for pixels in strokes_from_labels(labels):
             history.add_stroke(labels, pixels, after)
         history._known[:] = labels.reshape(-1)
@@ -188,8 +190,8 @@ class ScribbleHistory:
         pixels = pixels[(pixels >= 0) & (pixels < flat.size)]
         _, first = np.unique(pixels, return_index=True)
         pixels = pixels[np.sort(first)]
-        values = flat[pixels]
-        self._known[pixels] = values
+        values = flat[pixels].astype(np.int64)
+        self._known[pixels] = flat[pixels]
         self._owner[pixels[values == 0]] = -1
         painted = pixels[values != 0]
         if len(painted) == 0:
@@ -229,7 +231,7 @@ class ScribbleHistory:
             where = np.stack(np.unravel_index(alive, self.shape), axis=1)
             keep = thin_stroke(where, spacing, max_per_stroke)
             coords.append(where[keep])
-            values.append(flat[alive[keep]])
+            values.append(flat[alive[keep]].astype(np.int64))
             stroke.append(np.full(len(keep), rank, np.int64))
             after.append(np.full(len(keep), anchor, np.int64))
             rank += 1
@@ -243,10 +245,15 @@ class ScribbleHistory:
         )
 
     def _flat(self, labels: np.ndarray) -> np.ndarray:
+        """``labels`` raveled without a copy (checked: shape, integer values)."""
         labels = np.asarray(labels)
         if labels.shape != self.shape:
             raise InputError(f"scribbles of shape {labels.shape} do not match {self.shape}")
-        return as_int64(labels, "scribble label").reshape(-1)
+        if labels.dtype.kind not in "biu":
+            labels = as_int64(labels, "scribble label").reshape(labels.shape)
+        if not np.can_cast(labels.dtype, self._known.dtype):  # data replaced by a wider type
+            self._known = self._known.astype(np.int64)
+        return labels.reshape(-1)
 
 
 def merge_points(clicks: PointSet, scribbles: ScribblePoints) -> PointSet:

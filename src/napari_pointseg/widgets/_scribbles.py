@@ -127,9 +127,10 @@ class ScribblesController:
             self.view.set_status(f"layer '{layer.name}' is not used for training: {exc}")
             return
         self.layer = layer
-        self.history = (
-            ScribbleHistory.from_labels(data, after=-1) if data.any() else ScribbleHistory(data.shape)
-        )
+        if data.any():
+            self.history = ScribbleHistory.from_labels(data, after=-1)
+        else:
+            self.history = ScribbleHistory(data.shape, data.dtype)
         layer.events.paint.connect(self._on_paint)
         layer.events.selected_label.connect(self._on_selected_label)
         self.recolour()
@@ -180,9 +181,10 @@ class ScribblesController:
         return -1 if layer is None else max_order(layer)
 
     # -- reading ---------------------------------------------------------------------------
-    def scribble_points(self) -> ScribblePoints:
+    def scribble_points(self, check_layer: bool = True) -> ScribblePoints:
         """The thinned stroke pixels as they are now (``after`` on the clicks' raw order
-        scale); empty without a layer."""
+        scale); empty without a layer. check_layer: also compare the whole layer with the
+        history (finds undo / redo; one pass over the pixels), else only read new strokes."""
         try:
             shape = self.view.image_geometry().spatial_shape()
         except InputError:
@@ -197,7 +199,7 @@ class ScribblesController:
         for atoms, after in pending:
             pixels = [atom_pixels(atom, data.shape) for atom in atoms]
             self.history.add_stroke(data, np.concatenate(pixels) if pixels else [], after)
-        if self.history.update(data, after=self._last_click()):
+        if check_layer and self.history.update(data, after=self._last_click()):
             self._cache = None
         key = (self.spacing, self.max_per_stroke)
         if self._cache is None or self._cache[1] != key:
@@ -206,11 +208,11 @@ class ScribblesController:
 
     def count(self) -> int:
         """How many scribble points train (after thinning)."""
-        return len(self.scribble_points())
+        return len(self.scribble_points(check_layer=False))
 
     def labels(self) -> np.ndarray:
         """Class value of every scribble point used for training."""
-        return self.scribble_points().labels
+        return self.scribble_points(check_layer=False).labels
 
     def merged(self, clicks, click_orders: np.ndarray):
         """Clicks (a PointSet ranked 0..n-1) and scribble points in one acquisition order.
