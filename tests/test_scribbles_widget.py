@@ -115,3 +115,27 @@ def test_painted_layer_adopted_and_removed(setup, qtbot):
     viewer.add_labels(np.zeros((5, 5), np.uint8), name="nuclei scribbles")
     widget.select_image("nuclei")
     assert widget.scribbles.layer is None and "not used for training" in widget.status.text()
+
+
+def test_strokes_on_a_stack_keep_their_plane(make_napari_viewer, monkeypatch):
+    monkeypatch.setattr(_messages, "notify", lambda kind, msg: None)
+    viewer = make_napari_viewer()
+    viewer.add_image(np.random.default_rng(0).random((6, 32, 32)).astype(np.float32), name="stack")
+    widget = aw.AnnotateWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Annotate & train")
+    widget.pick_class(1)
+    layer = widget.paint_scribbles() or widget.scribbles.layer
+    assert layer.data.shape == (6, 32, 32)
+    layer.n_edit_dimensions = 2
+    with layer.block_history():
+        for x in range(5, 25):
+            layer.paint((2, 10, x), 1, refresh=False)
+    widget.pick_class(2)
+    with layer.block_history():
+        for x in range(5, 25):
+            layer.paint((3, 20, x), 2, refresh=False)
+    points = widget.current_points()
+    assert points.ndim == 3 and set(points.coords[points.labels == 1, 0].tolist()) == {2}
+    assert set(points.coords[points.labels == 2, 0].tolist()) == {3}
+    assert points.labels[0] == 1 and points.labels[-1] == 2
+    widget.shutdown()
