@@ -109,6 +109,13 @@ def test_painted_layer_adopted_and_removed(setup, qtbot):
     points = widget.current_points()
     assert set(points.labels.tolist()) == {1, 2} and len(points) >= 4
     assert points.labels[0] == 1 and points.labels[int(np.argmax(points.labels == 2))] == 2
+    widget.scribble_spacing_spin.setValue(1)  # Advanced options: every painted pixel, 2 per stroke
+    widget.scribble_max_spin.setValue(2)
+    every_pixel = len(widget.scribbles.history.points(painted, 1, 0).labels)
+    assert (
+        every_pixel == (painted > 0).sum()
+        and len(widget.current_points()) == 2 * widget.scribbles.history.stroke_count
+    )
     viewer.layers.remove("copy scribbles")
     assert widget.scribbles.layer is None and len(widget.current_points()) == 0
     # a Labels layer of another shape is not used

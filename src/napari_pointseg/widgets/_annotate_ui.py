@@ -146,6 +146,33 @@ def _files_box(view) -> QGroupBox:
     return box
 
 
+def _scribble_options(view, form: QFormLayout) -> None:
+    """Thinning of brush strokes: one pixel per N x N cell, at most M pixels per stroke."""
+    scribbles = view.scribbles
+
+    def spin(low, high, value, key, attribute, special=None):
+        box = QSpinBox()
+        box.setRange(low, high)
+        box.setValue(value)
+        box.setToolTip(tip(key))
+        if special:
+            box.setSpecialValueText(special)
+
+        def changed(number):
+            setattr(scribbles, attribute, int(number))
+            view.schedule_sync()
+
+        box.valueChanged.connect(changed)
+        return box
+
+    view.scribble_spacing_spin = spin(1, 256, scribbles.spacing, "annotate.scribble_spacing", "spacing")
+    view.scribble_max_spin = spin(
+        0, 100000, scribbles.max_per_stroke, "annotate.scribble_max", "max_per_stroke", "no cap"
+    )
+    form.addRow("Stroke spacing (px)", view.scribble_spacing_spin)
+    form.addRow("Pixels per stroke", view.scribble_max_spin)
+
+
 def _advanced_box(view) -> QWidget:
     from superqt import QCollapsible
 
@@ -182,5 +209,6 @@ def _advanced_box(view) -> QWidget:
     form.addRow("Iterations per point", view.iters_spin)
     form.addRow("Channel axis", view.channel_combo)
     form.addRow("Live update every", view.interval_spin)
+    _scribble_options(view, form)
     view.advanced.addWidget(options)
     return view.advanced
