@@ -50,7 +50,7 @@ def test_history_orders_strokes_thins_and_erases():
     second = _line(shape, 30, 10, 20)
     labels.reshape(-1)[second] = 1
     history.add_stroke(labels, second, after=3)
-    pts = history.points(labels, spacing=5, max_per_stroke=0)
+    pts = first = history.points(labels, spacing=5, max_per_stroke=0)
     assert pts.stroke.tolist() == [0] * 10 + [1] * 2
     assert set(pts.labels[pts.stroke == 0].tolist()) == {2} and set(pts.labels[pts.stroke == 1]) == {1}
     assert np.all(np.diff(pts.coords[pts.stroke == 0, 1]) > 0)  # along the stroke
@@ -73,6 +73,12 @@ def test_history_orders_strokes_thins_and_erases():
     assert history.update(labels, after=4) == 5
     pts = history.points(labels, spacing=1, max_per_stroke=0)
     assert set(pts.labels[pts.coords[:, 0] == 30].tolist()) == {1}
+    # undo of the erase: the pixels return to their stroke, in their place
+    labels.reshape(-1)[erased] = 2
+    assert history.update(labels, after=6) == len(erased)
+    restored = history.points(labels, spacing=5, max_per_stroke=0)
+    np.testing.assert_array_equal(restored.coords[restored.stroke == 0], first.coords[first.stroke == 0])
+    assert restored.stroke.max() == 2  # no new stroke
     with pytest.raises(InputError):
         history.points(np.zeros((3, 3), np.uint8))
 

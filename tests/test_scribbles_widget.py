@@ -87,13 +87,21 @@ def test_strokes_train_with_clicks_in_order_and_erasing_removes_them(setup, qtbo
         lambda: len(trainer.points) == len(points) - int((points.labels[2:-1] == 2).sum()), timeout=WAIT
     )
     assert widget.trainer is trainer and not np.any(trainer.points.labels[2:-1] == 2)
-    # undo (no paint event) brings them back at the next read
+    # undo (napari sends no paint event for it) brings them back
     layer.undo()
-    widget.sync_points()
     qtbot.waitUntil(lambda: len(trainer.points) == len(points), timeout=WAIT)
+    # more strokes while training: they join after everything made before them
+    for seed in range(2, 8):
+        value = 1 + seed % 2
+        widget.pick_class(value)
+        paint(layer, stroke_path(mask, value, 40, seed), value)
+    more = widget.current_points()
+    np.testing.assert_allclose(more.coords[: len(points)], points.coords)
+    qtbot.waitUntil(lambda: len(trainer.points) == len(more), timeout=WAIT)
     qtbot.waitUntil(lambda: widget.last_update is not None and widget.last_update.waiting, timeout=WAIT)
+    assert widget.trainer is trainer
     assert miou(mask, widget.prediction_layer.data) >= 0.6
-    assert f"points {len(points)}/{len(points)}" in widget.status.text()  # clicks + strokes
+    assert f"points {len(more)}/{len(more)}" in widget.status.text()  # clicks + strokes
 
 
 def test_painted_layer_adopted_and_removed(setup, qtbot):

@@ -151,8 +151,10 @@ class ScribbleHistory:
         self.shape = tuple(int(n) for n in shape)
         size = int(np.prod(self.shape))
         self._known = np.zeros(size, dtype)  # label image as of the last stroke / update
-        self._owner = np.full(size, -1, np.int32)  # stroke index of every pixel, -1 = none
+        # stroke index of every pixel: -1 = none, <= -2 = erased from stroke -2 - owner
+        self._owner = np.full(size, -1, np.int32)
         self._strokes: list[tuple[np.ndarray, int]] = []  # (flat pixels in order, after)
+        self._values: list[int] = []  # the label of each stroke (0 when it holds several)
 
     @classmethod
     def from_labels(cls, labels: np.ndarray, after: int = -1) -> "ScribbleHistory":
@@ -192,23 +194,37 @@ class ScribbleHistory:
         pixels = pixels[np.sort(first)]
         values = flat[pixels].astype(np.int64)
         self._known[pixels] = flat[pixels]
-        self._owner[pixels[values == 0]] = -1
+        erased = pixels[values == 0]
+        owner = self._owner[erased]
+        self._owner[erased] = np.where(owner >= 0, -2 - owner, owner)  # remembers the stroke
         painted = pixels[values != 0]
         if len(painted) == 0:
             return -1
         self._strokes.append((painted, int(after)))
+        kinds = np.unique(values[values != 0])
+        self._values.append(int(kinds[0]) if len(kinds) == 1 else 0)
         index = len(self._strokes) - 1
         self._owner[painted] = index
         return index
 
     def update(self, labels: np.ndarray, after: int = -1) -> int:
         """Take in changes made without a stroke (undo, redo, new data): pixels that differ
-        from what the history knows. Painted ones form one new stroke (raster order), erased
-        ones leave their strokes. Returns the number of changed pixels."""
+        from what the history knows. A pixel that was erased from a stroke and comes back
+        with that stroke's label (undo of an erase, redo of a stroke) returns to its stroke
+        and place; other painted ones form one new stroke (raster order); erased ones leave
+        their strokes. Returns the number of changed pixels."""
         flat = self._flat(labels)
         changed = np.flatnonzero(flat != self._known)
-        if len(changed):
-            self.add_stroke(labels, changed, after)
+        if len(changed) == 0:
+            return 0
+        former = -2 - self._owner[changed]
+        values = flat[changed].astype(np.int64)
+        stroke_values = np.asarray(self._values + [0], np.int64)
+        back = (former >= 0) & (values != 0)
+        back[back] = stroke_values[former[back]] == values[back]
+        self._owner[changed[back]] = former[back]
+        self._known[changed[back]] = flat[changed[back]]
+        self.add_stroke(labels, changed[~back], after)
         return len(changed)
 
     def points(

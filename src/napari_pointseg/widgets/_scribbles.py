@@ -112,6 +112,7 @@ class ScribblesController:
         if layer is not None:
             try:
                 layer.events.paint.disconnect(self._on_paint)
+                layer.events.set_data.disconnect(self._on_set_data)
                 layer.events.selected_label.disconnect(self._on_selected_label)
             except (TypeError, ValueError, RuntimeError):
                 pass
@@ -132,6 +133,7 @@ class ScribblesController:
         else:
             self.history = ScribbleHistory(data.shape, data.dtype)
         layer.events.paint.connect(self._on_paint)
+        layer.events.set_data.connect(self._on_set_data)
         layer.events.selected_label.connect(self._on_selected_label)
         self.recolour()
 
@@ -167,6 +169,22 @@ class ScribblesController:
         self._cache = None
         self.on_edited()
 
+    def _on_set_data(self, event=None) -> None:
+        """Undo / redo / new data (napari sends no paint event for them): take the change in
+        now. Skipped mid-stroke and while a paint event waits to be read."""
+        if self.layer is None or self.history is None or self.view.closed or self._pending:
+            return
+        if self._stroke_in_progress():
+            return
+        data = np.asarray(self.layer.data)
+        if data.shape == self.history.shape and self.history.update(data, after=self._last_click()):
+            self._cache = None
+            self.on_edited()
+
+    def _stroke_in_progress(self) -> bool:
+        """True between press and release of the brush (napari groups the stroke's edits)."""
+        return bool(getattr(self.layer, "_block_history", False))
+
     def _on_selected_label(self, event=None) -> None:
         if self.layer is None or self.view.closed:
             return
@@ -199,7 +217,11 @@ class ScribblesController:
         for atoms, after in pending:
             pixels = [atom_pixels(atom, data.shape) for atom in atoms]
             self.history.add_stroke(data, np.concatenate(pixels) if pixels else [], after)
-        if check_layer and self.history.update(data, after=self._last_click()):
+        if (
+            check_layer
+            and not self._stroke_in_progress()
+            and self.history.update(data, after=self._last_click())
+        ):
             self._cache = None
         key = (self.spacing, self.max_per_stroke)
         if self._cache is None or self._cache[1] != key:
