@@ -16,7 +16,9 @@ keep the order they were painted in, so "correct order" training still holds. A 
 
 Erasing (painting 0) removes pixels from their stroke; painting over a pixel with another
 stroke moves it to the newer stroke. Thinning is recomputed from the pixels a stroke still
-owns, so an erased pixel never trains.
+owns, so an erased pixel never trains. Changes without a stroke (undo / redo) are found by
+comparing the image with what the history knows: erased pixels that come back with their
+stroke's label return to that stroke and place; any other new paint is one more stroke.
 
 Stroke order without a paint history (`strokes_from_labels`, the CLI's ``--scribbles``):
 the connected components (8-connected in 2D, 26-connected in 3D) of each label value, the
