@@ -24,6 +24,7 @@ from .common import check_inputs, check_options, check_out_dir
 _INPUTS = (
     ("image", "image"),
     ("points", "points"),
+    ("scribbles", "scribbles"),
     ("mask", "mask"),
     ("bundle", "model bundle"),
     ("images", "image"),

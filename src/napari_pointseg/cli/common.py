@@ -45,6 +45,8 @@ _OPTION_RANGES = {
     "confidence_power": (False, 0, 100, False),
     "fractions": (False, 0, 1, True),
     "rates": (False, 0, 1, True),
+    "scribble_spacing": (True, 1, 4096, False),
+    "scribble_max": (True, 0, 10**7, False),
 }
 
 

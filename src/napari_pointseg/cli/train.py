@@ -16,19 +16,77 @@ def register(sub) -> None:
 
     t = sub.add_parser(
         "train",
-        help="train on one image from a points CSV",
-        description="Train a fresh network on IMAGE from the points in POINTS.csv, "
-        "admitted in the chosen order; write prediction.tif, "
-        "model.safetensors, overlay.png and (with --mask) metrics.json.",
+        help="train on one image from a points CSV and / or painted scribbles",
+        description="Train a fresh network on IMAGE from the points in POINTS.csv and / or "
+        "the strokes of a painted label image (--scribbles), admitted in the chosen order; "
+        "write prediction.tif, model.safetensors, overlay.png and (with --mask) metrics.json.",
     )
     t.add_argument("image", help="image file (TIFF, PNG, ...)")
-    t.add_argument("points", help="points CSV: order,label,y,x (z,y,x for stacks)")
+    t.add_argument("points", nargs="?", help="points CSV: order,label,y,x (z,y,x for stacks)")
     t.add_argument("--out", required=True, help="output folder")
     t.add_argument("--order", choices=ORDERS, default="correct", help="admission order (default correct)")
     t.add_argument("--mask", help="ground-truth label image: writes metrics.json")
+    add_scribble_options(t)
     add_image_options(t)
     add_model_options(t)
-    t.set_defaults(func=cmd_train, outputs=lambda a: TRAIN_OUTPUTS)
+    t.set_defaults(func=cmd_train, outputs=lambda a: TRAIN_OUTPUTS, precheck=precheck_train)
+
+
+def add_scribble_options(t) -> None:
+    """--scribbles, --scribble-spacing, --scribble-max (see core/scribbles.py)."""
+    from ..core.scribbles import DEFAULT_MAX_PER_STROKE, DEFAULT_SPACING
+
+    g = t.add_argument_group("scribbles")
+    g.add_argument(
+        "--scribbles",
+        help="painted label image of the image's spatial shape (0 = not painted, else the "
+        "class value); its strokes (connected components) follow the points, interleaved "
+        "across classes, largest first",
+    )
+    g.add_argument(
+        "--scribble-spacing",
+        type=int,
+        default=DEFAULT_SPACING,
+        help=f"keep one pixel per N x N cell of a stroke (default {DEFAULT_SPACING})",
+    )
+    g.add_argument(
+        "--scribble-max",
+        type=int,
+        default=DEFAULT_MAX_PER_STROKE,
+        help=f"at most this many pixels per stroke, 0 = no cap (default {DEFAULT_MAX_PER_STROKE})",
+    )
+
+
+def precheck_train(args) -> None:
+    """A points CSV, scribbles or both."""
+    from .common import CliError
+
+    if not args.points and not args.scribbles:
+        raise CliError("give a points CSV, --scribbles LABELS.tif, or both")
+
+
+def read_annotations(args, image):
+    """The points CSV then the thinned scribble strokes, in one order (a PointSet)."""
+    from ..core.errors import InputError
+    from ..core.images import guess_channel_axis, read_mask
+    from ..core.points import PointSet
+    from ..core.scribbles import scribble_points
+
+    points = PointSet.from_csv(args.points) if args.points else None
+    if not args.scribbles:
+        return points
+    labels = read_mask(args.scribbles)
+    axis = guess_channel_axis(image.shape) if args.channel_axis == "auto" else args.channel_axis
+    spatial = tuple(n for i, n in enumerate(image.shape) if axis is None or i != axis % image.ndim)
+    if labels.shape != spatial:
+        raise InputError(f"scribbles {args.scribbles} have shape {labels.shape}, the image {spatial}")
+    scribbles = scribble_points(labels, args.scribble_spacing, args.scribble_max)
+    if points is None:
+        return scribbles
+    if points.ndim != scribbles.ndim:
+        raise InputError(f"points have {points.ndim} coordinates but the scribbles {scribbles.ndim}")
+    # the order of clicks and strokes is unknown here: the CSV's clicks first, then the strokes
+    return points.renumbered().append(scribbles.coords, scribbles.labels)
 
 
 def register_models(sub) -> None:
@@ -43,14 +101,13 @@ def cmd_train(args) -> int:
     from ..core.checks import check_mask
     from ..core.images import read_image, read_mask
     from ..core.overlay import save_overlay
-    from ..core.points import PointSet
     from ..core.session import make_trainer, metrics_for, write_json, write_labels
 
     # options, files and --out were checked by `precheck`; the inputs are read before training
     setup = train_setup(args, order=args.order)
     out = Path(args.out)
     image = read_image(args.image)
-    points = PointSet.from_csv(args.points)
+    points = read_annotations(args, image)
     mask = read_mask(args.mask) if args.mask else None
     t0 = time.perf_counter()
     trainer = make_trainer(image, points, setup)

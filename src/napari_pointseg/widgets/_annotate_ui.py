@@ -74,8 +74,12 @@ def _classes_box(view) -> QGroupBox:
     view.relabel_button = _button(
         "Relabel selected", "annotate.relabel", lambda: view.relabel_selected(view.classes.current_value())
     )
+    view.scribble_button = _button("Paint", "annotate.scribbles", view.paint_scribbles)
     row.addWidget(view.remove_last_button)
     row.addWidget(view.relabel_button)
+    column.addLayout(row)
+    row = QHBoxLayout()
+    row.addWidget(view.scribble_button)
     view.keys_button = _keys_button()
     row.addWidget(view.keys_button)
     column.addLayout(row)
@@ -157,6 +161,33 @@ def _files_box(view) -> QGroupBox:
     return box
 
 
+def _scribble_options(view, form: QFormLayout) -> None:
+    """Thinning of brush strokes: one pixel per N x N cell, at most M pixels per stroke."""
+    scribbles = view.scribbles
+
+    def spin(low, high, value, key, attribute, special=None):
+        box = QSpinBox()
+        box.setRange(low, high)
+        box.setValue(value)
+        box.setToolTip(tip(key))
+        if special:
+            box.setSpecialValueText(special)
+
+        def changed(number):
+            setattr(scribbles, attribute, int(number))
+            view.schedule_sync()
+
+        box.valueChanged.connect(changed)
+        return box
+
+    view.scribble_spacing_spin = spin(1, 256, scribbles.spacing, "annotate.scribble_spacing", "spacing")
+    view.scribble_max_spin = spin(
+        0, 100000, scribbles.max_per_stroke, "annotate.scribble_max", "max_per_stroke", "no cap"
+    )
+    form.addRow("Stroke spacing (px)", view.scribble_spacing_spin)
+    form.addRow("Pixels per stroke", view.scribble_max_spin)
+
+
 def _advanced_box(view) -> QWidget:
     from superqt import QCollapsible
 
@@ -193,5 +224,6 @@ def _advanced_box(view) -> QWidget:
     form.addRow("Iterations per point", view.iters_spin)
     form.addRow("Channel axis", view.channel_combo)
     form.addRow("Live update every", view.interval_spin)
+    _scribble_options(view, form)
     view.advanced.addWidget(options)
     return view.advanced

@@ -51,7 +51,7 @@ class FileActions:
             if not path:
                 return None
         try:
-            points = view.points.current().renumbered()
+            points = view.points.current(with_scribbles=False).renumbered()
             points.to_csv(path)
         except (OSError, InputError) as exc:
             view.fail(f"cannot save points: {exc}")

@@ -16,6 +16,11 @@ def points_layer_name(image: str) -> str:
     return f"{image} points"
 
 
+def scribbles_layer_name(image: str) -> str:
+    """The Labels layer a user paints strokes on for ``image`` (0 = not painted)."""
+    return f"{image} scribbles"
+
+
 def prediction_layer_name(image: str) -> str:
     """The Labels layer of the live / whole-image prediction of ``image``."""
     return f"{image} prediction"

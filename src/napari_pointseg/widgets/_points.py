@@ -181,11 +181,13 @@ class PointsController:
 
     # -- classes ---------------------------------------------------------------------------
     def labels(self) -> np.ndarray:
-        """Class value of every point (finite ones only)."""
+        """Class value of every point (finite ones only), then of every scribble point."""
+        scribbles = getattr(self.view, "scribbles", None)
+        painted = np.zeros(0, np.int64) if scribbles is None else scribbles.labels()
         if self.layer is None or "label" not in self.layer.features:
-            return np.zeros(0, np.int64)
+            return painted
         labels = self.layer.features["label"].to_numpy().astype(float)
-        return labels[np.isfinite(labels)].astype(np.int64)
+        return np.concatenate([labels[np.isfinite(labels)].astype(np.int64), painted])
 
     def count(self) -> int:
         """How many points there are."""
@@ -264,12 +266,36 @@ class PointsController:
             layer.refresh_colors(update_color_mapping=False)
         layer.feature_defaults = {"label": self.view.classes.current_value(), "order": len(points)}
 
-    def current(self) -> PointSet:
-        """The points as a PointSet in the image's spatial axes (may be empty)."""
+    def current(self, with_scribbles: bool = True) -> PointSet:
+        """The points as a PointSet in the image's spatial axes (may be empty), ranked
+        0..n-1; with_scribbles: the thinned strokes of the scribbles layer join them in
+        acquisition order (`_scribbles.ScribblesController.merged`)."""
         geometry = self.view.image_geometry()
         spatial = geometry.spatial_shape()
         layer = self.layer
         if layer is None or len(layer.data) == 0:
-            return PointSet(np.zeros((0, len(spatial))), np.zeros(0, np.int64))
-        data = geometry.to_spatial_coords(np.asarray(layer.data, dtype=np.float64))
-        return PointSet.from_napari(data, layer.features, spatial_ndim=len(spatial))
+            clicks, orders = PointSet(np.zeros((0, len(spatial))), np.zeros(0, np.int64)), np.zeros(0)
+        else:
+            data = geometry.to_spatial_coords(np.asarray(layer.data, dtype=np.float64))
+            clicks = PointSet.from_napari(data, layer.features, spatial_ndim=len(spatial))
+            orders = np.sort(self._orders(layer)[self._labelled(layer)])
+        scribbles = getattr(self.view, "scribbles", None)
+        if not with_scribbles or scribbles is None:
+            return clicks
+        return scribbles.merged(clicks, orders)
+
+    @staticmethod
+    def _orders(layer) -> np.ndarray:
+        """The raw click ranks (the ``order`` feature; missing ones last, as `from_napari`)."""
+        count = len(layer.data)
+        if "order" not in layer.features:
+            return np.arange(count, dtype=float)
+        order = layer.features["order"].to_numpy().astype(float)
+        return np.where(np.isfinite(order), order, np.arange(count) + 1e9)
+
+    @staticmethod
+    def _labelled(layer) -> np.ndarray:
+        """Which points have a class (the others are not trained on)."""
+        if "label" not in layer.features:
+            return np.zeros(len(layer.data), bool)
+        return np.isfinite(layer.features["label"].to_numpy().astype(float))

@@ -25,6 +25,17 @@ TOOLTIPS: dict[str, str] = {
     "classes.count_cell": "points of this class",
     "annotate.remove_last": "Delete the most recently clicked point",
     "annotate.relabel": "Give the selected points the current class (or press 1-9 in select mode)",
+    "annotate.scribble_spacing": (
+        "Thinning of brush strokes: a stroke trains on at most one pixel per N x N cell "
+        "(1 = every painted pixel)"
+    ),
+    "annotate.scribble_max": "At most this many pixels of one stroke train, evenly along it (0 = no cap)",
+    "annotate.scribbles": (
+        "Paint strokes with the brush instead of clicking: adds (or selects) the Labels layer "
+        "'<image> scribbles' in paint mode with the current class. Each stroke joins training "
+        "after the clicks made before it, thinned (one pixel per small cell, a cap per "
+        "stroke) so that it does not swamp the clicks; erased pixels leave training."
+    ),
     # -- training
     "annotate.train": (
         "Train a network on this image from the points, in the background. Keep "

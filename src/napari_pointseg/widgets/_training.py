@@ -341,7 +341,11 @@ class TrainingController:
         self.last_update = update
         if update.prediction is not None:
             self.view.results.show_prediction(update.prediction, update.plane)
-        clicked = self.view.points.count() if self.view.points.layer is not None else update.n_points
+        view = self.view
+        # clicks plus the scribble points (thinned brush strokes) that train with them
+        clicked = (
+            view.points.count() + view.scribbles.count() if view.points.layer is not None else update.n_points
+        )
         state = " · waiting for new points" if update.waiting else ""
         if self.worker is not None and self.stopping_at is None:
             self.worker.activity.describe(

@@ -40,6 +40,7 @@ from ._jobs import JobRunner
 from ._layer_names import is_input_image
 from ._points import PointsController
 from ._results import ResultLayers
+from ._scribbles import ScribblesController
 from ._threads import add_stopper, on_viewer_close
 from ._training import TrainingController
 from ._worker import Job
@@ -67,6 +68,7 @@ class AnnotateWidget(QWidget):
         self.image = None  # the Image layer being annotated, or None
         self._closed = False
         self.points = PointsController(self, on_edited=self.schedule_sync)
+        self.scribbles = ScribblesController(self, on_edited=self.schedule_sync)
         self.training = TrainingController(self)
         self.jobs = JobRunner(self)
         self.results = ResultLayers(self)
@@ -172,6 +174,9 @@ class AnnotateWidget(QWidget):
         if layer is self.points.layer:
             self.points.release()
             self.schedule_sync()
+        if layer is self.scribbles.layer:
+            self.scribbles.release()
+            self.schedule_sync()
         self.results.forget(layer)
         self._refresh_image_choices()
         self.refresh()
@@ -209,6 +214,7 @@ class AnnotateWidget(QWidget):
             self.points.ensure_layer()
         else:
             self.points.release()
+        self.scribbles.adopt()
         self.refresh_model_choices()
         self._update_counts()
         self.refresh()
@@ -257,19 +263,26 @@ class AnnotateWidget(QWidget):
         self.points.add(coords, labels)
 
     def current_points(self) -> PointSet:
-        """The points layer as a PointSet in the image's spatial axes (may be empty)."""
+        """What trains: the clicks and the thinned scribble strokes in acquisition order, as a
+        PointSet in the image's spatial axes (may be empty)."""
         return self.points.current()
+
+    def paint_scribbles(self) -> None:
+        """Make (or select) the "<image> scribbles" Labels layer, brush on the current class."""
+        self.scribbles.ensure_layer()
 
     def on_class_chosen(self, value: int) -> None:
         """Slot of the class table: the next click gets class ``value``."""
         if self.points.layer is not None:
             self.points.reset_defaults(label=value)
+        self.scribbles.on_class_chosen(value)
         self._update_hint()
 
     def on_classes_changed(self) -> None:
         """Slot of the class table: a class was added, renamed or recoloured."""
         self.points.recolour()
         self.results.recolour()
+        self.scribbles.recolour()
         self._update_counts()
 
     def schedule_sync(self) -> None:
@@ -303,7 +316,7 @@ class AnnotateWidget(QWidget):
         if len(np.unique(self.points.labels())) < 2:
             layer_name = self.points.layer.name if self.points.layer else ""
             self.hint.setText(
-                f"Click points on '{layer_name}' (add mode). Next click: class "
+                f"Click points on '{layer_name}' (add mode) or Paint strokes. Next click: class "
                 f"{value} ({name}); keys 1-9 switch class. At least two classes "
                 "are needed."
             )
@@ -474,6 +487,7 @@ class AnnotateWidget(QWidget):
         self.reset_button.setEnabled(has_image and has_trainer and not busy)
         self.remove_last_button.setEnabled(n_points > 0)
         self.relabel_button.setEnabled(n_points > 0)
+        self.scribble_button.setEnabled(has_image)
         self.predict_button.setEnabled(has_image and has_model and not busy)
         is_stack = has_image and self.image_geometry().is_stack()
         self.predict_button.setText("Predict all slices" if is_stack else "Predict image")
@@ -514,6 +528,7 @@ class AnnotateWidget(QWidget):
             self._sync_timer.stop()
             self._plane_timer.stop()
             self.points.release()
+            self.scribbles.release()
             self.viewer.layers.events.inserted.disconnect(self._refresh_image_choices)
             self.viewer.layers.events.removed.disconnect(self._on_layer_removed)
             self.viewer.layers.events.moved.disconnect(self._refresh_image_choices)
