@@ -45,6 +45,8 @@ _OPTION_RANGES = {
     "confidence_power": (False, 0, 100, False),
     "fractions": (False, 0, 1, True),
     "rates": (False, 0, 1, True),
+    "tile": (True, 0, 65536, False),  # 0 = automatic (pointseg predict)
+    "halo": (True, 0, 4096, False),
 }
 
 
@@ -90,10 +92,18 @@ def check_inputs(*paths, what: str = "input") -> None:
         p = Path(p)
         if not p.exists():
             raise CliError(f"{what} file not found: {p}")
+        if what == "image" and _is_zarr(p):  # an OME-Zarr / zarr image is a folder
+            continue
         if not p.is_file():
             raise CliError(f"{what} {p} is not a file")
         if not os.access(p, os.R_OK):
             raise CliError(f"{what} file {p} is not readable")
+
+
+def _is_zarr(p: Path) -> bool:
+    from ..core.tiled_predict import is_zarr_path
+
+    return is_zarr_path(p)
 
 
 def check_out_dir(out, outputs=(), inputs=(), generated_dirs=()) -> Path:

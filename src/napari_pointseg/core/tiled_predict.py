@@ -334,6 +334,7 @@ def iter_tiled_prediction(
         return
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
 
     threads = plan.threads or max(1, (os.cpu_count() or 1) // workers)
     plan = replace(plan, threads=threads)
@@ -342,6 +343,8 @@ def iter_tiled_prediction(
     ) as ex:
         try:
             yield from _in_order(lambda b: ex.submit(predict_tile_task, plan, b), boxes, 2 * workers, cancel)
+        except BrokenProcessPool:
+            raise InputError("a tile worker process died (out of memory, or killed)") from None
         finally:
             ex.shutdown(wait=True, cancel_futures=True)
 
