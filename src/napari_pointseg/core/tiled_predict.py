@@ -90,7 +90,9 @@ def open_lazy(path: str | Path):
     except InputError:
         raise
     except Exception as e:  # noqa: BLE001 - any reader failure is a bad file for the user
-        raise InputError(f"cannot read image {p}: {type(e).__name__}: {' '.join(str(e).split())[:200]}") from None
+        raise InputError(
+            f"cannot read image {p}: {type(e).__name__}: {' '.join(str(e).split())[:200]}"
+        ) from None
     from .images import read_image
 
     return read_image(p)
@@ -255,7 +257,12 @@ class TilePredictor:
         """``box`` grown by the halo on every side, clipped to the image."""
         y0, y1, x0, x1 = box
         h, w = self.image.shape
-        return (max(0, y0 - self.halo), min(h, y1 + self.halo), max(0, x0 - self.halo), min(w, x1 + self.halo))
+        return (
+            max(0, y0 - self.halo),
+            min(h, y1 + self.halo),
+            max(0, x0 - self.halo),
+            min(w, x1 + self.halo),
+        )
 
     def predict(self, box: Box) -> np.ndarray:
         """int64 label values ``(y1 - y0, x1 - x0)`` of ``box``, computed on box + halo."""
@@ -339,7 +346,10 @@ def iter_tiled_prediction(
     threads = plan.threads or max(1, (os.cpu_count() or 1) // workers)
     plan = replace(plan, threads=threads)
     with ProcessPoolExecutor(
-        max_workers=workers, mp_context=mp.get_context("spawn"), initializer=_init_pool_worker, initargs=(threads,)
+        max_workers=workers,
+        mp_context=mp.get_context("spawn"),
+        initializer=_init_pool_worker,
+        initargs=(threads,),
     ) as ex:
         try:
             yield from _in_order(lambda b: ex.submit(predict_tile_task, plan, b), boxes, 2 * workers, cancel)
@@ -432,7 +442,13 @@ def write_tiled_tiff(path, shape: tuple[int, int], dtype, tile: int, tiles) -> P
     path = Path(path)
     with atomic_write(path) as tmp:
         tifffile.imwrite(
-            tmp, blocks(), shape=tuple(shape), dtype=dtype, tile=(tile, tile), bigtiff=True, compression="zlib"
+            tmp,
+            blocks(),
+            shape=tuple(shape),
+            dtype=dtype,
+            tile=(tile, tile),
+            bigtiff=True,
+            compression="zlib",
         )
     return path
 
@@ -457,11 +473,15 @@ class OmeZarrLabels:
                 "version": "0.4",
                 "name": self.path.name,
                 "axes": [{"name": "y", "type": "space"}, {"name": "x", "type": "space"}],
-                "datasets": [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [1.0, 1.0]}]}],
+                "datasets": [
+                    {"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [1.0, 1.0]}]}
+                ],
             }
         ]
         root.attrs["napari_pointseg"] = attrs or {}
-        self.array = root.create_array("0", shape=tuple(shape), chunks=(tile, tile), dtype=np.dtype(dtype), fill_value=0)
+        self.array = root.create_array(
+            "0", shape=tuple(shape), chunks=(tile, tile), dtype=np.dtype(dtype), fill_value=0
+        )
 
     def write(self, box: Box, labels: np.ndarray) -> None:
         """Store ``labels`` (h, w) at ``box``."""
