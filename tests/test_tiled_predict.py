@@ -171,7 +171,7 @@ def test_cli_small_images_keep_the_whole_plane_path(trained, tmp_path):
         assert not f.pages[0].is_tiled
 
 
-def test_cli_two_worker_processes(trained, tmp_path):
+def test_cli_two_workers(trained, tmp_path):
     import tifffile
 
     from napari_pointseg.cli import main

@@ -65,7 +65,11 @@ def register(sub) -> None:
         "implies tiles",
     )
     pr.add_argument(
-        "--workers", type=int, default=1, help="local worker processes for the tiles (implies tiles)"
+        "--workers",
+        type=int,
+        default=1,
+        help="tiles predicted at once, by threads sharing one network in this process (one copy "
+        "of torch and the weights; implies tiles)",
     )
     pr.add_argument(
         "--scheduler",
@@ -161,7 +165,7 @@ def predict_file_tiled(args, bundle, model, dev, path, target: Path) -> Path:
         model=model,
     )
     plan = None
-    if args.workers > 1 or args.scheduler:
+    if args.scheduler:
         plan = tp.TilePlan(
             bundle_path=str(Path(args.bundle).resolve()),
             image_path=str(Path(path).resolve()),
