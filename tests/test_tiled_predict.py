@@ -183,3 +183,20 @@ def test_cli_two_workers(trained, tmp_path):
     assert main(argv + ["--workers", "2", "--quiet"]) == 0
     ref = tp.predict_tiled(load_bundle(path), image, tile=128, device="cpu")
     np.testing.assert_array_equal(tifffile.imread(out / "img_prediction.tif"), ref)
+
+
+@pytest.mark.parametrize("shape", [(300, 310, 3), (300, 310), (3, 200, 210)])
+def test_one_strip_tiff_is_read_by_rows(tmp_path, monkeypatch, shape):
+    """An uncompressed TIFF written as one strip is one zarr chunk: its boxes are read from
+    the file row by row instead of decoding the whole image per tile."""
+    import tifffile
+
+    monkeypatch.setattr(tp, "_MAX_CHUNK_BYTES", 1)
+    a = np.random.default_rng(0).integers(0, 60000, shape).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "raw.tif", a, byteorder=">")
+    z = tp.open_lazy(tmp_path / "raw.tif")
+    assert isinstance(z, tp.RawArray)
+    lead = (slice(None),) if shape[0] == 3 else ()
+    for key in [(slice(5, 90), slice(7, 150)), (slice(None), slice(200, 250)), (slice(0, 1), slice(0, 3))]:
+        np.testing.assert_array_equal(z[lead + key], a[lead + key])
+    assert tp.LazyImage(z).read((10, 50, 20, 60)).shape == (3 if 3 in (shape[0], shape[-1]) else 1, 40, 40)

@@ -86,7 +86,15 @@ def open_lazy(path: str | Path):
             import zarr
 
             store = tifffile.imread(p, aszarr=True, series=0, level=0)
-            return _first_level(zarr.open(store, mode="r"))
+            arr = _first_level(zarr.open(store, mode="r"))
+            if np.prod(arr.chunks) * arr.dtype.itemsize > _MAX_CHUNK_BYTES:
+                with tifffile.TiffFile(p) as tif:
+                    series = tif.series[0]
+                    if series.dataoffset is not None and tuple(series.shape) == tuple(arr.shape):
+                        # one huge uncompressed strip: read its rows from the file instead
+                        file_dtype = np.dtype(series.dtype).newbyteorder(tif.byteorder)
+                        return RawArray(p, series.dataoffset, series.shape, file_dtype)
+            return arr
     except InputError:
         raise
     except Exception as e:  # noqa: BLE001 - any reader failure is a bad file for the user
@@ -96,6 +104,45 @@ def open_lazy(path: str | Path):
     from .images import read_image
 
     return read_image(p)
+
+
+_MAX_CHUNK_BYTES = 64 * 2**20
+
+
+class RawArray:
+    """A C-ordered uncompressed array stored contiguously in a file at ``offset`` (a TIFF
+    written as one strip), sliced by reading only the rows of the box (no memory map: the pages
+    read do not stay in this process's RSS). Basic slicing with steps of 1."""
+
+    def __init__(self, path, offset: int, shape, dtype):
+        self.path, self.offset = str(path), int(offset)
+        self.file_dtype = np.dtype(dtype)  # with the file's byte order
+        self.shape, self.dtype = tuple(int(n) for n in shape), self.file_dtype.newbyteorder("=")
+        self.ndim = len(self.shape)
+
+    def __getitem__(self, key):
+        key = key if isinstance(key, tuple) else (key,)
+        key = key + (slice(None),) * (self.ndim - len(key))
+        ranges = []
+        for k, n in zip(key, self.shape):
+            if not isinstance(k, slice) or k.step not in (None, 1):
+                raise IndexError("RawArray takes slices with step 1")
+            ranges.append(range(*k.indices(n)))
+        if self.ndim < 2:
+            raise IndexError("RawArray needs at least 2 axes")
+        lead, (r_a, r_b) = ranges[:-2], ranges[-2:]
+        n_b = self.shape[-1]
+        out = np.empty([len(r) for r in ranges], self.dtype)
+        strides = np.cumprod((1,) + self.shape[::-1])[::-1][1:]  # elements per step of each axis
+        if out.size == 0:
+            return out
+        with open(self.path, "rb") as f:
+            for idx in np.ndindex(*[len(r) for r in lead]):
+                start = sum(lead[i][j] * int(strides[i]) for i, j in enumerate(idx)) + r_a.start * n_b
+                f.seek(self.offset + start * self.file_dtype.itemsize)
+                rows = np.fromfile(f, self.file_dtype, len(r_a) * n_b).reshape(len(r_a), n_b)
+                out[idx] = rows[:, r_b.start : r_b.start + len(r_b)]
+        return out
 
 
 class LazyImage:
