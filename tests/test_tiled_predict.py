@@ -200,3 +200,27 @@ def test_one_strip_tiff_is_read_by_rows(tmp_path, monkeypatch, shape):
     for key in [(slice(5, 90), slice(7, 150)), (slice(None), slice(200, 250)), (slice(0, 1), slice(0, 3))]:
         np.testing.assert_array_equal(z[lead + key], a[lead + key])
     assert tp.LazyImage(z).read((10, 50, 20, 60)).shape == (3 if 3 in (shape[0], shape[-1]) else 1, 40, 40)
+
+
+def test_cli_tiled_bad_input_is_one_line(trained, tmp_path, capsys):
+    import tifffile
+
+    from napari_pointseg.cli import main
+
+    path, image = trained
+    tifffile.imwrite(tmp_path / "stack.tif", np.zeros((5, 64, 64), np.float32))
+    tifffile.imwrite(tmp_path / "rgb.tif", np.zeros((64, 64, 3), np.uint8))
+    (tmp_path / "empty.zarr").mkdir()
+    cases = [
+        (["stack.tif", "--tile", "64"], "2D"),
+        (["rgb.tif", "--tile", "64"], "channel"),
+        (["empty.zarr"], "cannot read image"),
+        (["rgb.tif", "--tile", "-5"], "--tile must be >= 0"),
+        (["rgb.tif", "--halo", "1e9"], "invalid int"),
+    ]
+    for extra, expected in cases:
+        argv = ["predict", str(path), str(tmp_path / extra[0]), "--out", str(tmp_path / "o"), "--quiet"]
+        assert main(argv + extra[1:]) == 2, extra
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and expected in err[0], (extra, err)
+    assert not (tmp_path / "o").exists() or not list((tmp_path / "o").iterdir())
