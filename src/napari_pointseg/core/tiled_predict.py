@@ -259,9 +259,16 @@ class TilePredictor:
     """
 
     def __init__(
-        self, bundle, image: LazyImage, normalisation: Normalisation, halo: int, device="auto", model=None,
-        feature_mean=None, feature_std=None,
-    ):  # fmt: skip
+        self,
+        bundle,
+        image: LazyImage,
+        normalisation: Normalisation,
+        halo: int,
+        device="auto",
+        model=None,
+        feature_mean=None,
+        feature_std=None,
+    ):
         from .models import choose_device, setup_torch
 
         setup_torch()
@@ -342,9 +349,14 @@ def predict_tile_task(plan: TilePlan, box: Box) -> tuple[Box, np.ndarray]:
         setup_torch(plan.threads)
         image = LazyImage(open_lazy(plan.image_path), plan.channel_axis, plan.rgb)
         pred = TilePredictor(
-            load_bundle(plan.bundle_path), image, plan.normalisation, plan.halo, plan.device,
-            feature_mean=plan.feature_mean, feature_std=plan.feature_std,
-        )  # fmt: skip
+            load_bundle(plan.bundle_path),
+            image,
+            plan.normalisation,
+            plan.halo,
+            plan.device,
+            feature_mean=plan.feature_mean,
+            feature_std=plan.feature_std,
+        )
         _PROCESS_CACHE[key] = pred
     return box, pred.predict(box)
 
@@ -574,8 +586,17 @@ def prepare_tiled(
     return predictor, tile_boxes(image.shape, tile), tile
 
 
-def predict_tiled(bundle, array, channel_axis="auto", rgb=None, tile: int = DEFAULT_TILE, halo=None, device="auto",
-                  normalisation: str = "image", model=None) -> np.ndarray:  # fmt: skip
+def predict_tiled(
+    bundle,
+    array,
+    channel_axis="auto",
+    rgb=None,
+    tile: int = DEFAULT_TILE,
+    halo=None,
+    device="auto",
+    normalisation: str = "image",
+    model=None,
+) -> np.ndarray:
     """Label values of a 2D ``array`` (any lazy array; channels per ``channel_axis``) as an
     in-memory int64 ``(H, W)`` array, tile by tile: for tests and images whose labels (not
     network input) fit in memory."""
