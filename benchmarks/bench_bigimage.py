@@ -86,6 +86,7 @@ def make_bundle(path: Path, seed: int = 0) -> Path:
     from napari_pointseg.core.bundle import save_trainer
     from napari_pointseg.core.points import PointSet
     from napari_pointseg.core.session import make_trainer
+    from napari_pointseg.core.train_setup import TrainSetup
     from napari_pointseg.core.trainer import TrainConfig
 
     rgb, mask = _tile_content(0, 0, TILE)
@@ -102,7 +103,7 @@ def make_bundle(path: Path, seed: int = 0) -> Path:
         head_polish_iters=10,
         seed=seed,
     )
-    trainer = make_trainer(rgb, points, config=config, device="cpu").train_all()
+    trainer = make_trainer(rgb, points, setup=TrainSetup(config=config, device="cpu")).train_all()
     return save_trainer(path, trainer)
 
 

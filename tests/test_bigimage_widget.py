@@ -11,6 +11,7 @@ from napari_pointseg.core import tiled_predict as tp
 from napari_pointseg.core.bundle import load_bundle, save_trainer
 from napari_pointseg.core.features import FilterBank
 from napari_pointseg.core.session import make_trainer
+from napari_pointseg.core.train_setup import TrainSetup
 from napari_pointseg.widgets import _messages
 from napari_pointseg.widgets import annotate_widget as aw
 from napari_pointseg.widgets._bigimage import is_big_layer
@@ -21,14 +22,8 @@ WAIT = 120_000  # ms
 @pytest.fixture(scope="module")
 def bundle_path(tmp_path_factory):
     image, mask = blobs(128, 2, noise=0.1)
-    tr = make_trainer(
-        image,
-        random_points(mask, 40, 2),
-        config=fast_config(),
-        spec=TINY_SPEC,
-        device="cpu",
-        filter_bank=FilterBank((1.0, 2.0)),
-    ).train_all()
+    setup = TrainSetup(spec=TINY_SPEC, config=fast_config(), device="cpu", filter_bank=FilterBank((1.0, 2.0)))
+    tr = make_trainer(image, random_points(mask, 40, 2), setup=setup).train_all()
     return save_trainer(tmp_path_factory.mktemp("b") / "model", tr)
 
 

@@ -11,6 +11,7 @@ from napari_pointseg.core.errors import InputError
 from napari_pointseg.core.features import FilterBank
 from napari_pointseg.core.images import fit_normalisation
 from napari_pointseg.core.session import make_trainer
+from napari_pointseg.core.train_setup import TrainSetup
 
 
 @pytest.fixture(scope="module")
@@ -20,9 +21,8 @@ def trained(tmp_path_factory):
     image, mask = blobs(256, 1, noise=0.1)
     pts = random_points(mask, 120, 1)
     config = fast_config(final_iters=80, iters_per_step=6, crop_size=64)
-    tr = make_trainer(
-        image, pts, config=config, spec=TINY_SPEC, device="cpu", filter_bank=FilterBank((1.0, 2.0))
-    ).train_all()
+    setup = TrainSetup(spec=TINY_SPEC, config=config, device="cpu", filter_bank=FilterBank((1.0, 2.0)))
+    tr = make_trainer(image, pts, setup=setup).train_all()
     path = save_trainer(tmp_path_factory.mktemp("bundle") / "model", tr)
     return path, image
 
