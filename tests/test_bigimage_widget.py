@@ -79,3 +79,34 @@ def test_multiscale_zarr_layer_is_predicted_from_level0_in_tiles(
     assert widget.prediction_layer.data.shape == (128, 128)
     assert set(np.unique(widget.prediction_layer.data)) <= {1, 2}
     assert not widget.training.prepared  # the layer was never prepared (loaded) whole
+
+
+def test_network_trained_on_a_dask_layer_predicts_it_tile_by_tile(make_napari_viewer, qtbot, monkeypatch):
+    """No bundle: the network trained on the (lazy) layer is used once training is stopped."""
+    import dask.array as da
+
+    seen = []
+    monkeypatch.setattr(_messages, "notify", lambda kind, msg: seen.append((kind, msg)))
+    image, mask = blobs(128, 5, noise=0.1)
+    viewer = make_napari_viewer()
+    viewer.add_image(da.from_array(image, chunks=64), name="lazy")
+    widget = aw.AnnotateWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Annotate & train")
+    widget.train_overrides = dict(iters_per_step=4, min_iters_per_step=2, final_iters=20, threads=1)
+    pts = random_points(mask, 30, 5)
+    widget.add_points(pts.coords, pts.labels)
+    widget.start_training()
+    qtbot.waitUntil(lambda: widget.trainer is not None and widget.is_training, timeout=WAIT)
+    widget.predict_all()  # refused while training: the network is in use
+    assert any("stop training" in msg for _, msg in seen), seen
+    assert widget.results.big.n_tiles == 0
+    qtbot.waitUntil(lambda: widget.last_update is not None and widget.last_update.waiting, timeout=WAIT)
+    widget.stop_training()
+    qtbot.waitUntil(lambda: not widget.is_training and not widget.busy, timeout=WAIT)
+    widget.results.big_tile = 64
+    widget.predict_all()
+    qtbot.waitUntil(lambda: widget.results.big is not None and not widget.busy, timeout=WAIT)
+    big = widget.results.big
+    assert big.n_tiles == 4 and big.done == 4
+    expected = widget.trainer.predict(0)
+    assert (np.asarray(widget.prediction_layer.data) == expected).mean() >= 0.98
