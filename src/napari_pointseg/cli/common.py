@@ -47,6 +47,8 @@ _OPTION_RANGES = {
     "rates": (False, 0, 1, True),
     "scribble_spacing": (True, 1, 4096, False),
     "scribble_max": (True, 0, 10**7, False),
+    "tile": (True, 0, 65536, False),  # 0 = automatic (pointseg predict)
+    "halo": (True, 0, 4096, False),
 }
 
 
@@ -92,10 +94,18 @@ def check_inputs(*paths, what: str = "input") -> None:
         p = Path(p)
         if not p.exists():
             raise CliError(f"{what} file not found: {p}")
+        if what == "image" and _is_zarr(p):  # an OME-Zarr / zarr image is a folder
+            continue
         if not p.is_file():
             raise CliError(f"{what} {p} is not a file")
         if not os.access(p, os.R_OK):
             raise CliError(f"{what} file {p} is not readable")
+
+
+def _is_zarr(p: Path) -> bool:
+    from ..core.tiled_predict import is_zarr_path
+
+    return is_zarr_path(p)
 
 
 def check_out_dir(out, outputs=(), inputs=(), generated_dirs=()) -> Path:

@@ -30,6 +30,8 @@ class ResultLayers:
         self.suggestions = None  # "<image> suggestions" Points layer, or None
         self.uncertainty = None  # "<image> uncertainty" Image layer, or None
         self.n_predictions = 0  # prediction layer updates (tests, benchmark)
+        self.big = None  # the last BigImagePrediction (large layers), or None
+        self.big_tile = None  # tile size of large-layer predictions (None: 1024 px)
 
     def adopt(self, image) -> None:
         """Take over the output layers of ``image`` that already exist (None: forget all)."""
@@ -167,6 +169,12 @@ class ResultLayers:
         view = self.view
         if view.jobs.model() is None:
             view.fail("no network yet: train first, or load a model")
+            return
+        from ._bigimage import BigImagePrediction, is_big_layer
+
+        if is_big_layer(view.image, view.image_geometry()):  # never loaded whole: tile by tile
+            self.big = BigImagePrediction(self, self.big_tile)
+            self.big.start()
             return
         want_uncertainty = view.uncert_check.isChecked()
 

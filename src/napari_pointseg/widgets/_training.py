@@ -118,6 +118,10 @@ class TrainingController:
         key = self.prepare_key()
         if key is None or key == self.preparing_key or (self.prepared and self.prepared[0] == key):
             return
+        from ._bigimage import is_big_layer
+
+        if is_big_layer(self.view.image, self.view.image_geometry()):  # never loaded whole
+            return
         self.prepared = None
         from napari.qt.threading import create_worker
 
