@@ -341,4 +341,4 @@ def test_head_polish_goes_past_its_budget_only_while_clicks_are_contradicted():
     short = honoured(head_polish_iters=5, head_polish_max_iters=5)
     assert short < 0.99  # the case this test is about: 5 steps do not honour the border clicks
     longer = honoured(head_polish_iters=5, head_polish_max_iters=2000)
-    assert longer > short and longer >= 0.985  # stops once the polish's own count reaches 0.99
+    assert longer > short and longer >= 0.985  # stops once its own count reaches honour_floor
