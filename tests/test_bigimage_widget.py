@@ -110,3 +110,35 @@ def test_network_trained_on_a_dask_layer_predicts_it_tile_by_tile(make_napari_vi
     assert big.n_tiles == 4 and big.done == 4
     expected = widget.trainer.predict(0)
     assert (np.asarray(widget.prediction_layer.data) == expected).mean() >= 0.98
+
+
+def test_large_image_prediction_counts_tiles_in_the_activity_dock_and_cancels(
+    bundle_path, make_napari_viewer, qtbot, monkeypatch
+):
+    """The tiled prediction has a counting napari progress bar whose Cancel stops the worker:
+    the tiles done stay in the layer, the bar closes and the widget is idle again."""
+    import dask.array as da
+
+    from napari_pointseg.widgets._progress import open_bars
+
+    notes = []
+    monkeypatch.setattr(_messages, "notify", lambda kind, msg: notes.append((kind, msg)))
+    image, _ = blobs(512, 3, noise=0.1)
+    viewer = make_napari_viewer()
+    viewer.add_image(da.from_array(image, chunks=64), name="big")
+    widget = aw.AnnotateWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Annotate & train")
+    widget.load_model(str(bundle_path))
+    qtbot.waitUntil(lambda: widget.bundle is not None and not widget.busy, timeout=WAIT)
+    widget.results.big_tile = 64
+    widget.predict_all()
+    big = widget.results.big
+    qtbot.waitUntil(lambda: big.done >= 2, timeout=WAIT)
+    bar = big.activity.bar
+    assert bar in open_bars() and big.activity.cancelable
+    assert bar.total == big.n_tiles == 64 and big.activity.value == big.done
+    big.activity.cancel()  # what the dock's Cancel button does
+    qtbot.waitUntil(lambda: not widget.busy, timeout=WAIT)
+    assert big.activity.closed and bar not in open_bars()
+    assert 2 <= big.done < 64 and widget.results.n_predictions == 0
+    assert any("cancelled" in msg for kind, msg in notes if kind == "info")

@@ -103,7 +103,7 @@ def check_inputs(*paths, what: str = "input") -> None:
 
 
 def _is_zarr(p: Path) -> bool:
-    from ..core.tiled_predict import is_zarr_path
+    from ..core.lazy_images import is_zarr_path
 
     return is_zarr_path(p)
 

@@ -90,7 +90,7 @@ def register(sub) -> None:
 
 def _image_shape(path):
     from ..core.images import probe_image
-    from ..core.tiled_predict import is_zarr_path, open_lazy
+    from ..core.lazy_images import is_zarr_path, open_lazy
 
     if is_zarr_path(path):
         return tuple(open_lazy(path).shape)
@@ -105,7 +105,7 @@ def precheck_images(args) -> None:
 
 def wants_tiles(args, path) -> bool:
     """True when ``path`` goes through the tiled path (see the module docstring)."""
-    from ..core.tiled_predict import TILED_ABOVE_PIXELS, is_zarr_path, plane_pixels
+    from ..core.lazy_images import TILED_ABOVE_PIXELS, is_zarr_path, plane_pixels
 
     if args.tile or args.ome_zarr or args.workers > 1 or args.scheduler or is_zarr_path(path):
         return True
@@ -152,9 +152,11 @@ def cmd_predict(args) -> int:
 def predict_file_tiled(args, bundle, model, dev, path, target: Path) -> Path:
     """Predict one image file tile by tile and write ``target`` (tiled BigTIFF or OME-Zarr)
     tile by tile, with a progress bar over tiles."""
+    from ..core import lazy_images as lazy
     from ..core import tiled_predict as tp
+    from ..core import tiled_writers as writers
 
-    image = tp.LazyImage(tp.open_lazy(path), args.channel_axis)
+    image = lazy.LazyImage(lazy.open_lazy(path), args.channel_axis)
     predictor, boxes, tile = tp.prepare_tiled(
         bundle,
         image,
@@ -179,7 +181,7 @@ def predict_file_tiled(args, bundle, model, dev, path, target: Path) -> Path:
             device="cpu" if dev.type == "cpu" else str(dev),
             threads=getattr(args, "threads", None),
         )
-    dtype = tp.label_dtype_for(bundle.classes)
+    dtype = writers.label_dtype_for(bundle.classes)
     with progress(len(boxes), Path(path).name, args.quiet, unit="tile") as bar:
 
         def tiles():
@@ -190,7 +192,7 @@ def predict_file_tiled(args, bundle, model, dev, path, target: Path) -> Path:
                 bar.update(1)
 
         if args.ome_zarr:
-            writer = tp.OmeZarrLabels(
+            writer = writers.OmeZarrLabels(
                 target,
                 image.shape,
                 dtype,
@@ -211,4 +213,4 @@ def predict_file_tiled(args, bundle, model, dev, path, target: Path) -> Path:
                 writer.abort()
                 raise
             return writer.close()
-        return tp.write_tiled_tiff(target, image.shape, dtype, tile, tiles())
+        return writers.write_tiled_tiff(target, image.shape, dtype, tile, tiles())

@@ -29,7 +29,7 @@ def level0(layer):
 
 def is_big_layer(layer, geometry) -> bool:
     """True when "Predict image" should take the tiled path for ``layer`` (see module doc)."""
-    from ..core.tiled_predict import TILED_ABOVE_PIXELS
+    from ..core.lazy_images import TILED_ABOVE_PIXELS
 
     try:
         spatial = geometry.spatial_shape()
@@ -48,7 +48,9 @@ def tiles_worker(bundle, model, array, channel_axis, rgb, device, tile):
     from ._safe_import import import_torch
 
     import_torch()
-    image = tp.LazyImage(array, channel_axis, rgb)
+    from ..core.lazy_images import LazyImage
+
+    image = LazyImage(array, channel_axis, rgb)
     predictor, boxes, _ = tp.prepare_tiled(bundle, image, tile=tile, device=device, model=model)
     yield "start", len(boxes)
     for box in boxes:
@@ -68,6 +70,7 @@ class BigImagePrediction:
         self.done = 0
         self._last_refresh = 0.0
         self.worker = None
+        self.activity = None  # its napari progress bar (activity dock, with Cancel)
 
     def _network(self):
         """(bundle, model or None) of the chosen network; InputError while training runs."""
@@ -126,6 +129,9 @@ class BigImagePrediction:
         worker.errored.connect(lambda exc: self._on_error(exc))
         worker.finished.connect(lambda w=worker: self._on_finished(w, image))
         self.worker = worker
+        from ._progress import Activity
+
+        self.activity = Activity(f"predicting {layer.name} tile by tile", on_cancel=worker.quit)
         view.jobs.workers.add(worker)
         view.refresh()
         view.set_status("predicting the large image tile by tile…")
@@ -141,10 +147,12 @@ class BigImagePrediction:
         first, second = item
         if first == "start":
             self.n_tiles = int(second)
+            self.activity.stage(f"predicting {image.name} tile by tile", self.n_tiles)
             return
         y0, y1, x0, x1 = first
         self.layer.data[y0:y1, x0:x1] = second
         self.done += 1
+        self.activity.advance(1)
         now = time.monotonic()
         if now - self._last_refresh >= REFRESH_S or self.done == self.n_tiles:
             self._last_refresh = now
@@ -160,10 +168,15 @@ class BigImagePrediction:
     def _on_finished(self, worker, image) -> None:
         view = self.view
         view.jobs.workers.discard(worker)
+        cancelled = self.activity is not None and self.activity.cancelled
+        if self.activity is not None:
+            self.activity.close()
         if view.closed:
             return
         if self.n_tiles and self.done == self.n_tiles and view.image is image:
             self.layer.refresh()
             self.results.n_predictions += 1
-            view.set_status(f"prediction of the large image done ({self.n_tiles} tiles)")
+            view.report(f"prediction of the large image done ({self.n_tiles} tiles)")
+        elif cancelled:
+            view.report(f"prediction of the large image cancelled after {self.done} / {self.n_tiles} tiles")
         view.refresh()
