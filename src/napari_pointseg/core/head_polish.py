@@ -18,9 +18,10 @@ import numpy as np
 
 def polish_head(trainer) -> None:
     """Train ``trainer``'s inference network's head (in place) on the admitted points until
-    the prediction honours ``config.honour_target`` of them, at most
-    ``config.head_polish_iters`` Adam steps at ``config.head_polish_lr``; the anchors:
-    ``config.head_polish_anchors`` pixels per plane, weight ``config.head_polish_keep``.
+    the prediction honours ``config.honour_target`` of them: at most
+    ``config.head_polish_iters`` Adam steps at ``config.head_polish_lr``, and on up to
+    ``config.head_polish_max_iters`` while it honours fewer than ``config.honour_floor``; the
+    anchors: ``config.head_polish_anchors`` pixels per plane, weight ``config.head_polish_keep``.
     The polished head is copied into the training network as well."""
     import torch
     import torch.nn.functional as F
@@ -64,14 +65,17 @@ def polish_head(trainer) -> None:
         p.requires_grad_(True)
     optimizer = torch.optim.Adam(params, lr=cfg.head_polish_lr)
     try:
-        for _ in range(cfg.head_polish_iters):
+        for step in range(max(cfg.head_polish_iters, cfg.head_polish_max_iters)):
             if trainer.stopped or trainer.has_pending_points():
                 break  # Stop or a new click in the widget: answer within one step
             logits = base + model.head_at(feat, inside)
             points, rest = logits[:n_points], logits[n_points:]
             wrong = points.argmax(1) != target
-            if 1.0 - wrong.float().mean().item() >= cfg.honour_target:
+            honoured = 1.0 - wrong.float().mean().item()
+            if honoured >= cfg.honour_target:
                 break
+            if step >= cfg.head_polish_iters and honoured >= cfg.honour_floor:
+                break  # past the normal budget, only a click-contradicting result trains on
             # every point (the right ones must stay right), the wrong ones once more
             ce = F.cross_entropy(points, target, weight=weights, reduction="none")
             loss = ce.mean() + ce[wrong].mean()

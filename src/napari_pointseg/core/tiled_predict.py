@@ -275,19 +275,12 @@ def _in_order(submit, boxes, in_flight: int, cancel=None):
 
 
 def _iter_dask(plan: TilePlan, boxes, scheduler, cancel):
-    try:
-        from distributed import Client
-    except ImportError:
-        raise InputError("--scheduler needs dask.distributed: pip install 'dask[distributed]'") from None
-    own = not isinstance(scheduler, Client)
-    try:
-        client = Client(scheduler, timeout="20s") if own else scheduler
-    except (OSError, TimeoutError, ValueError) as e:
-        raise InputError(f"cannot connect to the Dask scheduler {scheduler}: {e}") from None
+    from .dask_client import dask_client
+
     plan = replace(plan, threads=plan.threads or 1)
-    n_workers = max(1, len(client.scheduler_info().get("workers", {})))
     run_id = uuid.uuid4().hex[:8]
-    try:
+    with dask_client(scheduler) as client:
+        n_workers = max(1, len(client.scheduler_info().get("workers", {})))
         yield from _in_order(
             lambda b: client.submit(
                 predict_tile_task, plan, b, pure=False, key=f"tile-{b[0]}-{b[2]}-{run_id}"
@@ -296,9 +289,6 @@ def _iter_dask(plan: TilePlan, boxes, scheduler, cancel):
             2 * n_workers,
             cancel,
         )
-    finally:
-        if own:
-            client.close()
 
 
 # -- one call -------------------------------------------------------------------------------------

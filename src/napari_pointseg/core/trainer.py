@@ -60,8 +60,12 @@ class TrainConfig:
     honour_target: float = 0.995  # after the final phase: share of admitted points the prediction must honour
     polish_iters: int = 40  # ... at most this many extra iterations on the points it gets wrong
     polish_lr: float = 0.3  # ... at lr x this, without augmentation
-    head_polish_iters: int = 1200  # networks with a full-resolution head: polish the head alone until
-    # the prediction honours honour_target of the clicks, at most this many steps (0: off)
+    head_polish_iters: int = (
+        300  # networks with a full-resolution head: polish the head alone, at most this many steps
+    )
+    head_polish_max_iters: int = 1200  # ... and on up to this many while it honours < honour_floor
+    honour_floor: float = 0.993  # below ~0.99 honoured clicks the result is a bug, not a score (a margin: the
+    # polish counts in fp32, the prediction may run in bf16)
     head_polish_lr: float = 3e-3  # ... with Adam at this lr
     head_polish_anchors: int = (
         4096  # ... keeping the prediction on this many pixels (mostly near class boundaries)

@@ -135,41 +135,35 @@ def _run_pool(fn, items, out_dir, opts, workers: int, cancel=None) -> Iterator[d
 
 
 def _run_dask(fn, items, out_dir, opts, scheduler) -> Iterator[dict]:
-    try:
-        from distributed import Client, as_completed
-    except ImportError:
-        raise InputError("--scheduler needs dask.distributed: pip install 'dask[distributed]'") from None
-    own = not isinstance(scheduler, Client)
-    try:
-        client = Client(scheduler, timeout="20s") if own else scheduler
-    except (OSError, TimeoutError, ValueError) as e:
-        raise InputError(f"cannot connect to the Dask scheduler {scheduler}: {e}") from None
+    from ..core.dask_client import dask_client
+
     opts = replace(opts, threads=opts.threads or 1)
     run_id = uuid.uuid4().hex[:8]  # readable, unique task keys on a shared dashboard
-    futures = []
-    try:
-        futures = [
-            client.submit(
-                fn,
-                item,
-                str(out_dir),
-                opts,
-                pure=False,
-                key=f"pseudo-label-{getattr(item, 'name', i)}-{run_id}",
-            )
-            for i, item in enumerate(items)
-        ]
-        for f in as_completed(futures):
-            try:
-                yield f.result()
-            except Exception as e:  # noqa: BLE001 - jobs catch their own errors: a worker died
-                raise InputError(
-                    f"a Dask task failed ({type(e).__name__}: {e}); finished images "
-                    "are kept: run again to resume"
-                ) from None
+    with dask_client(scheduler) as client:  # InputError first if distributed is missing
+        from distributed import as_completed
+
         futures = []
-    finally:
-        if futures:
-            client.cancel(futures)
-        if own:
-            client.close()
+        try:
+            futures = [
+                client.submit(
+                    fn,
+                    item,
+                    str(out_dir),
+                    opts,
+                    pure=False,
+                    key=f"pseudo-label-{getattr(item, 'name', i)}-{run_id}",
+                )
+                for i, item in enumerate(items)
+            ]
+            for f in as_completed(futures):
+                try:
+                    yield f.result()
+                except Exception as e:  # noqa: BLE001 - jobs catch their own errors: a worker died
+                    raise InputError(
+                        f"a Dask task failed ({type(e).__name__}: {e}); finished images "
+                        "are kept: run again to resume"
+                    ) from None
+            futures = []
+        finally:
+            if futures:
+                client.cancel(futures)
