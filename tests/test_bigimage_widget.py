@@ -27,20 +27,27 @@ def bundle_path(tmp_path_factory):
     return save_trainer(tmp_path_factory.mktemp("b") / "model", tr)
 
 
-def test_predict_image_on_dask_layer_goes_tile_by_tile(bundle_path, make_napari_viewer, qtbot, monkeypatch):
+def _widget_with_bundle(make_napari_viewer, qtbot, bundle_path, image):
+    """A viewer with ``image`` as a dask-backed layer "big" and the annotate widget holding the
+    bundle, idle, with tiles of 64 px."""
     import dask.array as da
 
-    monkeypatch.setattr(_messages, "notify", lambda kind, msg: None)
-    image, _ = blobs(256, 3, noise=0.1)
     viewer = make_napari_viewer()
     viewer.add_image(da.from_array(image, chunks=64), name="big")
     widget = aw.AnnotateWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Annotate & train")
-    assert is_big_layer(widget.image, widget.image_geometry())
     widget.load_model(str(bundle_path))
     qtbot.waitUntil(lambda: widget.bundle is not None and not widget.busy, timeout=WAIT)
-    assert not widget.preparing and not widget.training.prepared  # nothing loaded ahead
     widget.results.big_tile = 64
+    return widget
+
+
+def test_predict_image_on_dask_layer_goes_tile_by_tile(bundle_path, make_napari_viewer, qtbot, monkeypatch):
+    monkeypatch.setattr(_messages, "notify", lambda kind, msg: None)
+    image, _ = blobs(256, 3, noise=0.1)
+    widget = _widget_with_bundle(make_napari_viewer, qtbot, bundle_path, image)
+    assert is_big_layer(widget.image, widget.image_geometry())
+    assert not widget.preparing and not widget.training.prepared  # nothing loaded ahead
     shown = []
     widget.predict_all()
     big = widget.results.big
@@ -117,20 +124,12 @@ def test_large_image_prediction_counts_tiles_in_the_activity_dock_and_cancels(
 ):
     """The tiled prediction has a counting napari progress bar whose Cancel stops the worker:
     the tiles done stay in the layer, the bar closes and the widget is idle again."""
-    import dask.array as da
-
     from napari_pointseg.widgets._progress import open_bars
 
     notes = []
     monkeypatch.setattr(_messages, "notify", lambda kind, msg: notes.append((kind, msg)))
     image, _ = blobs(512, 3, noise=0.1)
-    viewer = make_napari_viewer()
-    viewer.add_image(da.from_array(image, chunks=64), name="big")
-    widget = aw.AnnotateWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Annotate & train")
-    widget.load_model(str(bundle_path))
-    qtbot.waitUntil(lambda: widget.bundle is not None and not widget.busy, timeout=WAIT)
-    widget.results.big_tile = 64
+    widget = _widget_with_bundle(make_napari_viewer, qtbot, bundle_path, image)
     widget.predict_all()
     big = widget.results.big
     qtbot.waitUntil(lambda: big.done >= 2, timeout=WAIT)
