@@ -48,3 +48,8 @@ def fast_config(**kw):
     )
     base.update(kw)
     return TrainConfig(**base)
+
+
+# the annotate widget in tests: a few iterations per step, one thread, generous waits
+WIDGET_TRAIN = dict(iters_per_step=4, min_iters_per_step=2, final_iters=40, threads=1)
+WIDGET_WAIT = 90_000  # ms

@@ -30,3 +30,34 @@ def nuclei_crop():
     mask = mask.astype(np.int64)
     coords, labels = human_like_points(mask, 0.002, seed=0)
     return image, mask, coords, labels
+
+
+@pytest.fixture
+def notes(monkeypatch):
+    """Messages the widgets show as napari notifications, as (kind, text)."""
+    from napari_pointseg.widgets import _messages
+
+    seen = []
+    monkeypatch.setattr(_messages, "notify", lambda kind, msg: seen.append((kind, msg)))
+    return seen
+
+
+@pytest.fixture
+def setup(make_napari_viewer, qtbot, nuclei_crop, notes):
+    """(viewer, widget, image, mask, coords, labels): the annotate widget docked on the nuclei
+    crop, training with `_synth.WIDGET_TRAIN`; stopped and idle again after the test."""
+    from _synth import WIDGET_TRAIN, WIDGET_WAIT
+
+    from napari_pointseg.widgets import annotate_widget as aw
+
+    image, mask, coords, labels = nuclei_crop
+    viewer = make_napari_viewer()
+    viewer.add_image(image, name="nuclei")
+    widget = aw.AnnotateWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Annotate & train")
+    widget.train_overrides = dict(WIDGET_TRAIN)
+    yield viewer, widget, image, mask, coords, labels
+    widget.stop_training()
+    qtbot.waitUntil(
+        lambda: not widget.is_training and not widget.busy and not widget.preparing, timeout=WIDGET_WAIT
+    )

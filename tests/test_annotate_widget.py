@@ -10,37 +10,13 @@ import threading
 
 import numpy as np
 import pytest
+from _synth import WIDGET_TRAIN as TINY
+from _synth import WIDGET_WAIT as WAIT
 
 from napari_pointseg.core.metrics import miou
 from napari_pointseg.core.overlay import label_colour
-from napari_pointseg.widgets import _messages
 from napari_pointseg.widgets import annotate_widget as aw
 from napari_pointseg.widgets._layer_names import prediction_layer_name
-
-TINY = dict(iters_per_step=4, min_iters_per_step=2, final_iters=40, threads=1)
-WAIT = 90_000  # ms
-
-
-@pytest.fixture
-def notes(monkeypatch):
-    """Messages the widget shows as napari notifications."""
-    seen = []
-    monkeypatch.setattr(_messages, "notify", lambda kind, msg: seen.append((kind, msg)))
-    return seen
-
-
-@pytest.fixture
-def setup(make_napari_viewer, qtbot, nuclei_crop, notes):
-    """(viewer, widget, image, mask, coords, labels) with the widget docked."""
-    image, mask, coords, labels = nuclei_crop
-    viewer = make_napari_viewer()
-    viewer.add_image(image, name="nuclei")
-    widget = aw.AnnotateWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Annotate & train")
-    widget.train_overrides = dict(TINY)
-    yield viewer, widget, image, mask, coords, labels
-    widget.stop_training()
-    qtbot.waitUntil(lambda: not widget.is_training and not widget.busy and not widget.preparing, timeout=WAIT)
 
 
 def _problems(notes):

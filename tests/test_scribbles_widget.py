@@ -4,29 +4,12 @@ with the clicks, in acquisition order (pytest-qt, real napari viewer, tiny train
 from __future__ import annotations
 
 import numpy as np
-import pytest
+from _synth import WIDGET_WAIT as WAIT
 from scipy import ndimage as ndi
 
 from napari_pointseg.core.metrics import miou
 from napari_pointseg.widgets import _messages
 from napari_pointseg.widgets import annotate_widget as aw
-
-TINY = dict(iters_per_step=4, min_iters_per_step=2, final_iters=40, threads=1)
-WAIT = 90_000  # ms
-
-
-@pytest.fixture
-def setup(make_napari_viewer, qtbot, nuclei_crop, monkeypatch):
-    monkeypatch.setattr(_messages, "notify", lambda kind, msg: None)
-    image, mask, coords, labels = nuclei_crop
-    viewer = make_napari_viewer()
-    viewer.add_image(image, name="nuclei")
-    widget = aw.AnnotateWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Annotate & train")
-    widget.train_overrides = dict(TINY)
-    yield viewer, widget, image, mask, coords, labels
-    widget.stop_training()
-    qtbot.waitUntil(lambda: not widget.is_training and not widget.busy and not widget.preparing, timeout=WAIT)
 
 
 def stroke_path(mask, value, length, seed):
