@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .training_kit import stack_batch
+
 
 def polish_head(trainer) -> None:
     """Train ``trainer``'s inference network's head (in place) on the admitted points until
@@ -36,7 +38,7 @@ def polish_head(trainer) -> None:
     with torch.no_grad():
         for z in planes:
             sel = np.flatnonzero(zs == z)
-            x = trainer._plane(int(z))[None]
+            x = stack_batch([trainer._plane(int(z))], device)
             low = model.net(F.avg_pool2d(x, model.factor)).float()
             rows, cols = yx[sel, 0], yx[sel, 1]
             n_points += len(sel)

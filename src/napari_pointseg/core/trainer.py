@@ -40,6 +40,7 @@ from .training_kit import (
     class_weights,
     make_optimizer,
     place_network,
+    plane_tensor,
     set_lr,
     stack_batch,
     warmup_lr,
@@ -280,13 +281,11 @@ class SparseTrainer:
 
     # -- data -------------------------------------------------------------------------------
     def _plane(self, z: int):
-        import torch
-
         if z not in self._planes:
             from .images import pad_to_multiple
 
             x, _ = pad_to_multiple(self.image.plane(z), self.spec.stride)
-            self._planes[z] = torch.from_numpy(np.ascontiguousarray(x)).to(self.device)
+            self._planes[z] = plane_tensor(x, self.device)
         return self._planes[z]
 
     def _active(self):

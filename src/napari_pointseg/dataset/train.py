@@ -33,6 +33,7 @@ from ..core.training_kit import (
     class_weights,
     make_optimizer,
     place_network,
+    plane_tensor,
     set_lr,
     stack_batch,
     warmup_lr,
@@ -181,7 +182,7 @@ class DatasetTrainer:
             f -= mean
             f /= std
             t, w = self._targets(s, f.shape[-2:])
-            self.x.append(torch.from_numpy(f))
+            self.x.append(plane_tensor(f, torch.device("cpu")))
             self.t.append(torch.from_numpy(t))
             self.w.append(torch.from_numpy(w))
         self.names = [s.name for s in samples]
