@@ -40,7 +40,11 @@ class ModelSpec:
     input channels and output classes; encoder_depth / decoder_channels: size knobs (Unet
     family); norm: 'group' (GroupNorm, default) or 'batch'; input_scale: the network runs on
     the input average-pooled by this factor and its logits are upsampled back (0: chosen from
-    the plane size when training starts, `resolve_input_scale`; a bundle stores the value used).
+    the plane size when training starts, `resolve_input_scale`; a bundle stores the value used);
+    stem_kernel: kernel size of the first convolution of ResNet-style encoders (those with a
+    ``conv1`` stem; others keep their own); 0: the encoder's own (7 x 7 for ResNets). 3 by
+    default: that convolution sees every input channel at half the network's resolution, and
+    7 x 7 made it a third of the network's arithmetic (docs/training.md, eighth session).
     """
 
     arch: str = "unet"
@@ -52,13 +56,15 @@ class ModelSpec:
     norm: str = "group"
     input_scale: int = 0  # the network sees the input average-pooled by this factor (0: auto)
     refine_channels: int = 16  # with input_scale > 1: width of the full-resolution head (0: none)
+    stem_kernel: int = 3  # first encoder convolution's kernel (0: the encoder's own)
 
     def to_dict(self) -> dict:
         return dataclass_to_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelSpec":
-        return dataclass_from_dict(cls, d)
+        # bundles written before the field existed have the encoder's own stem
+        return dataclass_from_dict(cls, d, legacy={"stem_kernel": 0})
 
     @property
     def stride(self) -> int:
@@ -107,6 +113,8 @@ def validate_spec(spec: ModelSpec) -> None:
         raise InputError(f"norm must be 'group' or 'batch', got '{spec.norm}'")
     if spec.classes < 2:
         raise InputError("a network needs at least 2 classes")
+    if spec.stem_kernel and not (1 <= int(spec.stem_kernel) <= 7 and int(spec.stem_kernel) % 2):
+        raise InputError(f"stem_kernel must be 0 (the encoder's own) or odd, 1 to 7, got {spec.stem_kernel}")
     if not 0 <= int(spec.input_scale) <= 8:
         raise InputError(f"input_scale must be 0 (auto) to 8, got {spec.input_scale}")
 
@@ -132,11 +140,27 @@ def build_model(spec: ModelSpec):
         )
     except (KeyError, ValueError, TypeError, RuntimeError) as e:
         raise InputError(f"cannot build {spec.arch} with encoder {spec.encoder}: {e}") from None
+    if spec.stem_kernel:
+        set_stem_kernel(model.encoder, int(spec.stem_kernel), spec.encoder)
     if spec.norm == "group":
         model = batchnorm_to_groupnorm(model)
     if spec.scale > 1:
         model = scaled_input(model, spec.scale, spec.in_channels, spec.classes, spec.refine_channels)
     return model
+
+
+def set_stem_kernel(encoder, kernel: int, name: str) -> None:
+    """Replace ``encoder.conv1`` (ResNet-style stems) by a fresh convolution with the same
+    channels and stride and a ``kernel`` x ``kernel`` window; encoders without such a stem
+    (``name``: the encoder's name, for the record) keep their own."""
+    import torch.nn as nn
+
+    conv = getattr(encoder, "conv1", None)
+    if not isinstance(conv, nn.Conv2d):
+        return
+    encoder.conv1 = nn.Conv2d(
+        conv.in_channels, conv.out_channels, kernel, stride=conv.stride, padding=kernel // 2, bias=False
+    )
 
 
 _SCALED_INPUT = None

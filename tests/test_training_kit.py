@@ -1,0 +1,90 @@
+"""The training toolkit's memory layout (what makes a CPU iteration cheap) and the stem option."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_pointseg.core.errors import InputError
+
+
+def _ramp_plane(channels: int, size: int) -> np.ndarray:
+    yy, xx = np.mgrid[:size, :size]
+    ramp = (yy * size + xx).astype(np.float32) / size**2
+    return np.stack([ramp * (c + 1) for c in range(channels)])
+
+
+def test_augmenter_writes_channels_last_and_moves_maps_with_the_image():
+    """Whatever layout the plane has, the augmented crop is laid out channels-last, equal for
+    both layouts, and its label map went through the same flip / transpose."""
+    import torch
+
+    from napari_pointseg.core.training_kit import Augmenter, plane_tensor
+
+    cpu = torch.device("cpu")
+    plane = _ramp_plane(3, 16)
+    ramp_index = torch.from_numpy(np.arange(16 * 16).reshape(16, 16))
+    seen_flips = set()
+    for seed in range(8):
+        outs = []
+        for x in (torch.from_numpy(plane.copy()), plane_tensor(plane, cpu)):
+            aug = Augmenter(np.random.default_rng(seed), torch.Generator().manual_seed(seed), cpu)
+            out, labels = aug(x, ramp_index)
+            assert out.stride() == (1, 16 * 3, 3)
+            outs.append((out, labels))
+        torch.testing.assert_close(outs[0][0], outs[1][0])
+        out, labels = outs[0]
+        # the label map is the ramp's index: each channel must still follow it after the
+        # same flip / transpose (gain, bias and 5 % noise keep the correlation near 1)
+        for c in range(3):
+            r = np.corrcoef(out[c].numpy().ravel(), labels.numpy().ravel())[0, 1]
+            assert r > 0.98, (seed, c, r)
+        seen_flips.add(tuple(labels[0, :2].tolist()))
+    assert len(seen_flips) > 2  # the seeds did flip and transpose
+
+
+def test_one_crop_becomes_the_batch_without_a_copy():
+    """A channels-last crop is the batch itself (same memory, batch stride C H W, which avg
+    pooling needs for its fast path); several crops stack into a channels-last batch."""
+    import torch
+
+    from napari_pointseg.core.training_kit import Augmenter, plane_tensor, stack_batch
+
+    cpu = torch.device("cpu")
+    x = plane_tensor(_ramp_plane(4, 32), cpu)
+    aug = Augmenter(np.random.default_rng(0), torch.Generator().manual_seed(0), cpu)
+    crop, _ = aug(x, torch.zeros(32, 32))
+    batch = stack_batch([crop], cpu)
+    assert batch.shape == (1, 4, 32, 32) and batch.data_ptr() == crop.data_ptr()
+    assert batch.stride() == (4 * 32 * 32, 1, 32 * 4, 4)
+    assert batch.is_contiguous(memory_format=torch.channels_last)
+    view = x[:, 8:24, 8:24]  # an un-augmented crop: a view into the plane
+    several = stack_batch([view, crop[:, :16, :16]], cpu)
+    assert several.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(several, torch.stack([view, crop[:, :16, :16]]))
+    single_view = stack_batch([view], cpu)
+    assert single_view.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(single_view[0], view)
+
+
+def test_stem_kernel_replaces_the_first_convolution():
+    import torch
+
+    from napari_pointseg.core.models import ModelSpec, build_model
+
+    spec = ModelSpec(in_channels=5, classes=3, encoder_depth=3, decoder_channels=[16, 8, 8], stem_kernel=3)
+    net = build_model(spec)
+    assert net.encoder.conv1.kernel_size == (3, 3) and net.encoder.conv1.stride == (2, 2)
+    assert net(torch.zeros(1, 5, 32, 32)).shape == (1, 3, 32, 32)
+    assert build_model(ModelSpec(in_channels=5)).encoder.conv1.kernel_size == (3, 3)  # the default
+    assert build_model(ModelSpec(in_channels=5, stem_kernel=0)).encoder.conv1.kernel_size == (7, 7)
+    # a bundle written before the option existed rebuilds the 7 x 7 stem its weights have
+    old = {k: v for k, v in ModelSpec(in_channels=5).to_dict().items() if k != "stem_kernel"}
+    assert ModelSpec.from_dict(old).stem_kernel == 0
+    with pytest.raises(InputError, match="stem_kernel"):
+        build_model(ModelSpec(in_channels=5, stem_kernel=4))
+    # encoders without a ResNet stem keep their own
+    mobile = build_model(
+        ModelSpec(in_channels=5, encoder="mobilenet_v2", encoder_depth=3, decoder_channels=[16, 8, 8])
+    )
+    assert mobile(torch.zeros(1, 5, 32, 32)).shape == (1, 2, 32, 32)
