@@ -141,7 +141,7 @@ def build_model(spec: ModelSpec):
     except (KeyError, ValueError, TypeError, RuntimeError) as e:
         raise InputError(f"cannot build {spec.arch} with encoder {spec.encoder}: {e}") from None
     if spec.stem_kernel:
-        set_stem_kernel(model.encoder, int(spec.stem_kernel), spec.encoder)
+        set_stem_kernel(model.encoder, int(spec.stem_kernel))
     if spec.norm == "group":
         model = batchnorm_to_groupnorm(model)
     if spec.scale > 1:
@@ -149,10 +149,10 @@ def build_model(spec: ModelSpec):
     return model
 
 
-def set_stem_kernel(encoder, kernel: int, name: str) -> None:
+def set_stem_kernel(encoder, kernel: int) -> None:
     """Replace ``encoder.conv1`` (ResNet-style stems) by a fresh convolution with the same
     channels and stride and a ``kernel`` x ``kernel`` window; encoders without such a stem
-    (``name``: the encoder's name, for the record) keep their own."""
+    keep their own."""
     import torch.nn as nn
 
     conv = getattr(encoder, "conv1", None)

@@ -88,8 +88,9 @@ def stack_batch(crops, device):
             return crop.as_strided(
                 (1, channels, height, width), (crop.numel(), 1, width * channels, channels)
             )
-    batch = torch.empty((len(crops), *crops[0].shape), dtype=crops[0].dtype)
-    batch = batch.contiguous(memory_format=torch.channels_last)
+    batch = torch.empty(
+        (len(crops), *crops[0].shape), dtype=crops[0].dtype, memory_format=torch.channels_last
+    )
     for b, crop in enumerate(crops):
         batch[b].copy_(crop)
     return batch
@@ -112,8 +113,8 @@ class Augmenter:
     def __call__(self, x, *maps):
         """``x`` (C, h, w) and label / weight maps (h, w) under one random flip / transpose
         (transpose only for square crops); then ``x`` gets a per-channel gain and bias and
-        Gaussian noise. Returns (x, *maps); on the CPU the new ``x`` is laid out channels-last
-        (strides (1, w C, C)), ready for `stack_batch`."""
+        Gaussian noise. Returns (x, *maps); the new ``x`` is laid out channels-last (strides
+        (1, w C, C)), ready for `stack_batch`."""
         import torch
 
         rng = self.rng
