@@ -188,6 +188,11 @@ def main(argv=None) -> int:
     p.add_argument("--data", default=os.environ.get("POINTSEG_DEVDATA", str(DEFAULT_DATA)))
     p.add_argument("--sets", default="", help="comma-separated folder names (default: all)")
     p.add_argument("--images", default="0,1,2", help="comma-separated pair indices")
+    p.add_argument(
+        "--pairs",
+        default="",
+        help="comma-separated set/index pairs, e.g. 'fives_fundus/0,acdc_mri/2' (instead of --sets/--images)",
+    )
     p.add_argument("--crop", type=int, default=0, help="centre crop size (0: whole image)")
     p.add_argument("--modes", default=",".join(MODES))
     p.add_argument("--seed", type=int, default=0)
@@ -229,49 +234,59 @@ def main(argv=None) -> int:
     except (ValueError, TypeError) as e:
         print(f"error: --config / --spec: {e}", file=sys.stderr)
         return 2
+    pairs = [(s, i) for s in sets for i in idx]
+    if args.pairs:
+        try:
+            pairs = [(s, int(i)) for s, i in (p.rsplit("/", 1) for p in args.pairs.split(",") if p)]
+        except ValueError:
+            print(f"error: --pairs wants set/index items, got '{args.pairs}'", file=sys.stderr)
+            return 2
+    missing = [f"{s}/{i}" for s, i in pairs if not (data / s / f"image_{i}.png").is_file()]
+    if missing:
+        print(f"error: no such image pair(s) in {data}: {', '.join(missing)}", file=sys.stderr)
+        return 2
     rows = []
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     t_all = time.perf_counter()
-    for s in sets:
-        for i in idx:
-            image, mask = load_pair(data / s, i, args.crop or None)
-            name = f"{s}/{i}"
-            row = run_image(name, image, mask, modes, args, setup)
-            row["load_1min_after"] = os.getloadavg()[0]
-            rows.append(row)
-            parts = [f"{name:18s} {mask.shape[0]}x{mask.shape[1]}"]
-            for m in modes:
-                if m == "user":
-                    c = row["user"]["checkpoints"]
-                    parts.append(
-                        "user "
-                        + " | ".join(f"{k} {fmt(v)}" for k, v in c.items())
-                        + f" drop {row['user']['max_drop_after_0.8']:.2f}"
-                    )
-                else:
-                    parts.append(f"{m} {fmt(row[m])}")
-            print("  ".join(parts), flush=True)
-            out.write_text(
-                json.dumps(
-                    {
-                        "args": vars(args),
-                        "rows": rows,
-                        "summary": summarise(rows, modes),
-                        "config": config.to_dict(),
-                        "spec": spec.to_dict(),
-                        "machine": {
-                            "cpus": os.cpu_count(),
-                            "platform": platform.platform(),
-                            "python": sys.version.split()[0],
-                            "threads_env": os.environ.get("POINTSEG_THREADS"),
-                        },
-                        "total_seconds": round(time.perf_counter() - t_all, 1),
-                    },
-                    indent=1,
-                    default=float,
+    for s, i in pairs:
+        image, mask = load_pair(data / s, i, args.crop or None)
+        name = f"{s}/{i}"
+        row = run_image(name, image, mask, modes, args, setup)
+        row["load_1min_after"] = os.getloadavg()[0]
+        rows.append(row)
+        parts = [f"{name:18s} {mask.shape[0]}x{mask.shape[1]}"]
+        for m in modes:
+            if m == "user":
+                c = row["user"]["checkpoints"]
+                parts.append(
+                    "user "
+                    + " | ".join(f"{k} {fmt(v)}" for k, v in c.items())
+                    + f" drop {row['user']['max_drop_after_0.8']:.2f}"
                 )
+            else:
+                parts.append(f"{m} {fmt(row[m])}")
+        print("  ".join(parts), flush=True)
+        out.write_text(
+            json.dumps(
+                {
+                    "args": vars(args),
+                    "rows": rows,
+                    "summary": summarise(rows, modes),
+                    "config": config.to_dict(),
+                    "spec": spec.to_dict(),
+                    "machine": {
+                        "cpus": os.cpu_count(),
+                        "platform": platform.platform(),
+                        "python": sys.version.split()[0],
+                        "threads_env": os.environ.get("POINTSEG_THREADS"),
+                    },
+                    "total_seconds": round(time.perf_counter() - t_all, 1),
+                },
+                indent=1,
+                default=float,
             )
+        )
     summary = summarise(rows, modes)
     print("\nmode          n  median net  median RF  min net  net>RF  honoured med/min   s net  s RF")
     for key, v in summary.items():

@@ -344,3 +344,31 @@ def test_head_polish_goes_past_its_budget_only_while_clicks_are_contradicted():
     assert short < 0.99  # the case this test is about: 5 steps do not honour the border clicks
     longer = honoured(head_polish_iters=5, head_polish_max_iters=2000)
     assert longer > short and longer >= 0.985  # stops once its own count reaches honour_floor
+
+
+def test_head_polish_ends_in_its_best_state():
+    """Adam at a fixed lr hops between head states a few clicks apart: the polish ends in the
+    state that honoured the most clicks, not in its last one."""
+    from dataclasses import replace
+
+    from napari_pointseg.core.head_polish import polish_head
+
+    image, mask = blobs(336, 4)
+    edge = np.argwhere((mask != np.roll(mask, 1, 0)) | (mask != np.roll(mask, 1, 1)))
+    edge = edge[np.random.default_rng(6).choice(len(edge), 300, replace=False)]
+    pts = random_points(mask, 40, 6).append(edge.astype(float), mask[edge[:, 0], edge[:, 1]])
+    cfg = fast_config(polish_iters=10, final_iters=2, iters_per_step=2, head_polish_iters=0)
+    tr = make_trainer(image, pts, setup=TrainSetup(spec=TINY_SPEC, config=cfg, device="cpu")).train_all()
+    # an lr high enough to hop, and targets it cannot reach: the polish runs all its steps
+    tr.config = replace(
+        cfg,
+        head_polish_iters=150,
+        head_polish_max_iters=150,
+        head_polish_lr=0.05,
+        honour_target=1.01,
+        honour_floor=1.01,
+    )
+    trace, final = polish_head(tr)
+    assert len(trace) == 150
+    assert any(trace[i] < max(trace[:i]) for i in range(1, len(trace)))  # it did hop back
+    assert final == max(trace)

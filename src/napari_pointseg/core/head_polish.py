@@ -17,14 +17,20 @@ import numpy as np
 
 from .training_kit import stack_batch
 
+# polish steps without a new best share of honoured points before the lr halves
+PLATEAU_STEPS = 100
 
-def polish_head(trainer) -> None:
+
+def polish_head(trainer) -> tuple[list[float], float]:
     """Train ``trainer``'s inference network's head (in place) on the admitted points until
     the prediction honours ``config.honour_target`` of them: at most
-    ``config.head_polish_iters`` Adam steps at ``config.head_polish_lr``, and on up to
-    ``config.head_polish_max_iters`` while it honours fewer than ``config.honour_floor``; the
-    anchors: ``config.head_polish_anchors`` pixels per plane, weight ``config.head_polish_keep``.
-    The polished head is copied into the training network as well."""
+    ``config.head_polish_iters`` Adam steps at ``config.head_polish_lr`` (halved after
+    PLATEAU_STEPS steps without a new best), and on up to ``config.head_polish_max_iters``
+    while it honours fewer than ``config.honour_floor``; the anchors:
+    ``config.head_polish_anchors`` pixels per plane, weight ``config.head_polish_keep``. The
+    head ends in the state that honoured the most points, and is copied into the training
+    network as well. Returns the share of points honoured before each step, and by the head
+    it ends with (all counted on fp32 logits)."""
     import torch
     import torch.nn.functional as F
 
@@ -66,6 +72,9 @@ def polish_head(trainer) -> None:
     for p in params:
         p.requires_grad_(True)
     optimizer = torch.optim.Adam(params, lr=cfg.head_polish_lr)
+    best = (-1.0, None)  # (honoured, head state): the polish ends in its best state
+    trace: list[float] = []
+    since_best, current = 0, None  # current: honoured share of the head as it is (None: not counted)
     try:
         for step in range(max(cfg.head_polish_iters, cfg.head_polish_max_iters)):
             if trainer.stopped or trainer.has_pending_points():
@@ -73,10 +82,20 @@ def polish_head(trainer) -> None:
             logits = base + model.head_at(feat, inside)
             points, rest = logits[:n_points], logits[n_points:]
             wrong = points.argmax(1) != target
-            honoured = 1.0 - wrong.float().mean().item()
+            honoured = current = 1.0 - wrong.float().mean().item()
+            trace.append(honoured)
+            if honoured > best[0]:
+                best, since_best = (honoured, _head_state(model)), 0
+            else:
+                since_best += 1
             if honoured >= cfg.honour_target:
                 break
-            if step >= cfg.head_polish_iters and honoured >= cfg.honour_floor:
+            if since_best >= PLATEAU_STEPS:
+                # Adam at a fixed lr ends up hopping between states a few clicks apart
+                for group in optimizer.param_groups:
+                    group["lr"] *= 0.5
+                since_best = 0
+            if step >= cfg.head_polish_iters and best[0] >= cfg.honour_floor:
                 break  # past the normal budget, only a click-contradicting result trains on
             # every point (the right ones must stay right), the wrong ones once more
             ce = F.cross_entropy(points, target, weight=weights, reduction="none")
@@ -87,11 +106,21 @@ def polish_head(trainer) -> None:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            current = None
     finally:
         for p, was_frozen in zip(params, frozen, strict=True):
             p.requires_grad_(not was_frozen)
+    if best[1] is not None and (current is None or best[0] > current):
+        model.refine.load_state_dict(best[1])
+    with torch.no_grad():
+        final = (base[:n_points] + model.head_at(feat[:n_points], inside[:n_points])).argmax(1) == target
     if model is not trainer.net:
         trainer.net.refine.load_state_dict(model.refine.state_dict())
+    return trace, final.float().mean().item()
+
+
+def _head_state(model) -> dict:
+    return {k: v.detach().clone() for k, v in model.refine.state_dict().items()}
 
 
 def boundary_anchors(model, x, low, shape, n: int, rng: np.random.Generator) -> np.ndarray:

@@ -45,6 +45,8 @@ class ModelSpec:
     ``conv1`` stem; others keep their own); 0: the encoder's own (7 x 7 for ResNets). 3 by
     default: that convolution sees every input channel at half the network's resolution, and
     7 x 7 made it a third of the network's arithmetic (docs/training.md, eighth session).
+    refine_channels: width of the full-resolution head of half-resolution networks (32: 16
+    could not fit the clicks along some smooth boundaries, docs/training.md, ninth session).
     """
 
     arch: str = "unet"
@@ -55,7 +57,7 @@ class ModelSpec:
     decoder_channels: list[int] = field(default_factory=lambda: [64, 32, 16, 16])
     norm: str = "group"
     input_scale: int = 0  # the network sees the input average-pooled by this factor (0: auto)
-    refine_channels: int = 16  # with input_scale > 1: width of the full-resolution head (0: none)
+    refine_channels: int = 32  # with input_scale > 1: width of the full-resolution head (0: none)
     stem_kernel: int = 3  # first encoder convolution's kernel (0: the encoder's own)
 
     def to_dict(self) -> dict:
@@ -63,8 +65,8 @@ class ModelSpec:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelSpec":
-        # bundles written before the field existed have the encoder's own stem
-        return dataclass_from_dict(cls, d, legacy={"stem_kernel": 0})
+        # bundles written before a field existed have the encoder's own stem, a head of 16
+        return dataclass_from_dict(cls, d, legacy={"stem_kernel": 0, "refine_channels": 16})
 
     @property
     def stride(self) -> int:
