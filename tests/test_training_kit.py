@@ -88,3 +88,16 @@ def test_stem_kernel_replaces_the_first_convolution():
         ModelSpec(in_channels=5, encoder="mobilenet_v2", encoder_depth=3, decoder_channels=[16, 8, 8])
     )
     assert mobile(torch.zeros(1, 5, 32, 32)).shape == (1, 2, 32, 32)
+
+
+def test_head_width_default_and_older_bundles():
+    """Half-resolution networks get a full-resolution head of 32 channels; a spec written
+    before the field existed rebuilds the head of 16 its weights have."""
+    from napari_pointseg.core.models import ModelSpec, build_model
+
+    spec = ModelSpec(in_channels=4, encoder_depth=3, decoder_channels=[16, 8, 8], input_scale=2)
+    assert build_model(spec).refine[0].out_channels == 32
+    old = {k: v for k, v in spec.to_dict().items() if k not in ("refine_channels", "stem_kernel")}
+    restored = ModelSpec.from_dict(old)
+    assert restored.refine_channels == 16
+    assert build_model(restored).refine[0].out_channels == 16
