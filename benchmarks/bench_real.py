@@ -237,7 +237,7 @@ def main(argv=None) -> int:
     pairs = [(s, i) for s in sets for i in idx]
     if args.pairs:
         try:
-            pairs = [(s, int(i)) for s, i in (p.rsplit("/", 1) for p in args.pairs.split(",") if p)]
+            pairs = [(s, int(i)) for s, i in (item.rsplit("/", 1) for item in args.pairs.split(",") if item)]
         except ValueError:
             print(f"error: --pairs wants set/index items, got '{args.pairs}'", file=sys.stderr)
             return 2

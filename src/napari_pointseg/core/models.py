@@ -168,7 +168,7 @@ def set_stem_kernel(encoder, kernel: int) -> None:
 _SCALED_INPUT = None
 
 
-def scaled_input(net, factor: int, in_channels: int, classes: int, refine: int = 16):
+def scaled_input(net, factor: int, in_channels: int, classes: int, refine: int):
     """``net`` wrapped to run on its input average-pooled by ``factor``, with the logits
     upsampled (bilinear) back to the input size and corrected by a small full-resolution head
     on the input (``refine`` channels; 0: none). ``.encoder`` stays reachable."""
