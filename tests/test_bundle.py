@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import torch
 from _synth import TINY_SPEC, blobs, fast_config, random_points
 
 from napari_pointseg.core.bundle import load_bundle, predict_with_bundle, save_trainer
@@ -61,3 +62,28 @@ def test_bundle_rejects_wrong_channel_count(tmp_path):
     b = load_bundle(save_trainer(tmp_path / "m", tr))
     with pytest.raises(InputError, match="channel"):
         predict_with_bundle(b, np.zeros((64, 64, 3), np.uint8), device="cpu")
+
+
+def test_older_bundles_with_unused_encoder_stages_still_load(tmp_path):
+    """Bundles written before the unused encoder stages were dropped carry their tensors: they
+    load, and predict as before; any other stray tensor is still refused."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    image, mask = blobs(64, 2)
+    tr = make_trainer(
+        image, random_points(mask, 8), setup=TrainSetup(spec=TINY_SPEC, config=fast_config(), device="cpu")
+    ).train_all()
+    path = save_trainer(tmp_path / "m", tr)
+    with safe_open(str(path), framework="pt", device="cpu") as f:
+        header, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    assert not any(".layer3." in k for k in tensors)  # TINY_SPEC: depth 3 runs layer1, layer2
+    old = dict(tensors, **{"encoder.layer3.0.conv1.weight": torch.zeros(4, 4, 3, 3)})
+    save_file(old, str(tmp_path / "old.safetensors"), metadata=header)
+    expected = predict_with_bundle(load_bundle(path), image, device="cpu")
+    got = predict_with_bundle(load_bundle(tmp_path / "old.safetensors"), image, device="cpu")
+    assert np.array_equal(got, expected)
+    stray = dict(tensors, **{"encoder.extra.weight": torch.zeros(2)})
+    save_file(stray, str(tmp_path / "stray.safetensors"), metadata=header)
+    with pytest.raises(InputError, match="unexpected"):
+        load_bundle(tmp_path / "stray.safetensors")

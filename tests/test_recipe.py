@@ -219,13 +219,14 @@ def test_bench_real_writes_its_table(tmp_path, capsys):
 
 
 def test_input_scale_is_chosen_from_the_plane_size():
-    """Planes up to FULL_RES_MAX_SIDE px train at full resolution, larger ones at half; an
+    """Planes up to FULL_RES_MAX_SIDE px train at full resolution, larger ones at a third; an
     explicit scale is kept; the stride grows with the scale."""
     from napari_pointseg.core.models import FULL_RES_MAX_SIDE, ModelSpec, resolve_input_scale
 
     auto = ModelSpec()
     assert resolve_input_scale(auto, (FULL_RES_MAX_SIDE, 100)).input_scale == 1
-    assert resolve_input_scale(auto, (100, FULL_RES_MAX_SIDE + 1)).input_scale == 2
+    assert resolve_input_scale(auto, (100, FULL_RES_MAX_SIDE + 1)).input_scale == 3
+    assert resolve_input_scale(ModelSpec(input_scale=2), (4000, 4000)).input_scale == 2
     assert resolve_input_scale(ModelSpec(input_scale=1), (4000, 4000)).input_scale == 1
     assert ModelSpec(input_scale=2).stride == 2 * ModelSpec(input_scale=1).stride
 
@@ -252,9 +253,10 @@ def test_half_resolution_network_shapes_and_refine_head():
     assert plain.refine is None and hasattr(plain, "encoder")
 
 
-def test_half_resolution_trainer_fits_and_round_trips(tmp_path):
-    """A plane larger than FULL_RES_MAX_SIDE trains at half resolution (whole plane each
-    iteration), reaches a useful mIoU, and its bundle records the scale and predicts the same."""
+def test_reduced_resolution_trainer_fits_and_round_trips(tmp_path):
+    """A plane larger than FULL_RES_MAX_SIDE trains at a third of the resolution (whole plane
+    each iteration), reaches a useful mIoU, and its bundle records the scale and the head and
+    predicts the same."""
     from napari_pointseg.core.bundle import load_bundle, predict_with_bundle, save_trainer
     from napari_pointseg.core.metrics import miou
 
@@ -263,43 +265,46 @@ def test_half_resolution_trainer_fits_and_round_trips(tmp_path):
     tr = make_trainer(
         image, pts, setup=TrainSetup(spec=TINY_SPEC, config=fast_config(), device="cpu")
     ).train_all()
-    assert tr.spec.input_scale == 2
+    assert tr.spec.input_scale == 3
     pred = tr.predict()
     assert miou(mask, pred) > 0.7
     b = load_bundle(save_trainer(tmp_path / "m", tr))
-    assert b.spec.input_scale == 2 and b.spec.refine_channels == tr.spec.refine_channels
+    assert b.spec.input_scale == 3 and b.spec.refine_channels == tr.spec.refine_channels
+    assert b.spec.refine_layers == tr.spec.refine_layers == 3
     np.testing.assert_array_equal(predict_with_bundle(b, image, device="cpu", renormalise=False), pred)
 
 
 def test_logits_at_points_equal_the_full_forward():
     """`forward_at` (training: the full-resolution head only around the labelled pixels) gives
-    exactly the full forward pass's logits there, at image corners and edges too."""
+    exactly the full forward pass's logits there, at image corners and edges too, for heads of
+    one to three layers and at a third of the resolution."""
     import torch
 
     from napari_pointseg.core.models import ModelSpec, build_model
 
-    for refine in (16, 0):
+    for refine, layers, scale in ((16, 2, 2), (0, 2, 2), (8, 3, 3), (8, 1, 2)):
         torch.manual_seed(0)
         spec = ModelSpec(
             **{
                 **TINY_SPEC.to_dict(),
                 "in_channels": 4,
                 "classes": 3,
-                "input_scale": 2,
+                "input_scale": scale,
                 "refine_channels": refine,
+                "refine_layers": layers,
             }
         )
         net = build_model(spec).eval()
         if refine:
-            torch.nn.init.normal_(net.refine[4].weight, std=0.5)  # not the zero start
-        x = torch.randn(2, 4, 64, 96)
+            torch.nn.init.normal_(net.refine[-1].weight, std=0.5)  # not the zero start
+        x = torch.randn(2, 4, 48, 96)  # a multiple of every stride here
         full = net(x)
-        b, y, xx = (torch.tensor(v) for v in ([0, 1, 1, 0, 1], [0, 63, 31, 1, 20], [0, 95, 0, 94, 50]))
+        b, y, xx = (torch.tensor(v) for v in ([0, 1, 1, 0, 1], [0, 47, 31, 1, 20], [0, 95, 0, 94, 50]))
         torch.testing.assert_close(net.forward_at(x, b, y, xx), full[b, :, y, xx])
 
 
-def test_head_polish_honours_border_clicks_at_half_resolution():
-    """At half resolution, clicks on class borders fall on the wrong side of the upsampled
+def test_head_polish_honours_border_clicks_at_reduced_resolution():
+    """At a third of the resolution, clicks on class borders fall on the wrong side of the upsampled
     boundary; polishing the full-resolution head alone makes the prediction honour them, and
     barely changes the rest of the image."""
     from napari_pointseg.core.metrics import miou
@@ -315,7 +320,7 @@ def test_head_polish_honours_border_clicks_at_half_resolution():
     def run(head_polish_iters):
         cfg = fast_config(head_polish_iters=head_polish_iters, polish_iters=10)
         tr = make_trainer(image, pts, setup=TrainSetup(spec=TINY_SPEC, config=cfg, device="cpu")).train_all()
-        assert tr.spec.input_scale == 2
+        assert tr.spec.input_scale == 3
         return tr, tr.predict()
 
     tr, pred = run(300)

@@ -91,13 +91,58 @@ def test_stem_kernel_replaces_the_first_convolution():
 
 
 def test_head_width_default_and_older_bundles():
-    """Half-resolution networks get a full-resolution head of 32 channels; a spec written
-    before the field existed rebuilds the head of 16 its weights have."""
+    """Reduced-resolution networks get a full-resolution head of three layers of 32 channels; a
+    spec written before the fields existed rebuilds the head of two layers of 16 its weights
+    have."""
+    import torch.nn as nn
+
     from napari_pointseg.core.models import ModelSpec, build_model
 
+    def convs(net):
+        return [m for m in net.refine if isinstance(m, nn.Conv2d)]
+
     spec = ModelSpec(in_channels=4, encoder_depth=3, decoder_channels=[16, 8, 8], input_scale=2)
-    assert build_model(spec).refine[0].out_channels == 32
-    old = {k: v for k, v in spec.to_dict().items() if k not in ("refine_channels", "stem_kernel")}
-    restored = ModelSpec.from_dict(old)
-    assert restored.refine_channels == 16
-    assert build_model(restored).refine[0].out_channels == 16
+    assert [c.out_channels for c in convs(build_model(spec))] == [32, 32, 32, 2]
+    fields = ("refine_channels", "refine_layers", "stem_kernel")
+    restored = ModelSpec.from_dict({k: v for k, v in spec.to_dict().items() if k not in fields})
+    assert (restored.refine_channels, restored.refine_layers) == (16, 2)
+    assert [c.out_channels for c in convs(build_model(restored))] == [16, 16, 2]
+
+
+def test_group_norm_runs_in_float32_and_keeps_the_input_dtype():
+    """The networks' GroupNorm is torch's, computed in float32: same parameters and state dict
+    keys, the same output as nn.GroupNorm in float32, a bf16 input gives a bf16 output."""
+    import torch
+    import torch.nn as nn
+
+    from napari_pointseg.core.models import ModelSpec, build_model, float32_group_norm
+
+    torch.manual_seed(0)
+    norm, ref = float32_group_norm(4, 16), nn.GroupNorm(4, 16)
+    nn.init.normal_(norm.weight)
+    nn.init.normal_(norm.bias)
+    ref.load_state_dict(norm.state_dict())
+    x = (torch.randn(2, 16, 8, 8) * 3 + 1).contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(norm(x), ref(x), atol=1e-5)
+    y = norm(x.to(torch.bfloat16))
+    assert y.dtype == torch.bfloat16
+    assert (y.float() - ref(x)).abs().max() < 0.1
+    net = build_model(ModelSpec(in_channels=3, encoder_depth=3, decoder_channels=[16, 8, 8]))
+    norms = [m for m in net.modules() if isinstance(m, nn.GroupNorm)]
+    assert norms and all(type(m) is type(norm) for m in norms)
+
+
+def test_encoder_stages_beyond_the_depth_are_not_built():
+    """smp builds every ResNet stage whatever the depth; the ones the depth never runs are
+    identities, so the weight average and the bundles do not carry them."""
+    import torch
+
+    from napari_pointseg.core.models import ModelSpec, build_model
+
+    net = build_model(ModelSpec(in_channels=3, encoder_depth=4, input_scale=2))
+    names = [n for n, _ in net.named_parameters()]
+    assert any(".layer3." in n for n in names)
+    assert not any(".layer4." in n for n in names)
+    assert sum(p.numel() for p in net.parameters()) < 3_500_000
+    with torch.no_grad():
+        assert net(torch.zeros(1, 3, 64, 64)).shape == (1, 2, 64, 64)

@@ -59,11 +59,12 @@ class Bundle:
 
     def build(self, device="cpu"):
         """The network with the bundle's weights, in eval mode, on ``device``."""
-        from .models import build_model
+        from .models import build_model, without_unused_stages
 
         model = build_model(self.spec)
+        keep = without_unused_stages(self.state_dict, model.state_dict())
         try:
-            model.load_state_dict(self.state_dict)
+            model.load_state_dict({k: self.state_dict[k] for k in keep})
         except RuntimeError as e:  # a Bundle made in memory with weights of another network
             first = str(e).strip().splitlines()[-1].strip() if str(e).strip() else type(e).__name__
             raise InputError(
@@ -228,6 +229,7 @@ def _check_spec(d) -> ModelSpec:
         ("encoder_depth", 1, 5),
         ("input_scale", 0, 8),
         ("refine_channels", 0, MAX_DECODER_CHANNELS),
+        ("refine_layers", 1, 4),
     ):
         if not hasattr(spec, name):  # a field this version of ModelSpec does not have
             continue
@@ -292,10 +294,11 @@ def check_weights(spec: ModelSpec, shapes: dict, path) -> None:
     so nothing is allocated."""
     import torch
 
-    from .models import build_model
+    from .models import build_model, without_unused_stages
 
     with torch.device("meta"):
         expected = {k: tuple(v.shape) for k, v in build_model(spec).state_dict().items()}
+    shapes = {k: shapes[k] for k in without_unused_stages(shapes, expected)}
     missing = sorted(set(expected) - set(shapes))
     unexpected = sorted(set(shapes) - set(expected))
     wrong = sorted(k for k in set(expected) & set(shapes) if expected[k] != shapes[k][0])

@@ -1,9 +1,10 @@
-"""Polishing the full-resolution head of a half-resolution network on the clicked points.
+"""Polishing the full-resolution head of a reduced-resolution network on the clicked points.
 
-A network that runs at half resolution (`models.ScaledInput`) draws its class boundaries a
-pixel or two off, and clicks on a boundary (most of an oracle's late clicks, a user's
-corrections along an edge) end up on the wrong side. Its full-resolution head sees a 5 x 5
-window of the input and of the upsampled logits, so it can move a boundary locally. Once the
+A network that runs at a half or a third of the resolution (`models.ScaledInput`) draws its
+class boundaries a pixel or two off, and clicks on a boundary (most of an oracle's late
+clicks, a user's corrections along an edge) end up on the wrong side. Its full-resolution head
+sees a small window (7 x 7 with three layers) of the input and of the upsampled logits, so it
+can move a boundary locally. Once the
 trainer has admitted every point and run its final iterations, `polish_head` trains the head
 alone (the U-Net frozen, its logits computed once) on the admitted points, while a KL term
 keeps the prediction at anchor pixels near the predicted boundaries where it was: fitting the
@@ -81,8 +82,9 @@ def polish_head(trainer) -> tuple[list[float], float]:
                 break  # Stop or a new click in the widget: answer within one step
             logits = base + model.head_at(feat, inside)
             points, rest = logits[:n_points], logits[n_points:]
-            wrong = points.argmax(1) != target
-            honoured = current = 1.0 - wrong.float().mean().item()
+            right = points.argmax(1) == target
+            wrong = ~right
+            honoured = current = right.float().mean().item()  # counted as `final` below
             trace.append(honoured)
             if honoured > best[0]:
                 best, since_best = (honoured, _head_state(model)), 0

@@ -45,8 +45,11 @@ class ModelSpec:
     ``conv1`` stem; others keep their own); 0: the encoder's own (7 x 7 for ResNets). 3 by
     default: that convolution sees every input channel at half the network's resolution, and
     7 x 7 made it a third of the network's arithmetic (docs/training.md, eighth session).
-    refine_channels: width of the full-resolution head of half-resolution networks (32: 16
-    could not fit the clicks along some smooth boundaries, docs/training.md, ninth session).
+    refine_channels: width of the full-resolution head of reduced-resolution networks (32: 16
+    could not fit the clicks along some smooth boundaries, docs/training.md, ninth session);
+    refine_layers: its 3 x 3 convolutions, i.e. how many pixels around it each output sees (3:
+    at a third of the resolution two did not fit the clicks along smooth boundaries, tenth
+    session).
     """
 
     arch: str = "unet"
@@ -59,14 +62,17 @@ class ModelSpec:
     input_scale: int = 0  # the network sees the input average-pooled by this factor (0: auto)
     refine_channels: int = 32  # with input_scale > 1: width of the full-resolution head (0: none)
     stem_kernel: int = 3  # first encoder convolution's kernel (0: the encoder's own)
+    refine_layers: int = 3  # 3 x 3 convolutions of the full-resolution head (its reach in px)
 
     def to_dict(self) -> dict:
         return dataclass_to_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelSpec":
-        # bundles written before a field existed have the encoder's own stem, a head of 16
-        return dataclass_from_dict(cls, d, legacy={"stem_kernel": 0, "refine_channels": 16})
+        # bundles written before a field existed have the encoder's own stem, a head of two layers of 16
+        return dataclass_from_dict(
+            cls, d, legacy={"stem_kernel": 0, "refine_channels": 16, "refine_layers": 2}
+        )
 
     @property
     def stride(self) -> int:
@@ -80,19 +86,23 @@ class ModelSpec:
         return max(1, int(self.input_scale))
 
 
-# planes up to this size train at full resolution; larger ones at half (docs/training.md)
+# planes up to this size train at full resolution; larger ones at REDUCED_SCALE (docs/training.md)
 FULL_RES_MAX_SIDE = 320
+# ... the U-Net then sees the input average-pooled 3 x 3 (2 x 2 until the tenth session: 1.6x
+# the time per iteration for a median +0.005 mIoU on the development images)
+REDUCED_SCALE = 3
 
 
 def resolve_input_scale(spec: ModelSpec, plane_shape) -> ModelSpec:
     """``spec`` with an automatic ``input_scale`` (0) fixed for planes of ``plane_shape``
-    (H, W): 1 up to FULL_RES_MAX_SIDE px, else 2, so that the network sees (nearly) the whole
-    plane in every iteration at the cost of a 256² crop. An explicit value is kept."""
+    (H, W): 1 up to FULL_RES_MAX_SIDE px, else REDUCED_SCALE, so that the network sees the
+    whole plane (up to 768 px) in every iteration at the cost of a 256² crop. An explicit
+    value is kept."""
     from dataclasses import replace
 
     if int(spec.input_scale) > 0:
         return spec
-    return replace(spec, input_scale=1 if max(plane_shape) <= FULL_RES_MAX_SIDE else 2)
+    return replace(spec, input_scale=1 if max(plane_shape) <= FULL_RES_MAX_SIDE else REDUCED_SCALE)
 
 
 def encoder_names() -> list[str]:
@@ -119,6 +129,8 @@ def validate_spec(spec: ModelSpec) -> None:
         raise InputError(f"stem_kernel must be 0 (the encoder's own) or odd, 1 to 7, got {spec.stem_kernel}")
     if not 0 <= int(spec.input_scale) <= 8:
         raise InputError(f"input_scale must be 0 (auto) to 8, got {spec.input_scale}")
+    if not 1 <= int(spec.refine_layers) <= 4:
+        raise InputError(f"refine_layers must be 1 to 4, got {spec.refine_layers}")
 
 
 def build_model(spec: ModelSpec):
@@ -144,10 +156,13 @@ def build_model(spec: ModelSpec):
         raise InputError(f"cannot build {spec.arch} with encoder {spec.encoder}: {e}") from None
     if spec.stem_kernel:
         set_stem_kernel(model.encoder, int(spec.stem_kernel))
+    drop_unused_stages(model.encoder)
     if spec.norm == "group":
         model = batchnorm_to_groupnorm(model)
     if spec.scale > 1:
-        model = scaled_input(model, spec.scale, spec.in_channels, spec.classes, spec.refine_channels)
+        model = scaled_input(
+            model, spec.scale, spec.in_channels, spec.classes, spec.refine_channels, spec.refine_layers
+        )
     return model
 
 
@@ -165,17 +180,48 @@ def set_stem_kernel(encoder, kernel: int) -> None:
     )
 
 
+def drop_unused_stages(encoder) -> None:
+    """Replace the stages of a ResNet-style encoder (``layer1`` .. ``layer4``) that its depth
+    never runs by parameter-free identities. smp builds them anyway: at depth 4, ``layer4``
+    held 8.4 of the network's 11.5 M parameters, copied into the weight average every
+    iteration and written to every bundle. Other encoders are left as they are."""
+    import torch.nn as nn
+
+    depth = getattr(encoder, "_depth", None)
+    if depth is None:
+        return
+    for k in range(max(int(depth), 1), 5):  # depth d runs layer1 .. layer(d - 1)
+        if isinstance(getattr(encoder, f"layer{k}", None), nn.Module):
+            setattr(encoder, f"layer{k}", nn.Identity())
+
+
+_UNUSED_STAGE_KEY = None
+
+
+def without_unused_stages(names, expected) -> list:
+    """The tensor ``names`` (of a stored state dict) minus those of encoder stages the network
+    no longer builds (`drop_unused_stages`): older bundles carry them; ``expected``: the names
+    the network's state dict has."""
+    global _UNUSED_STAGE_KEY
+    if _UNUSED_STAGE_KEY is None:
+        import re
+
+        _UNUSED_STAGE_KEY = re.compile(r"(^|\.)encoder\.layer[1-4]\.")
+    return [k for k in names if k in expected or not _UNUSED_STAGE_KEY.search(k)]
+
+
 _SCALED_INPUT = None
 
 
-def scaled_input(net, factor: int, in_channels: int, classes: int, refine: int):
+def scaled_input(net, factor: int, in_channels: int, classes: int, refine: int, layers: int = 2):
     """``net`` wrapped to run on its input average-pooled by ``factor``, with the logits
     upsampled (bilinear) back to the input size and corrected by a small full-resolution head
-    on the input (``refine`` channels; 0: none). ``.encoder`` stays reachable."""
+    on the input (``layers`` 3 x 3 convolutions of ``refine`` channels; 0: none).
+    ``.encoder`` stays reachable."""
     global _SCALED_INPUT
     if _SCALED_INPUT is None:
         _SCALED_INPUT = _scaled_input_class()
-    return _SCALED_INPUT(net, factor, in_channels, classes, refine)
+    return _SCALED_INPUT(net, factor, in_channels, classes, refine, layers)
 
 
 def _scaled_input_class():
@@ -188,11 +234,12 @@ def _scaled_input_class():
         (bilinear) back to the input size: the whole plane in every iteration at 1/factor² of
         the cost (see docs/training.md, fifth session)."""
 
-        def __init__(self, net, factor: int, in_channels: int, classes: int, refine: int):
+        def __init__(self, net, factor: int, in_channels: int, classes: int, refine: int, layers: int = 2):
             super().__init__()
             self.net = net
             self.factor = factor
             self.refine = None
+            self.reach = 0
             if refine > 0:
                 # thin structures (vessels, membranes) vanish in the pooled input: this head
                 # sees the full-resolution channels and the upsampled logits; its last layer
@@ -200,13 +247,12 @@ def _scaled_input_class():
                 last = nn.Conv2d(refine, classes, 1)
                 nn.init.zeros_(last.weight)
                 nn.init.zeros_(last.bias)
-                self.refine = nn.Sequential(
-                    nn.Conv2d(in_channels + classes, refine, 3, padding=1),
-                    nn.ReLU(inplace=True),
-                    nn.Conv2d(refine, refine, 3, padding=1),
-                    nn.ReLU(inplace=True),
-                    last,
-                )
+                hidden = []
+                for k in range(layers):
+                    hidden += [nn.Conv2d(refine if k else in_channels + classes, refine, 3, padding=1)]
+                    hidden += [nn.ReLU(inplace=True)]
+                self.refine = nn.Sequential(*hidden, last)
+                self.reach = layers
 
         @property
         def encoder(self):
@@ -226,7 +272,7 @@ def _scaled_input_class():
         def forward_at(self, x, bi, yi, xi):
             """Logits (N, K) at the pixels (bi[n], :, yi[n], xi[n]) of ``x`` (B, C, H, W):
             equal to ``forward(x)[bi, :, yi, xi]``, but the full-resolution head runs only on
-            the 5 x 5 window around each pixel. Training needs logits at the labelled pixels
+            the window around each pixel it sees (5 x 5 for two layers). Training needs logits at the labelled pixels
             only, and the head over a whole 512² plane cost ~25 % of an iteration."""
             low = self.net(F.avg_pool2d(x, self.factor))
             base, feat, inside = self.point_inputs(x, low, bi, yi, xi)
@@ -235,11 +281,11 @@ def _scaled_input_class():
         def point_inputs(self, x, low, bi, yi, xi):
             """What the full-resolution head needs at pixels (bi, yi, xi) of ``x`` given the
             network's low-resolution logits ``low`` (B, K, h, w): the upsampled logits there
-            (N, K), the head's input windows (N, C + K, 5, 5) and which window pixels lie
-            inside the image (N, 5, 5) (None, None without a head)."""
+            (N, K), the head's input windows (N, C + K, S, S) and which window pixels lie
+            inside the image (N, S, S), S = 2 reach + 1 (None, None without a head)."""
             big_h, big_w = x.shape[-2:]
             small_h, small_w = low.shape[-2:]
-            reach = 2 if self.refine is not None else 0  # two 3 x 3 convolutions
+            reach = self.reach  # one pixel per 3 x 3 convolution of the head
             offsets = torch.arange(-reach, reach + 1, device=x.device)
             rows = yi[:, None, None] + offsets[None, :, None]
             cols = xi[:, None, None] + offsets[None, None, :]
@@ -259,10 +305,12 @@ def _scaled_input_class():
             """The head's correction (N, K) at the centres of windows from `point_inputs`
             (valid convolutions; window pixels outside the image are zero after each layer,
             as the head's zero padding sees them)."""
-            conv1, conv2, last = self.refine[0], self.refine[2], self.refine[4]
-            hidden = F.relu(F.conv2d(feat, conv1.weight, conv1.bias))
-            hidden = hidden * inside[:, None, 1:-1, 1:-1]
-            hidden = F.relu(F.conv2d(hidden, conv2.weight, conv2.bias))
+            *convs, last = [m for m in self.refine if isinstance(m, nn.Conv2d)]
+            hidden = feat
+            for k, conv in enumerate(convs, 1):
+                hidden = F.relu(F.conv2d(hidden, conv.weight, conv.bias))
+                if k < len(convs):
+                    hidden = hidden * inside[:, None, k:-k, k:-k]
             return last(hidden)[:, :, 0, 0]
 
     def _bilinear_at(low, batch, rows, cols, scale_h: float, scale_w: float):
@@ -284,17 +332,41 @@ def _scaled_input_class():
 
 
 def batchnorm_to_groupnorm(module):
-    """Replace every BatchNorm2d in ``module`` (in place) by a GroupNorm with up to 8 groups."""
+    """Replace every BatchNorm2d in ``module`` (in place) by a GroupNorm with up to 8 groups
+    that normalises in float32 (`float32_group_norm`; same parameters as ``nn.GroupNorm``)."""
     import torch.nn as nn
 
     for name, child in list(module.named_children()):
         if isinstance(child, nn.BatchNorm2d):
             c = child.num_features
             groups = math.gcd(8, c)
-            setattr(module, name, nn.GroupNorm(groups, c, eps=child.eps, affine=True))
+            setattr(module, name, float32_group_norm(groups, c, eps=child.eps))
         else:
             batchnorm_to_groupnorm(child)
     return module
+
+
+_FLOAT32_GROUP_NORM = None
+
+
+def float32_group_norm(groups: int, channels: int, eps: float = 1e-5):
+    """An ``nn.GroupNorm`` (same state dict) whose statistics and normalisation run in
+    float32 whatever the input's dtype; the output has the input's dtype. Under bf16 autocast
+    on channels-last tensors torch's bf16 GroupNorm backward was ~20 % of a training
+    iteration; in float32 the same work takes about a third of that (docs/training.md, tenth
+    session), with float32 statistics as a bonus."""
+    global _FLOAT32_GROUP_NORM
+    if _FLOAT32_GROUP_NORM is None:
+        import torch.nn as nn
+        import torch.nn.functional as F
+
+        class Float32GroupNorm(nn.GroupNorm):
+            def forward(self, x):
+                y = F.group_norm(x.float(), self.num_groups, self.weight, self.bias, self.eps)
+                return y.to(x.dtype)
+
+        _FLOAT32_GROUP_NORM = Float32GroupNorm
+    return _FLOAT32_GROUP_NORM(groups, channels, eps=eps, affine=True)
 
 
 def load_encoder_weights(model, path) -> tuple[int, int]:
