@@ -193,7 +193,7 @@ def add_image_options(p: argparse.ArgumentParser) -> None:
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
     """--arch/--encoder/--device/--seed/... with the library's defaults."""
-    from ..core.models import ModelSpec
+    from ..core.models import FULL_RES_MAX_SIDE, REDUCED_SCALE, ModelSpec
     from ..core.trainer import TrainConfig
 
     d, c = ModelSpec(), TrainConfig()
@@ -223,7 +223,7 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
         default=d.input_scale,
         help="the network sees the image downsampled by this factor (its logits are "
         "upsampled, with a full-resolution head); 0 = auto: 1 for images up to "
-        "320 px, else 2 (default 0)",
+        f"{FULL_RES_MAX_SIDE} px, else {REDUCED_SCALE} (default 0)",
     )
     g.add_argument(
         "--entropy-weight",
