@@ -4,12 +4,11 @@ A network that runs at a half or a third of the resolution (`models.ScaledInput`
 class boundaries a pixel or two off, and clicks on a boundary (most of an oracle's late
 clicks, a user's corrections along an edge) end up on the wrong side. Its full-resolution head
 sees a small window (7 x 7 with three layers) of the input and of the upsampled logits, so it
-can move a boundary locally. Once the
-trainer has admitted every point and run its final iterations, `polish_head` trains the head
-alone (the U-Net frozen, its logits computed once) on the admitted points, while a KL term
-keeps the prediction at anchor pixels near the predicted boundaries where it was: fitting the
-clicks must not move every other boundary of the image with them (docs/training.md, sixth
-session).
+can move a boundary locally. Once the trainer has admitted every point and run its final
+iterations, `polish_head` trains the head alone (the U-Net frozen, its logits computed once)
+on the admitted points, while a KL term keeps the prediction at anchor pixels near the
+predicted boundaries where it was: fitting the clicks must not move every other boundary of
+the image with them (docs/training.md, sixth session).
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import dataclass, field
 
 from .errors import InputError
@@ -195,18 +196,13 @@ def drop_unused_stages(encoder) -> None:
             setattr(encoder, f"layer{k}", nn.Identity())
 
 
-_UNUSED_STAGE_KEY = None
+_UNUSED_STAGE_KEY = re.compile(r"(^|\.)encoder\.layer[1-4]\.")
 
 
 def without_unused_stages(names, expected) -> list:
     """The tensor ``names`` (of a stored state dict) minus those of encoder stages the network
     no longer builds (`drop_unused_stages`): older bundles carry them; ``expected``: the names
     the network's state dict has."""
-    global _UNUSED_STAGE_KEY
-    if _UNUSED_STAGE_KEY is None:
-        import re
-
-        _UNUSED_STAGE_KEY = re.compile(r"(^|\.)encoder\.layer[1-4]\.")
     return [k for k in names if k in expected or not _UNUSED_STAGE_KEY.search(k)]
 
 
@@ -272,8 +268,9 @@ def _scaled_input_class():
         def forward_at(self, x, bi, yi, xi):
             """Logits (N, K) at the pixels (bi[n], :, yi[n], xi[n]) of ``x`` (B, C, H, W):
             equal to ``forward(x)[bi, :, yi, xi]``, but the full-resolution head runs only on
-            the window around each pixel it sees (5 x 5 for two layers). Training needs logits at the labelled pixels
-            only, and the head over a whole 512² plane cost ~25 % of an iteration."""
+            the window around each pixel it sees (5 x 5 for two layers). Training needs logits
+            at the labelled pixels only, and the head over a whole 512² plane cost ~25 % of an
+            iteration."""
             low = self.net(F.avg_pool2d(x, self.factor))
             base, feat, inside = self.point_inputs(x, low, bi, yi, xi)
             return base if feat is None else base + self.head_at(feat, inside)
