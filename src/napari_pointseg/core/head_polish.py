@@ -51,7 +51,14 @@ def polish_head(trainer) -> tuple[list[float], float]:
             targets.append(torch.from_numpy(cls[sel]).to(device))
             if per_plane:
                 anchors = boundary_anchors(
-                    model, x, low, trainer.image.spatial_shape[-2:], per_plane, trainer.rng
+                    model,
+                    x,
+                    low,
+                    trainer.image.spatial_shape[-2:],
+                    per_plane,
+                    trainer.rng,
+                    clicks=(rows, cols),
+                    clearance=model.reach,
                 )
                 rows, cols = np.concatenate([rows, anchors[:, 0]]), np.concatenate([cols, anchors[:, 1]])
             index = [
@@ -124,18 +131,32 @@ def _head_state(model) -> dict:
     return {k: v.detach().clone() for k, v in model.refine.state_dict().items()}
 
 
-def boundary_anchors(model, x, low, shape, n: int, rng: np.random.Generator) -> np.ndarray:
+def boundary_anchors(
+    model, x, low, shape, n: int, rng: np.random.Generator, clicks=None, clearance: int = 0
+) -> np.ndarray:
     """int64 (n, 2) yx anchor pixels of the plane ``x`` (1, C, H', W', padded) whose image
     part is ``shape`` (H, W), given the network's low-resolution logits ``low``: three quarters
     within 2 px of a class boundary of the current prediction (where a change of the head
-    changes labels), a quarter anywhere."""
+    changes labels), a quarter anywhere. No anchor lies within ``clearance`` px (Chebyshev) of
+    a pixel of ``clicks`` (rows, cols int arrays): within the head's reach of a click the click
+    decides the boundary, and an anchor there keeps the very boundary the click contradicts
+    (on a 1-px-deep boundary click the polish then fights itself for its whole budget,
+    docs/training.md, eleventh session). Fewer than ``n`` anchors when clicks cover the plane."""
+    import torch
     import torch.nn.functional as F
 
     height, width = shape
     pred = model.from_low(x.float(), low).argmax(1, keepdim=True).float()[..., :height, :width]
-    edge = (F.max_pool2d(pred, 5, 1, 2) != -F.max_pool2d(-pred, 5, 1, 2))[0, 0]
-    band = np.argwhere(edge.cpu().numpy())
+    edge = (F.max_pool2d(pred, 5, 1, 2) != -F.max_pool2d(-pred, 5, 1, 2))[0, 0].cpu().numpy()
+    free = np.ones((height, width), bool)
+    if clicks is not None and clearance > 0:
+        near = torch.zeros((1, 1, height, width))
+        near[0, 0, torch.from_numpy(clicks[0]), torch.from_numpy(clicks[1])] = 1
+        free = F.max_pool2d(near, 2 * clearance + 1, 1, clearance)[0, 0].numpy() == 0
+    band = np.argwhere(edge & free)
     n_band = min(len(band), 3 * n // 4)
     picks = [band[rng.choice(len(band), n_band, replace=False)]] if n_band else []
-    picks.append(rng.integers(0, (height, width), (n - n_band, 2)))
-    return np.concatenate(picks).astype(np.int64)
+    anywhere = np.argwhere(free)
+    if len(anywhere):
+        picks.append(anywhere[rng.choice(len(anywhere), min(n - n_band, len(anywhere)), replace=False)])
+    return np.concatenate(picks).astype(np.int64) if picks else np.zeros((0, 2), np.int64)
