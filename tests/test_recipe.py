@@ -423,3 +423,35 @@ def test_head_polish_honours_pairs_of_opposite_clicks_a_pixel_apart():
     without = honoured(0)
     assert without < 0.95  # the case this test is about
     assert honoured(300) >= 0.99
+
+
+def test_head_polish_starts_over_clear_of_the_clicks_when_far_from_honouring(monkeypatch):
+    """Honouring fewer than RESTART_BELOW of the clicks after ``head_polish_iters`` steps,
+    the polish starts over from the head it began with, its anchors clear of the clicks, and
+    ends in the best state of either attempt."""
+    from dataclasses import replace
+
+    from napari_pointseg.core import head_polish
+
+    image, mask = blobs(336, 7)
+    mask = np.roll(mask, 3, 1)
+    across = np.argwhere(mask[:, :-1] != mask[:, 1:])
+    across = across[np.random.default_rng(8).choice(len(across), 60, replace=False)]
+    pairs = np.concatenate([across, across + [0, 1]]).astype(float)
+    pts = random_points(mask, 60, 8).append(pairs, mask[pairs[:, 0].astype(int), pairs[:, 1].astype(int)])
+    cfg = fast_config(polish_iters=10, head_polish_iters=0)
+    tr = make_trainer(image, pts, setup=TrainSetup(spec=TINY_SPEC, config=cfg, device="cpu")).train_all()
+    clearances = []
+    anchors = head_polish.boundary_anchors
+
+    def recorded(*args):
+        clearances.append(args[-1])
+        return anchors(*args)
+
+    monkeypatch.setattr(head_polish, "boundary_anchors", recorded)
+    monkeypatch.setattr(head_polish, "RESTART_BELOW", 1.01)  # whatever it honours at step 5
+    tr.config = replace(cfg, head_polish_iters=5, head_polish_max_iters=300, honour_target=1.01)
+    trace, final = head_polish.polish_head(tr)
+    assert clearances == [0, tr.inference_model().reach]
+    assert trace[6] == trace[0]  # step 6 counts the head it began with again
+    assert final == max(trace) >= 0.99

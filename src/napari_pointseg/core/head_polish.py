@@ -19,6 +19,9 @@ from .training_kit import stack_batch
 
 # polish steps without a new best share of honoured points before the lr halves
 PLATEAU_STEPS = 100
+# after head_polish_iters steps honouring fewer than this share of the clicks, the polish
+# starts over with no anchors near the clicks (docs/training.md, eleventh session)
+RESTART_BELOW = 0.97
 
 
 def polish_head(trainer) -> tuple[list[float], float]:
@@ -36,43 +39,8 @@ def polish_head(trainer) -> tuple[list[float], float]:
 
     cfg = trainer.config
     model = trainer.inference_model()
-    device = trainer.device
-    zs, yx, cls = trainer._active()
-    planes = np.unique(zs)
-    per_plane = cfg.head_polish_anchors // len(planes) if cfg.head_polish_keep > 0 else 0
-    inputs, targets, n_points = [], [], 0
-    with torch.no_grad():
-        for z in planes:
-            sel = np.flatnonzero(zs == z)
-            x = stack_batch([trainer._plane(int(z))], device)
-            low = model.net(F.avg_pool2d(x, model.factor)).float()
-            rows, cols = yx[sel, 0], yx[sel, 1]
-            n_points += len(sel)
-            targets.append(torch.from_numpy(cls[sel]).to(device))
-            if per_plane:
-                anchors = boundary_anchors(
-                    model,
-                    x,
-                    low,
-                    trainer.image.spatial_shape[-2:],
-                    per_plane,
-                    trainer.rng,
-                    clicks=(rows, cols),
-                    clearance=model.reach,
-                )
-                rows, cols = np.concatenate([rows, anchors[:, 0]]), np.concatenate([cols, anchors[:, 1]])
-            index = [
-                torch.zeros(len(rows), dtype=torch.long, device=device),
-                torch.from_numpy(rows).to(device),
-                torch.from_numpy(cols).to(device),
-            ]
-            inputs.append((len(sel), model.point_inputs(x, low, *index)))
-        # points first, then the anchors
-        parts = [(b[:k], f[:k], i[:k]) for k, (b, f, i) in inputs]
-        parts += [(b[k:], f[k:], i[k:]) for k, (b, f, i) in inputs]
-        base, feat, inside = (torch.cat(part) for part in zip(*parts, strict=True))
-        target = torch.cat(targets)
-        before = F.log_softmax(base[n_points:] + model.head_at(feat[n_points:], inside[n_points:]), 1)
+    base, feat, inside, target, before = _polish_inputs(trainer, model, 0)
+    n_points = len(target)
     weights = trainer._class_weights()
     params = list(model.refine.parameters())
     frozen = [not p.requires_grad for p in params]
@@ -80,6 +48,7 @@ def polish_head(trainer) -> tuple[list[float], float]:
         p.requires_grad_(True)
     optimizer = torch.optim.Adam(params, lr=cfg.head_polish_lr)
     best = (-1.0, None)  # (honoured, head state): the polish ends in its best state
+    start = _head_state(model)
     trace: list[float] = []
     since_best, current = 0, None  # current: honoured share of the head as it is (None: not counted)
     try:
@@ -105,6 +74,17 @@ def polish_head(trainer) -> tuple[list[float], float]:
                 since_best = 0
             if step >= cfg.head_polish_iters and best[0] >= cfg.honour_floor:
                 break  # past the normal budget, only a click-contradicting result trains on
+            if step == cfg.head_polish_iters and best[0] < RESTART_BELOW and len(before):
+                # far from honouring the clicks: the anchors hold the very boundaries the
+                # clicks move (1-px-deep boundary clicks with an other-class click a few px
+                # away). Start over from the head before the polish, with no anchor within
+                # the head's reach of a click: there the clicks alone decide. The best state
+                # of either attempt is kept
+                model.refine.load_state_dict(start)
+                base, feat, inside, target, before = _polish_inputs(trainer, model, model.reach)
+                optimizer = torch.optim.Adam(params, lr=cfg.head_polish_lr)
+                since_best, current = 0, None
+                continue
             # every point (the right ones must stay right), the wrong ones once more
             ce = F.cross_entropy(points, target, weight=weights, reduction="none")
             loss = ce.mean() + ce[wrong].mean()
@@ -127,6 +107,47 @@ def polish_head(trainer) -> tuple[list[float], float]:
     return trace, final.float().mean().item()
 
 
+def _polish_inputs(trainer, model, clearance: int):
+    """What the head polish trains on, for ``model`` (the inference network, its head as it
+    is now): (base, feat, inside) of ``model.point_inputs`` at the admitted points, then at
+    the anchors of every plane (none within ``clearance`` px of a point); the points' class
+    indices (n points,); the log-softmax at the anchors (n anchors, classes)."""
+    import torch
+    import torch.nn.functional as F
+
+    cfg, device = trainer.config, trainer.device
+    zs, yx, cls = trainer._active()
+    planes = np.unique(zs)
+    per_plane = cfg.head_polish_anchors // len(planes) if cfg.head_polish_keep > 0 else 0
+    inputs, targets, n_points = [], [], 0
+    with torch.no_grad():
+        for z in planes:
+            sel = np.flatnonzero(zs == z)
+            x = stack_batch([trainer._plane(int(z))], device)
+            low = model.net(F.avg_pool2d(x, model.factor)).float()
+            rows, cols = yx[sel, 0], yx[sel, 1]
+            n_points += len(sel)
+            targets.append(torch.from_numpy(cls[sel]).to(device))
+            if per_plane:
+                shape = trainer.image.spatial_shape[-2:]
+                anchors = boundary_anchors(
+                    model, x, low, shape, per_plane, trainer.rng, (rows, cols), clearance
+                )
+                rows, cols = np.concatenate([rows, anchors[:, 0]]), np.concatenate([cols, anchors[:, 1]])
+            index = [
+                torch.zeros(len(rows), dtype=torch.long, device=device),
+                torch.from_numpy(rows).to(device),
+                torch.from_numpy(cols).to(device),
+            ]
+            inputs.append((len(sel), model.point_inputs(x, low, *index)))
+        # points first, then the anchors
+        parts = [(b[:k], f[:k], i[:k]) for k, (b, f, i) in inputs]
+        parts += [(b[k:], f[k:], i[k:]) for k, (b, f, i) in inputs]
+        base, feat, inside = (torch.cat(part) for part in zip(*parts, strict=True))
+        before = F.log_softmax(base[n_points:] + model.head_at(feat[n_points:], inside[n_points:]), 1)
+    return base, feat, inside, torch.cat(targets), before
+
+
 def _head_state(model) -> dict:
     return {k: v.detach().clone() for k, v in model.refine.state_dict().items()}
 
@@ -137,22 +158,24 @@ def boundary_anchors(
     """int64 (n, 2) yx anchor pixels of the plane ``x`` (1, C, H', W', padded) whose image
     part is ``shape`` (H, W), given the network's low-resolution logits ``low``: three quarters
     within 2 px of a class boundary of the current prediction (where a change of the head
-    changes labels), a quarter anywhere. No anchor lies within ``clearance`` px (Chebyshev) of
-    a pixel of ``clicks`` (rows, cols int arrays): within the head's reach of a click the click
-    decides the boundary, and an anchor there keeps the very boundary the click contradicts
-    (on a 1-px-deep boundary click the polish then fights itself for its whole budget,
-    docs/training.md, eleventh session). Fewer than ``n`` anchors when clicks cover the plane."""
+    changes labels), a quarter anywhere. With ``clearance`` > 0, none within ``clearance`` px
+    (Chebyshev) of a pixel of ``clicks`` (rows, cols int arrays), and fewer than ``n`` when
+    the clicks cover the plane."""
     import torch
     import torch.nn.functional as F
 
     height, width = shape
     pred = model.from_low(x.float(), low).argmax(1, keepdim=True).float()[..., :height, :width]
     edge = (F.max_pool2d(pred, 5, 1, 2) != -F.max_pool2d(-pred, 5, 1, 2))[0, 0].cpu().numpy()
-    free = np.ones((height, width), bool)
-    if clicks is not None and clearance > 0:
-        near = torch.zeros((1, 1, height, width))
-        near[0, 0, torch.from_numpy(clicks[0]), torch.from_numpy(clicks[1])] = 1
-        free = F.max_pool2d(near, 2 * clearance + 1, 1, clearance)[0, 0].numpy() == 0
+    if clicks is None or clearance <= 0:
+        band = np.argwhere(edge)
+        n_band = min(len(band), 3 * n // 4)
+        picks = [band[rng.choice(len(band), n_band, replace=False)]] if n_band else []
+        picks.append(rng.integers(0, (height, width), (n - n_band, 2)))
+        return np.concatenate(picks).astype(np.int64)
+    near = torch.zeros((1, 1, height, width))
+    near[0, 0, torch.from_numpy(clicks[0]), torch.from_numpy(clicks[1])] = 1
+    free = F.max_pool2d(near, 2 * clearance + 1, 1, clearance)[0, 0].numpy() == 0
     band = np.argwhere(edge & free)
     n_band = min(len(band), 3 * n // 4)
     picks = [band[rng.choice(len(band), n_band, replace=False)]] if n_band else []
