@@ -426,8 +426,8 @@ def test_head_polish_honours_pairs_of_opposite_clicks_a_pixel_apart():
 
 
 def test_head_polish_starts_over_clear_of_the_clicks_when_far_from_honouring(monkeypatch):
-    """Honouring fewer than RESTART_BELOW of the clicks after ``head_polish_iters`` steps,
-    the polish starts over from the head it began with, its anchors clear of the clicks, and
+    """Honouring fewer than RESTART_BELOW of the clicks after ``head_polish_iters`` steps, and
+    gaining less than RESTART_GAIN over the last PLATEAU_STEPS, the polish starts over from the head it began with, its anchors clear of the clicks, and
     ends in the best state of either attempt."""
     from dataclasses import replace
 
@@ -450,6 +450,7 @@ def test_head_polish_starts_over_clear_of_the_clicks_when_far_from_honouring(mon
 
     monkeypatch.setattr(head_polish, "boundary_anchors", recorded)
     monkeypatch.setattr(head_polish, "RESTART_BELOW", 1.01)  # whatever it honours at step 5
+    monkeypatch.setattr(head_polish, "RESTART_GAIN", 1.01)  # ... and whatever it gained
     tr.config = replace(cfg, head_polish_iters=5, head_polish_max_iters=300, honour_target=1.01)
     trace, final = head_polish.polish_head(tr)
     assert clearances == [0, tr.inference_model().reach]

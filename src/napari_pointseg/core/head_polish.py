@@ -19,9 +19,11 @@ from .training_kit import stack_batch
 
 # polish steps without a new best share of honoured points before the lr halves
 PLATEAU_STEPS = 100
-# after head_polish_iters steps honouring fewer than this share of the clicks, the polish
-# starts over with no anchors near the clicks (docs/training.md, eleventh session)
+# past head_polish_iters steps, honouring fewer than RESTART_BELOW of the clicks and gaining
+# less than RESTART_GAIN over the last PLATEAU_STEPS steps, the polish starts over with no
+# anchors near the clicks (docs/training.md, eleventh session)
 RESTART_BELOW = 0.97
+RESTART_GAIN = 0.01
 
 
 def polish_head(trainer) -> tuple[list[float], float]:
@@ -51,6 +53,8 @@ def polish_head(trainer) -> tuple[list[float], float]:
     start = _head_state(model)
     trace: list[float] = []
     since_best, current = 0, None  # current: honoured share of the head as it is (None: not counted)
+    bests: list[float] = []  # the best share so far, after each step
+    restarted = False
     try:
         for step in range(max(cfg.head_polish_iters, cfg.head_polish_max_iters)):
             if trainer.stopped or trainer.has_pending_points():
@@ -65,6 +69,7 @@ def polish_head(trainer) -> tuple[list[float], float]:
                 best, since_best = (honoured, _head_state(model)), 0
             else:
                 since_best += 1
+            bests.append(best[0])
             if honoured >= cfg.honour_target:
                 break
             if since_best >= PLATEAU_STEPS:
@@ -74,12 +79,14 @@ def polish_head(trainer) -> tuple[list[float], float]:
                 since_best = 0
             if step >= cfg.head_polish_iters and best[0] >= cfg.honour_floor:
                 break  # past the normal budget, only a click-contradicting result trains on
-            if step == cfg.head_polish_iters and best[0] < RESTART_BELOW and len(before):
-                # far from honouring the clicks: the anchors hold the very boundaries the
-                # clicks move (1-px-deep boundary clicks with an other-class click a few px
-                # away). Start over from the head before the polish, with no anchor within
-                # the head's reach of a click: there the clicks alone decide. The best state
-                # of either attempt is kept
+            stalled = best[0] - bests[max(0, step - PLATEAU_STEPS)] < RESTART_GAIN
+            if step >= cfg.head_polish_iters and best[0] < RESTART_BELOW and stalled and not restarted:
+                # far from honouring the clicks and stuck: the anchors hold the very
+                # boundaries the clicks move (1-px-deep boundary clicks with an other-class
+                # click a few px away). Start over from the head before the polish, with no
+                # anchor within the head's reach of a click: there the clicks alone decide.
+                # The best state of either attempt is kept
+                restarted = True
                 model.refine.load_state_dict(start)
                 base, feat, inside, target, before = _polish_inputs(trainer, model, model.reach)
                 optimizer = torch.optim.Adam(params, lr=cfg.head_polish_lr)
