@@ -8,7 +8,9 @@ can move a boundary locally. Once the trainer has admitted every point and run i
 iterations, `polish_head` trains the head alone (the U-Net frozen, its logits computed once)
 on the admitted points, while a KL term keeps the prediction at anchor pixels near the
 predicted boundaries where it was: fitting the clicks must not move every other boundary of
-the image with them (docs/training.md, sixth session).
+the image with them (docs/training.md, sixth session). Next to a click, though, the anchors
+hold the very boundary the click asks to move: a polish stuck far from honouring the clicks
+starts over with no anchor within the head's reach of a click (eleventh session).
 """
 
 from __future__ import annotations
@@ -34,8 +36,9 @@ def polish_head(trainer) -> tuple[list[float], float]:
     while it honours fewer than ``config.honour_floor``; the anchors:
     ``config.head_polish_anchors`` pixels per plane, weight ``config.head_polish_keep``. The
     head ends in the state that honoured the most points, and is copied into the training
-    network as well. Returns the share of points honoured before each step, and by the head
-    it ends with (all counted on fp32 logits)."""
+    network as well. A polish stuck far from the target starts over once, its anchors clear of
+    the clicks (RESTART_BELOW, RESTART_GAIN). Returns the share of points honoured before each
+    step, and by the head it ends with (all counted on fp32 logits)."""
     import torch
     import torch.nn.functional as F
 
@@ -80,7 +83,8 @@ def polish_head(trainer) -> tuple[list[float], float]:
             if step >= cfg.head_polish_iters and best[0] >= cfg.honour_floor:
                 break  # past the normal budget, only a click-contradicting result trains on
             stalled = best[0] - bests[max(0, step - PLATEAU_STEPS)] < RESTART_GAIN
-            if step >= cfg.head_polish_iters and best[0] < RESTART_BELOW and stalled and not restarted:
+            stuck = step >= cfg.head_polish_iters and best[0] < RESTART_BELOW and stalled
+            if stuck and not restarted and len(before):
                 # far from honouring the clicks and stuck: the anchors hold the very
                 # boundaries the clicks move (1-px-deep boundary clicks with an other-class
                 # click a few px away). Start over from the head before the polish, with no
@@ -174,19 +178,17 @@ def boundary_anchors(
     height, width = shape
     pred = model.from_low(x.float(), low).argmax(1, keepdim=True).float()[..., :height, :width]
     edge = (F.max_pool2d(pred, 5, 1, 2) != -F.max_pool2d(-pred, 5, 1, 2))[0, 0].cpu().numpy()
-    if clicks is None or clearance <= 0:
-        band = np.argwhere(edge)
-        n_band = min(len(band), 3 * n // 4)
-        picks = [band[rng.choice(len(band), n_band, replace=False)]] if n_band else []
-        picks.append(rng.integers(0, (height, width), (n - n_band, 2)))
-        return np.concatenate(picks).astype(np.int64)
-    near = torch.zeros((1, 1, height, width))
-    near[0, 0, torch.from_numpy(clicks[0]), torch.from_numpy(clicks[1])] = 1
-    free = F.max_pool2d(near, 2 * clearance + 1, 1, clearance)[0, 0].numpy() == 0
-    band = np.argwhere(edge & free)
+    free = None
+    if clicks is not None and clearance > 0:
+        near = torch.zeros((1, 1, height, width))
+        near[0, 0, torch.from_numpy(clicks[0]), torch.from_numpy(clicks[1])] = 1
+        free = F.max_pool2d(near, 2 * clearance + 1, 1, clearance)[0, 0].numpy() == 0
+    band = np.argwhere(edge if free is None else edge & free)
     n_band = min(len(band), 3 * n // 4)
     picks = [band[rng.choice(len(band), n_band, replace=False)]] if n_band else []
-    anywhere = np.argwhere(free)
-    if len(anywhere):
+    if free is None:
+        picks.append(rng.integers(0, (height, width), (n - n_band, 2)))
+    else:
+        anywhere = np.argwhere(free)
         picks.append(anywhere[rng.choice(len(anywhere), min(n - n_band, len(anywhere)), replace=False)])
-    return np.concatenate(picks).astype(np.int64) if picks else np.zeros((0, 2), np.int64)
+    return np.concatenate(picks).astype(np.int64)
