@@ -403,17 +403,24 @@ def test_head_polish_anchors_keep_clear_of_the_clicks():
         assert (np.abs(anchors[:, 1] - 31.5) <= 3).mean() >= 0.7  # mostly along the boundary
 
 
+def _opposite_pairs(seed):
+    """(image, points) of blobs whose labels are drawn 3 px off the visible edge: 60 random
+    clicks, then 60 pairs of opposite clicks a pixel apart across a class boundary."""
+    image, mask = blobs(336, 7)
+    mask = np.roll(mask, 3, 1)
+    across = np.argwhere(mask[:, :-1] != mask[:, 1:])
+    across = across[np.random.default_rng(seed).choice(len(across), 60, replace=False)]
+    pairs = np.concatenate([across, across + [0, 1]]).astype(float)
+    labels = mask[pairs[:, 0].astype(int), pairs[:, 1].astype(int)]
+    return image, random_points(mask, 60, seed).append(pairs, labels)
+
+
 def test_head_polish_honours_pairs_of_opposite_clicks_a_pixel_apart():
     """Pairs of clicks on both sides of a class boundary, one pixel apart, on labels drawn
     3 px off the visible edge (a careful user's corrections along an edge): the network alone
     contradicts many of them at a third of the resolution; after the head polish the
     prediction honours them."""
-    image, mask = blobs(336, 7)
-    mask = np.roll(mask, 3, 1)
-    across = np.argwhere(mask[:, :-1] != mask[:, 1:])
-    across = across[np.random.default_rng(7).choice(len(across), 60, replace=False)]
-    pairs = np.concatenate([across, across + [0, 1]]).astype(float)
-    pts = random_points(mask, 60, 7).append(pairs, mask[pairs[:, 0].astype(int), pairs[:, 1].astype(int)])
+    image, pts = _opposite_pairs(7)
 
     def honoured(head_polish_iters):
         cfg = fast_config(polish_iters=10, head_polish_iters=head_polish_iters, head_polish_max_iters=300)
@@ -427,18 +434,14 @@ def test_head_polish_honours_pairs_of_opposite_clicks_a_pixel_apart():
 
 def test_head_polish_starts_over_clear_of_the_clicks_when_far_from_honouring(monkeypatch):
     """Honouring fewer than RESTART_BELOW of the clicks after ``head_polish_iters`` steps, and
-    gaining less than RESTART_GAIN over the last PLATEAU_STEPS, the polish starts over from the head it began with, its anchors clear of the clicks, and
-    ends in the best state of either attempt."""
+    gaining less than RESTART_GAIN over the last PLATEAU_STEPS, the polish starts over from the
+    head it began with, its anchors clear of the clicks, and ends in the best state of either
+    attempt."""
     from dataclasses import replace
 
     from napari_pointseg.core import head_polish
 
-    image, mask = blobs(336, 7)
-    mask = np.roll(mask, 3, 1)
-    across = np.argwhere(mask[:, :-1] != mask[:, 1:])
-    across = across[np.random.default_rng(8).choice(len(across), 60, replace=False)]
-    pairs = np.concatenate([across, across + [0, 1]]).astype(float)
-    pts = random_points(mask, 60, 8).append(pairs, mask[pairs[:, 0].astype(int), pairs[:, 1].astype(int)])
+    image, pts = _opposite_pairs(8)
     cfg = fast_config(polish_iters=10, head_polish_iters=0)
     tr = make_trainer(image, pts, setup=TrainSetup(spec=TINY_SPEC, config=cfg, device="cpu")).train_all()
     clearances = []
