@@ -67,6 +67,65 @@ def test_one_crop_becomes_the_batch_without_a_copy():
     torch.testing.assert_close(single_view[0], view)
 
 
+def test_augmented_plane_read_pooled_and_at_windows_equals_the_dense_plane():
+    """The lazy augmented plane of a network at a third of the resolution gives, pooled and
+    at windows of full-resolution pixels, what the plane augmented at full resolution gives;
+    its label map went through the same flip / transpose; square and oblong planes."""
+    import torch
+    import torch.nn.functional as F
+
+    from napari_pointseg.core.training_kit import Augmenter, plane_tensor
+
+    cpu = torch.device("cpu")
+    seen = set()
+    for seed, (height, width) in enumerate([(18, 18)] * 6 + [(12, 21)] * 3):
+        plane = _ramp_plane(3, max(height, width))[:, :height, :width].copy()
+        x = plane_tensor(plane, cpu)
+        pooled_x = F.avg_pool2d(x[None], 3)[0]
+        index = torch.from_numpy(np.arange(height * width).reshape(height, width))
+        aug = Augmenter(np.random.default_rng(seed), torch.Generator().manual_seed(seed), cpu)
+        lazy, labels = aug.pooled(x, pooled_x, 3, index)
+        dense = lazy.dense()
+        assert lazy.shape == dense.shape and dense.shape[-2:] == labels.shape
+        torch.testing.assert_close(lazy.pooled(3), F.avg_pool2d(dense, 3))
+        assert lazy.pooled(3).is_contiguous(memory_format=torch.channels_last)
+        g = torch.Generator().manual_seed(seed)
+        rows = torch.randint(0, dense.shape[-2], (40, 1, 1), generator=g) + torch.arange(-1, 2)[None, :, None]
+        cols = torch.randint(0, dense.shape[-1], (40, 1, 1), generator=g) + torch.arange(-1, 2)[None, None, :]
+        rows, cols = rows.clamp(0, dense.shape[-2] - 1), cols.clamp(0, dense.shape[-1] - 1)
+        batch = torch.zeros_like(rows)
+        torch.testing.assert_close(lazy.window(batch, rows, cols), dense[batch, :, rows, cols])
+        for c in range(3):
+            r = np.corrcoef(dense[0, c].numpy().ravel(), labels.numpy().ravel())[0, 1]
+            assert r > 0.9, (seed, c, r)
+        seen.add((tuple(labels[0, :2].tolist()), lazy.shape[-2]))
+    assert len(seen) > 3  # the seeds did flip and transpose
+
+
+def test_network_reads_the_lazy_plane_as_the_dense_one():
+    """`ScaledInput.forward_at` on the lazy augmented plane gives the logits it gives on the
+    same plane built at full resolution."""
+    import torch
+    import torch.nn.functional as F
+
+    from napari_pointseg.core.models import ModelSpec, build_model
+    from napari_pointseg.core.training_kit import Augmenter, plane_tensor
+
+    cpu = torch.device("cpu")
+    torch.manual_seed(0)
+    spec = ModelSpec(
+        encoder_depth=3, decoder_channels=[32, 16, 8], in_channels=3, classes=3, input_scale=3, refine_channels=8
+    )
+    net = build_model(spec).eval()
+    torch.nn.init.normal_(net.refine[-1].weight, std=0.5)  # not the zero start
+    x = plane_tensor(_ramp_plane(3, 48) + np.random.default_rng(1).normal(size=(3, 48, 48)).astype(np.float32), cpu)
+    aug = Augmenter(np.random.default_rng(3), torch.Generator().manual_seed(3), cpu)
+    (lazy,) = aug.pooled(x, F.avg_pool2d(x[None], 3)[0], 3)
+    b, y, xx = (torch.tensor(v) for v in ([0, 0, 0, 0, 0], [0, 47, 31, 1, 20], [0, 47, 0, 46, 25]))
+    with torch.no_grad():
+        torch.testing.assert_close(net.forward_at(lazy, b, y, xx), net.forward_at(lazy.dense(), b, y, xx))
+
+
 def test_stem_kernel_replaces_the_first_convolution():
     import torch
 

@@ -270,8 +270,9 @@ def _scaled_input_class():
             equal to ``forward(x)[bi, :, yi, xi]``, but the full-resolution head runs only on
             the window around each pixel it sees (5 x 5 for two layers). Training needs logits
             at the labelled pixels only, and the head over a whole 512² plane cost ~25 % of an
-            iteration."""
-            low = self.net(F.avg_pool2d(x, self.factor))
+            iteration. ``x`` may be a `training_kit.AugmentedPlane` (a batch of one)."""
+            pooled = x.pooled(self.factor) if hasattr(x, "pooled") else F.avg_pool2d(x, self.factor)
+            low = self.net(pooled)
             base, feat, inside = self.point_inputs(x, low, bi, yi, xi)
             return base if feat is None else base + self.head_at(feat, inside)
 
@@ -293,7 +294,8 @@ def _scaled_input_class():
             base = up[:, :, reach, reach]
             if self.refine is None:
                 return base, None, None
-            window = x[batch, :, rows, cols].permute(0, 3, 1, 2)  # (N, C, 5, 5)
+            window = x.window(batch, rows, cols) if hasattr(x, "window") else x[batch, :, rows, cols]
+            window = window.permute(0, 3, 1, 2)  # (N, C, S, S)
             # zero outside the image, as the head's zero padding sees it
             feat = torch.cat([window, up.to(window.dtype)], 1) * inside[:, None]
             return base, feat, inside

@@ -205,6 +205,7 @@ class SparseTrainer:
         self.iteration = 0
         self.final_done = False
         self._planes: dict[int, object] = {}
+        self._pooled: dict[tuple[int, int], object] = {}
         self._targets: dict[int, object] = {}
         self._active_cache = None
         self._final_left: int | None = None  # iterations left in the final phase (else None)
@@ -298,6 +299,21 @@ class SparseTrainer:
             self._active_cache = (z, pix[:, -2:], cls)
         return self._active_cache
 
+    def _pooled_plane(self, z: int, factor: int):
+        """Plane ``z`` average-pooled by ``factor`` (C, H / f, W / f), channels-last, cached."""
+        import torch.nn.functional as F
+
+        key = (z, factor)
+        if key not in self._pooled:
+            pooled = F.avg_pool2d(stack_batch([self._plane(z)], self.device), factor)[0]
+            self._pooled[key] = pooled
+        return self._pooled[key]
+
+    def _reads_points_only(self) -> bool:
+        """Whether an iteration needs the network's logits at the labelled pixels only (a
+        network with `forward_at` and no loss on the other pixels)."""
+        return hasattr(self.net, "forward_at") and self.config.entropy_weight <= 0
+
     def _target(self, z: int):
         import torch
 
@@ -338,6 +354,12 @@ class SparseTrainer:
             else:
                 picks.append(int(self.rng.integers(n)))
         xs, ts = [], []
+        factor = getattr(self.net, "factor", 1)
+        if full and bs == 1 and factor > 1 and cfg.augment and not self._polishing and self._reads_points_only():
+            # the network reads the plane pooled and at windows around the points only
+            z = int(zs[picks[0]])
+            x, tb = self.augment.pooled(self._plane(z), self._pooled_plane(z, factor), factor, self._target(z))
+            return x, tb[None]
         for i in picks:
             z = int(zs[i])
             x, t = self._plane(z), self._target(z)
@@ -383,7 +405,7 @@ class SparseTrainer:
             return 0.0, 1.0
         where = mask.nonzero(as_tuple=True)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            if hasattr(self.net, "forward_at") and self.config.entropy_weight <= 0:
+            if self._reads_points_only():
                 # the loss needs the labelled pixels only: no full-resolution head elsewhere
                 logits = self.net.forward_at(xb, *where)
                 full = None
