@@ -114,11 +114,18 @@ def test_network_reads_the_lazy_plane_as_the_dense_one():
     cpu = torch.device("cpu")
     torch.manual_seed(0)
     spec = ModelSpec(
-        encoder_depth=3, decoder_channels=[32, 16, 8], in_channels=3, classes=3, input_scale=3, refine_channels=8
+        encoder_depth=3,
+        decoder_channels=[32, 16, 8],
+        in_channels=3,
+        classes=3,
+        input_scale=3,
+        refine_channels=8,
     )
     net = build_model(spec).eval()
     torch.nn.init.normal_(net.refine[-1].weight, std=0.5)  # not the zero start
-    x = plane_tensor(_ramp_plane(3, 48) + np.random.default_rng(1).normal(size=(3, 48, 48)).astype(np.float32), cpu)
+    x = plane_tensor(
+        _ramp_plane(3, 48) + np.random.default_rng(1).normal(size=(3, 48, 48)).astype(np.float32), cpu
+    )
     aug = Augmenter(np.random.default_rng(3), torch.Generator().manual_seed(3), cpu)
     (lazy,) = aug.pooled(x, F.avg_pool2d(x[None], 3)[0], 3)
     b, y, xx = (torch.tensor(v) for v in ([0, 0, 0, 0, 0], [0, 47, 31, 1, 20], [0, 47, 0, 46, 25]))

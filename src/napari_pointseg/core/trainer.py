@@ -355,10 +355,19 @@ class SparseTrainer:
                 picks.append(int(self.rng.integers(n)))
         xs, ts = [], []
         factor = getattr(self.net, "factor", 1)
-        if full and bs == 1 and factor > 1 and cfg.augment and not self._polishing and self._reads_points_only():
+        if (
+            full
+            and bs == 1
+            and factor > 1
+            and cfg.augment
+            and not self._polishing
+            and self._reads_points_only()
+        ):
             # the network reads the plane pooled and at windows around the points only
             z = int(zs[picks[0]])
-            x, tb = self.augment.pooled(self._plane(z), self._pooled_plane(z, factor), factor, self._target(z))
+            x, tb = self.augment.pooled(
+                self._plane(z), self._pooled_plane(z, factor), factor, self._target(z)
+            )
             return x, tb[None]
         for i in picks:
             z = int(zs[i])
