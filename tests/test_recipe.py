@@ -303,6 +303,44 @@ def test_logits_at_points_equal_the_full_forward():
         torch.testing.assert_close(net.forward_at(x, b, y, xx), full[b, :, y, xx])
 
 
+def test_sparse_head_equals_the_head_on_windows():
+    """`SparseHead` (each head layer once per pixel some window needs) gives the head's
+    correction that `head_at` gives on the windows around the same pixels: on two planes, at
+    corners and edges, for repeated pixels and in a given order; and its gradient reaches the
+    head's parameters."""
+    import torch
+
+    from napari_pointseg.core.models import ModelSpec, build_model
+    from napari_pointseg.core.sparse_head import SparseHead
+
+    torch.manual_seed(0)
+    spec = ModelSpec(
+        **{**TINY_SPEC.to_dict(), "in_channels": 4, "classes": 3, "input_scale": 3, "refine_channels": 8}
+    )
+    net = build_model(spec).eval()
+    torch.nn.init.normal_(net.refine[-1].weight, std=0.5)  # not the zero start
+    rng = np.random.default_rng(0)
+    planes, feats, insides = [], [], []
+    for _ in range(2):
+        x = torch.randn(1, 4, 48, 72)
+        low = net.net(torch.nn.functional.avg_pool2d(x, 3))
+        rows = np.concatenate([rng.integers(0, 48, 30), [0, 47, 0, 47, 5, 5, 6]])
+        cols = np.concatenate([rng.integers(0, 72, 30), [0, 71, 71, 0, 9, 9, 9]])
+        planes.append((x, low, rows, cols))
+        index = (torch.zeros(len(rows), dtype=torch.long), torch.from_numpy(rows), torch.from_numpy(cols))
+        _, feat, inside = net.point_inputs(x, low, *index)
+        feats.append(feat)
+        insides.append(inside)
+    order = rng.permutation(2 * 37)
+    with torch.no_grad():
+        expected = net.head_at(torch.cat(feats), torch.cat(insides))[torch.from_numpy(order)]
+    head = SparseHead(net, planes, order)
+    got = head()
+    torch.testing.assert_close(got, expected)
+    got.square().sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.refine.parameters())
+
+
 def test_head_polish_honours_border_clicks_at_reduced_resolution():
     """At a third of the resolution, clicks on class borders fall on the wrong side of the upsampled
     boundary; polishing the full-resolution head alone makes the prediction honour them, and

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .sparse_head import SparseHead
 from .training_kit import stack_batch
 
 # polish steps without a new best share of honoured points before the lr halves
@@ -44,7 +45,7 @@ def polish_head(trainer) -> tuple[list[float], float]:
 
     cfg = trainer.config
     model = trainer.inference_model()
-    base, feat, inside, target, before = _polish_inputs(trainer, model, 0)
+    base, head, target, before = _polish_inputs(trainer, model, 0)
     n_points = len(target)
     weights = trainer._class_weights()
     params = list(model.refine.parameters())
@@ -62,7 +63,7 @@ def polish_head(trainer) -> tuple[list[float], float]:
         for step in range(max(cfg.head_polish_iters, cfg.head_polish_max_iters)):
             if trainer.stopped or trainer.has_pending_points():
                 break  # Stop or a new click in the widget: answer within one step
-            logits = base + model.head_at(feat, inside)
+            logits = base + head()
             points, rest = logits[:n_points], logits[n_points:]
             right = points.argmax(1) == target
             wrong = ~right
@@ -92,7 +93,7 @@ def polish_head(trainer) -> tuple[list[float], float]:
                 # The best state of either attempt is kept
                 restarted = True
                 model.refine.load_state_dict(start)
-                base, feat, inside, target, before = _polish_inputs(trainer, model, model.reach)
+                base, head, target, before = _polish_inputs(trainer, model, model.reach)
                 optimizer = torch.optim.Adam(params, lr=cfg.head_polish_lr)
                 since_best, current = 0, None
                 continue
@@ -112,7 +113,7 @@ def polish_head(trainer) -> tuple[list[float], float]:
     if best[1] is not None and (current is None or best[0] > current):
         model.refine.load_state_dict(best[1])
     with torch.no_grad():
-        final = (base[:n_points] + model.head_at(feat[:n_points], inside[:n_points])).argmax(1) == target
+        final = (base[:n_points] + head()[:n_points]).argmax(1) == target
     if model is not trainer.net:
         trainer.net.refine.load_state_dict(model.refine.state_dict())
     return trace, final.float().mean().item()
@@ -120,9 +121,9 @@ def polish_head(trainer) -> tuple[list[float], float]:
 
 def _polish_inputs(trainer, model, clearance: int):
     """What the head polish trains on, for ``model`` (the inference network, its head as it
-    is now): (base, feat, inside) of ``model.point_inputs`` at the admitted points, then at
-    the anchors of every plane (none within ``clearance`` px of a point); the points' class
-    indices (n points,); the log-softmax at the anchors (n anchors, classes)."""
+    is now): the upsampled logits (n, K) at the admitted points, then at the anchors of every
+    plane (none within ``clearance`` px of a point); the head at those pixels (`SparseHead`);
+    the points' class indices (n points,); the log-softmax at the anchors (n anchors, K)."""
     import torch
     import torch.nn.functional as F
 
@@ -130,14 +131,13 @@ def _polish_inputs(trainer, model, clearance: int):
     zs, yx, cls = trainer._active()
     planes = np.unique(zs)
     per_plane = cfg.head_polish_anchors // len(planes) if cfg.head_polish_keep > 0 else 0
-    inputs, targets, n_points = [], [], 0
+    items, bases, targets, counts = [], [], [], []
     with torch.no_grad():
         for z in planes:
             sel = np.flatnonzero(zs == z)
             x = stack_batch([trainer._plane(int(z))], device)
             low = model.net(F.avg_pool2d(x, model.factor)).float()
             rows, cols = yx[sel, 0], yx[sel, 1]
-            n_points += len(sel)
             targets.append(torch.from_numpy(cls[sel]).to(device))
             if per_plane:
                 shape = trainer.image.spatial_shape[-2:]
@@ -145,18 +145,21 @@ def _polish_inputs(trainer, model, clearance: int):
                     model, x, low, shape, per_plane, trainer.rng, (rows, cols), clearance
                 )
                 rows, cols = np.concatenate([rows, anchors[:, 0]]), np.concatenate([cols, anchors[:, 1]])
-            index = [
-                torch.zeros(len(rows), dtype=torch.long, device=device),
-                torch.from_numpy(rows).to(device),
-                torch.from_numpy(cols).to(device),
-            ]
-            inputs.append((len(sel), model.point_inputs(x, low, *index)))
+            r, c = torch.from_numpy(rows).to(device), torch.from_numpy(cols).to(device)
+            bases.append(model.pixel_inputs(x.float(), low, torch.zeros_like(r), r, c)[:, -low.shape[1] :])
+            items.append((x, low, rows, cols))
+            counts.append((len(sel), len(rows) - len(sel)))
         # points first, then the anchors
-        parts = [(b[:k], f[:k], i[:k]) for k, (b, f, i) in inputs]
-        parts += [(b[k:], f[k:], i[k:]) for k, (b, f, i) in inputs]
-        base, feat, inside = (torch.cat(part) for part in zip(*parts, strict=True))
-        before = F.log_softmax(base[n_points:] + model.head_at(feat[n_points:], inside[n_points:]), 1)
-    return base, feat, inside, torch.cat(targets), before
+        starts = np.cumsum([0] + [k + a for k, a in counts])
+        order = np.concatenate(
+            [start + np.arange(k) for start, (k, _) in zip(starts, counts)]
+            + [start + k + np.arange(a) for start, (k, a) in zip(starts, counts)]
+        ).astype(np.int64)
+        head = SparseHead(model, items, order)
+        base = torch.cat(bases)[torch.from_numpy(order).to(device)]
+        n_points = sum(k for k, _ in counts)
+        before = F.log_softmax(base[n_points:] + head()[n_points:], 1)
+    return base, head, torch.cat(targets), before
 
 
 def _head_state(model) -> dict:

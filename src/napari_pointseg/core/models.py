@@ -300,6 +300,14 @@ def _scaled_input_class():
             feat = torch.cat([window, up.to(window.dtype)], 1) * inside[:, None]
             return base, feat, inside
 
+        def pixel_inputs(self, x, low, bi, yi, xi):
+            """The head's input at pixels (bi, yi, xi) of ``x`` (B, C, H, W) given the
+            network's logits ``low``: (N, C + K), the channels of ``x`` then the upsampled
+            logits (as `point_inputs` windows hold them, one pixel each)."""
+            b, r, c = (v[:, None, None] for v in (bi, yi, xi))
+            up = _bilinear_at(low, b, r, c, low.shape[-2] / x.shape[-2], low.shape[-1] / x.shape[-1])
+            return torch.cat([x[bi, :, yi, xi], up[:, :, 0, 0].to(x.dtype)], 1)
+
         def head_at(self, feat, inside):
             """The head's correction (N, K) at the centres of windows from `point_inputs`
             (valid convolutions; window pixels outside the image are zero after each layer,
