@@ -303,15 +303,19 @@ def test_logits_at_points_equal_the_full_forward():
         torch.testing.assert_close(net.forward_at(x, b, y, xx), full[b, :, y, xx])
 
 
-def test_sparse_head_equals_the_head_on_windows():
-    """`SparseHead` (each head layer once per pixel some window needs) gives the head's
-    correction that `head_at` gives on the windows around the same pixels: on two planes, at
-    corners and edges, for repeated pixels and in a given order; and its gradient reaches the
-    head's parameters."""
+@pytest.mark.parametrize("shared_below", [1.01, 0.0])
+def test_sparse_head_equals_the_head_on_windows(monkeypatch, shared_below):
+    """`SparseHead` (each head layer once per pixel some window needs; or, where windows
+    barely overlap, the windows themselves) gives the head's correction that `head_at` gives
+    on the windows around the same pixels: on two planes, at corners and edges, for repeated
+    pixels and in a given order; and its gradient reaches the head's parameters."""
     import torch
 
+    from napari_pointseg.core import sparse_head
     from napari_pointseg.core.models import ModelSpec, build_model
     from napari_pointseg.core.sparse_head import SparseHead
+
+    monkeypatch.setattr(sparse_head, "SHARED_BELOW", shared_below)
 
     torch.manual_seed(0)
     spec = ModelSpec(
@@ -335,6 +339,7 @@ def test_sparse_head_equals_the_head_on_windows():
     with torch.no_grad():
         expected = net.head_at(torch.cat(feats), torch.cat(insides))[torch.from_numpy(order)]
     head = SparseHead(net, planes, order)
+    assert (head.windows is not None) == (shared_below == 0.0)
     got = head()
     torch.testing.assert_close(got, expected)
     got.square().sum().backward()
@@ -497,3 +502,36 @@ def test_head_polish_starts_over_clear_of_the_clicks_when_far_from_honouring(mon
     assert clearances == [0, tr.inference_model().reach]
     assert trace[6] == trace[0]  # step 6 counts the head it began with again
     assert final == max(trace) >= 0.99
+
+
+def test_head_polish_starts_over_when_it_gains_nothing_below_the_floor(monkeypatch):
+    """Close to the floor but no better for PLATEAU_STEPS steps past ``head_polish_iters``,
+    the polish starts over too (once): a polish at lr 0 never gains."""
+    from dataclasses import replace
+
+    from napari_pointseg.core import head_polish
+
+    image, pts = _opposite_pairs(8)
+    cfg = fast_config(polish_iters=10, head_polish_iters=0)
+    tr = make_trainer(image, pts, setup=TrainSetup(spec=TINY_SPEC, config=cfg, device="cpu")).train_all()
+    clearances = []
+    anchors = head_polish.boundary_anchors
+
+    def recorded(*args):
+        clearances.append(args[-1])
+        return anchors(*args)
+
+    monkeypatch.setattr(head_polish, "boundary_anchors", recorded)
+    monkeypatch.setattr(head_polish, "RESTART_BELOW", 0.0)  # never "far below"
+    monkeypatch.setattr(head_polish, "PLATEAU_STEPS", 3)
+    tr.config = replace(
+        cfg,
+        head_polish_iters=5,
+        head_polish_max_iters=12,
+        honour_target=1.01,
+        honour_floor=1.01,
+        head_polish_lr=0.0,
+    )
+    trace, _ = head_polish.polish_head(tr)
+    assert clearances == [0, tr.inference_model().reach]
+    assert len(trace) == 12 and len(set(trace)) == 1  # one restart, then on to the budget

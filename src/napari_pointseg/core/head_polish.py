@@ -23,8 +23,9 @@ from .training_kit import stack_batch
 # polish steps without a new best share of honoured points before the lr halves
 PLATEAU_STEPS = 100
 # past head_polish_iters steps, honouring fewer than RESTART_BELOW of the clicks and gaining
-# less than RESTART_GAIN over the last PLATEAU_STEPS steps, the polish starts over with no
-# anchors near the clicks (docs/training.md, eleventh session)
+# less than RESTART_GAIN over the last PLATEAU_STEPS steps, or fewer than the honour floor and
+# gaining nothing over them, the polish starts over with no anchors near the clicks
+# (docs/training.md, eleventh and twelfth sessions)
 RESTART_BELOW = 0.97
 RESTART_GAIN = 0.01
 
@@ -37,8 +38,8 @@ def polish_head(trainer) -> tuple[list[float], float]:
     while it honours fewer than ``config.honour_floor``; the anchors:
     ``config.head_polish_anchors`` pixels per plane, weight ``config.head_polish_keep``. The
     head ends in the state that honoured the most points, and is copied into the training
-    network as well. A polish stuck far from the target starts over once, its anchors clear of
-    the clicks (RESTART_BELOW, RESTART_GAIN). Returns the share of points honoured before each
+    network as well. A polish stuck far from the target, or below the floor and no longer
+    gaining, starts over once, its anchors clear of the clicks (RESTART_BELOW, RESTART_GAIN). Returns the share of points honoured before each
     step, and by the head it ends with (all counted on fp32 logits)."""
     import torch
     import torch.nn.functional as F
@@ -83,8 +84,11 @@ def polish_head(trainer) -> tuple[list[float], float]:
                 since_best = 0
             if step >= cfg.head_polish_iters and best[0] >= cfg.honour_floor:
                 break  # past the normal budget, only a click-contradicting result trains on
-            stalled = best[0] - bests[max(0, step - PLATEAU_STEPS)] < RESTART_GAIN
-            stuck = step >= cfg.head_polish_iters and best[0] < RESTART_BELOW and stalled
+            # stuck (past the normal budget, i.e. below the floor): far below it and slow, or
+            # no better for PLATEAU_STEPS steps (one at 0.985 spent its last 800 steps there)
+            gain = best[0] - bests[max(0, step - PLATEAU_STEPS)]
+            slow = best[0] < RESTART_BELOW and gain < RESTART_GAIN
+            stuck = step >= cfg.head_polish_iters and (slow or gain <= 0)
             if stuck and not restarted and len(before):
                 # far from honouring the clicks and stuck: the anchors hold the very
                 # boundaries the clicks move (1-px-deep boundary clicks with an other-class
