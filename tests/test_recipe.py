@@ -505,8 +505,8 @@ def test_head_polish_starts_over_clear_of_the_clicks_when_far_from_honouring(mon
 
 
 def test_head_polish_starts_over_when_it_gains_nothing_below_the_floor(monkeypatch):
-    """Close to the floor but no better for PLATEAU_STEPS steps past ``head_polish_iters``,
-    the polish starts over too (once): a polish at lr 0 never gains."""
+    """Close to the floor but no better for 2 x PLATEAU_STEPS steps past
+    ``head_polish_iters``, the polish starts over too (once): a polish at lr 0 never gains."""
     from dataclasses import replace
 
     from napari_pointseg.core import head_polish

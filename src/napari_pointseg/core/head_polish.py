@@ -24,7 +24,7 @@ from .training_kit import stack_batch
 PLATEAU_STEPS = 100
 # past head_polish_iters steps, honouring fewer than RESTART_BELOW of the clicks and gaining
 # less than RESTART_GAIN over the last PLATEAU_STEPS steps, or fewer than the honour floor and
-# gaining nothing over them, the polish starts over with no anchors near the clicks
+# gaining nothing over twice as many, the polish starts over with no anchors near the clicks
 # (docs/training.md, eleventh and twelfth sessions)
 RESTART_BELOW = 0.97
 RESTART_GAIN = 0.01
@@ -85,10 +85,11 @@ def polish_head(trainer) -> tuple[list[float], float]:
             if step >= cfg.head_polish_iters and best[0] >= cfg.honour_floor:
                 break  # past the normal budget, only a click-contradicting result trains on
             # stuck (past the normal budget, i.e. below the floor): far below it and slow, or
-            # no better for PLATEAU_STEPS steps (one at 0.985 spent its last 800 steps there)
-            gain = best[0] - bests[max(0, step - PLATEAU_STEPS)]
-            slow = best[0] < RESTART_BELOW and gain < RESTART_GAIN
-            stuck = step >= cfg.head_polish_iters and (slow or gain <= 0)
+            # no better through two halvings of the lr (one at 0.985 spent its last 800 steps
+            # there; over one plateau, one that would reach the floor later was cut off)
+            slow = best[0] < RESTART_BELOW and best[0] - bests[max(0, step - PLATEAU_STEPS)] < RESTART_GAIN
+            flat = best[0] <= bests[max(0, step - 2 * PLATEAU_STEPS)]
+            stuck = step >= cfg.head_polish_iters and (slow or flat)
             if stuck and not restarted and len(before):
                 # far from honouring the clicks and stuck: the anchors hold the very
                 # boundaries the clicks move (1-px-deep boundary clicks with an other-class
