@@ -39,8 +39,9 @@ def polish_head(trainer) -> tuple[list[float], float]:
     ``config.head_polish_anchors`` pixels per plane, weight ``config.head_polish_keep``. The
     head ends in the state that honoured the most points, and is copied into the training
     network as well. A polish stuck far from the target, or below the floor and no longer
-    gaining, starts over once, its anchors clear of the clicks (RESTART_BELOW, RESTART_GAIN). Returns the share of points honoured before each
-    step, and by the head it ends with (all counted on fp32 logits)."""
+    gaining, starts over once, its anchors clear of the clicks (RESTART_BELOW, RESTART_GAIN).
+    Returns the share of points honoured before each step, and by the head it ends with (all
+    counted on fp32 logits)."""
     import torch
     import torch.nn.functional as F
 
