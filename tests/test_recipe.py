@@ -475,13 +475,9 @@ def test_head_polish_honours_pairs_of_opposite_clicks_a_pixel_apart():
     assert honoured(300) >= 0.99
 
 
-def test_head_polish_starts_over_clear_of_the_clicks_when_far_from_honouring(monkeypatch):
-    """Honouring fewer than RESTART_BELOW of the clicks after ``head_polish_iters`` steps, and
-    gaining less than RESTART_GAIN over the last PLATEAU_STEPS, the polish starts over from the
-    head it began with, its anchors clear of the clicks, and ends in the best state of either
-    attempt."""
-    from dataclasses import replace
-
+def _trained_pairs_recording_clearances(monkeypatch):
+    """A trainer trained on `_opposite_pairs` without a head polish, its config, and the list
+    the clearance of every later `boundary_anchors` call is appended to."""
     from napari_pointseg.core import head_polish
 
     image, pts = _opposite_pairs(8)
@@ -495,6 +491,19 @@ def test_head_polish_starts_over_clear_of_the_clicks_when_far_from_honouring(mon
         return anchors(*args)
 
     monkeypatch.setattr(head_polish, "boundary_anchors", recorded)
+    return tr, cfg, clearances
+
+
+def test_head_polish_starts_over_clear_of_the_clicks_when_far_from_honouring(monkeypatch):
+    """Honouring fewer than RESTART_BELOW of the clicks after ``head_polish_iters`` steps, and
+    gaining less than RESTART_GAIN over the last PLATEAU_STEPS, the polish starts over from the
+    head it began with, its anchors clear of the clicks, and ends in the best state of either
+    attempt."""
+    from dataclasses import replace
+
+    from napari_pointseg.core import head_polish
+
+    tr, cfg, clearances = _trained_pairs_recording_clearances(monkeypatch)
     monkeypatch.setattr(head_polish, "RESTART_BELOW", 1.01)  # whatever it honours at step 5
     monkeypatch.setattr(head_polish, "RESTART_GAIN", 1.01)  # ... and whatever it gained
     tr.config = replace(cfg, head_polish_iters=5, head_polish_max_iters=300, honour_target=1.01)
@@ -511,17 +520,7 @@ def test_head_polish_starts_over_when_it_gains_nothing_below_the_floor(monkeypat
 
     from napari_pointseg.core import head_polish
 
-    image, pts = _opposite_pairs(8)
-    cfg = fast_config(polish_iters=10, head_polish_iters=0)
-    tr = make_trainer(image, pts, setup=TrainSetup(spec=TINY_SPEC, config=cfg, device="cpu")).train_all()
-    clearances = []
-    anchors = head_polish.boundary_anchors
-
-    def recorded(*args):
-        clearances.append(args[-1])
-        return anchors(*args)
-
-    monkeypatch.setattr(head_polish, "boundary_anchors", recorded)
+    tr, cfg, clearances = _trained_pairs_recording_clearances(monkeypatch)
     monkeypatch.setattr(head_polish, "RESTART_BELOW", 0.0)  # never "far below"
     monkeypatch.setattr(head_polish, "PLATEAU_STEPS", 3)
     tr.config = replace(
