@@ -121,23 +121,11 @@ class Augmenter:
         (transpose only for square crops); then ``x`` gets a per-channel gain and bias and
         Gaussian noise. Returns (x, *maps); the new ``x`` is laid out channels-last (strides
         (1, w C, C)), ready for `stack_batch`."""
-        import torch
 
         dims, transpose, maps = self._geometry(x.shape, maps)
-        if dims:
-            # one copy for both flips (torch has no negative strides)
-            x = x.flip(dims)
-        if transpose:
-            x = x.transpose(-1, -2)
-        channels, height, width = x.shape
-        gain, bias = self._jitter(channels, x.device)
-        noise = self.noise(x.shape)
-        # one pass for the gain and bias, one for the noise, written straight into the layout
-        # the network reads (a copy per operation cost ~30 % of a CPU iteration on 512² planes)
-        out = torch.empty((height, width, channels), dtype=x.dtype, device=x.device).permute(2, 0, 1)
-        torch.addcmul(bias, x, gain, out=out)
-        out.add_(noise, alpha=0.05)
-        return (out, *maps)
+        x = _oriented(x, dims, transpose)
+        gain, bias = self._jitter(x.shape[0], x.device)
+        return (_jittered(x, gain, bias, self.noise(x.shape)), *maps)
 
     def pooled(self, x, pooled_x, factor: int, *maps) -> tuple:
         """``x`` (C, H, W, sides multiples of ``factor``) under one random draw, as `__call__`
@@ -208,6 +196,26 @@ class Augmenter:
         return self._pooled_banks[factor]
 
 
+def _oriented(x, dims, transpose: bool):
+    """``x`` (C, h, w) flipped along ``dims`` (one copy for both: torch has no negative
+    strides), then transposed (a view) if asked."""
+    if dims:
+        x = x.flip(dims)
+    return x.transpose(-1, -2) if transpose else x
+
+
+def _jittered(x, gain, bias, noise):
+    """``x`` (C, h, w) x ``gain`` + ``bias`` (C, 1, 1) + 5 % of ``noise`` (C, h, w): one pass
+    for the gain and bias, one for the noise, written straight into the channels-last layout
+    the network reads (a copy per operation cost ~30 % of a CPU iteration on 512² planes)."""
+    import torch
+
+    channels, height, width = x.shape
+    out = torch.empty((height, width, channels), dtype=x.dtype, device=x.device).permute(2, 0, 1)
+    torch.addcmul(bias, x, gain, out=out)
+    return out.add_(noise, alpha=0.05)
+
+
 class AugmentedPlane:
     """One draw of `Augmenter` on a whole plane, read two ways: average-pooled (`pooled`) and
     at windows of full-resolution pixels (`window`); ``shape`` is that of the batch (1, C, H,
@@ -231,37 +239,23 @@ class AugmentedPlane:
     def pooled(self, factor: int):
         """(1, C, H / f, W / f) channels-last: the augmented plane average-pooled by ``factor``
         (the factor it was made for)."""
-        import torch
 
         if factor != self.factor:
             raise ValueError(f"made for pooling by {self.factor}, not {factor}")
-        p = self._pooled_x
-        if self._dims:
-            p = p.flip(self._dims)
-        if self._transpose:
-            p = p.transpose(-1, -2)
-        channels, height, width = p.shape
+        p = _oriented(self._pooled_x, self._dims, self._transpose)
+        _, height, width = p.shape
         f, (y0, x0) = factor, self._origin
         noise = self._augmenter.pooled_bank(f)[:, y0 // f : y0 // f + height, x0 // f : x0 // f + width]
-        out = torch.empty((height, width, channels), dtype=p.dtype, device=p.device).permute(2, 0, 1)
-        torch.addcmul(self._bias, p, self._gain, out=out)
-        out.add_(noise, alpha=0.05)
-        return stack_batch([out], p.device)
+        return stack_batch([_jittered(p, self._gain, self._bias, noise)], p.device)
 
     def dense(self):
         """The augmented plane at full resolution (1, C, H, W) channels-last, as
         `Augmenter.__call__` builds it (for tests and for readers of every pixel)."""
-        import torch
-
-        x = self._x.flip(self._dims) if self._dims else self._x
-        if self._transpose:
-            x = x.transpose(-1, -2)
-        _, channels, height, width = self.shape
+        x = _oriented(self._x, self._dims, self._transpose)
+        _, _, height, width = self.shape
         y0, x0 = self._origin
-        out = torch.empty((height, width, channels), dtype=x.dtype, device=x.device).permute(2, 0, 1)
-        torch.addcmul(self._bias, x, self._gain, out=out)
-        out.add_(self._augmenter._bank[:, y0 : y0 + height, x0 : x0 + width], alpha=0.05)
-        return stack_batch([out], x.device)
+        noise = self._augmenter._bank[:, y0 : y0 + height, x0 : x0 + width]
+        return stack_batch([_jittered(x, self._gain, self._bias, noise)], x.device)
 
     def window(self, batch, rows, cols):
         """Values (..., C) of the augmented full-resolution plane at pixels (rows, cols) (int
