@@ -92,7 +92,7 @@ def polish_head(trainer) -> tuple[list[float], float]:
             flat = best[0] <= bests[max(0, step - 2 * PLATEAU_STEPS)]
             stuck = step >= cfg.head_polish_iters and (slow or flat)
             if stuck and not restarted and len(before):
-                # far from honouring the clicks and stuck: the anchors hold the very
+                # stuck below the floor: the anchors may hold the very
                 # boundaries the clicks move (1-px-deep boundary clicks with an other-class
                 # click a few px away). Start over from the head before the polish, with no
                 # anchor within the head's reach of a click: there the clicks alone decide.
