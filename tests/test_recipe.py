@@ -515,7 +515,8 @@ def test_head_polish_starts_over_clear_of_the_clicks_when_far_from_honouring(mon
 
 def test_head_polish_starts_over_when_it_gains_nothing_below_the_floor(monkeypatch):
     """Close to the floor but no better for 2 x PLATEAU_STEPS steps past
-    ``head_polish_iters``, the polish starts over too (once): a polish at lr 0 never gains."""
+    ``head_polish_iters``, the polish starts over too (once), and a second attempt no better
+    for 2 x PLATEAU_STEPS ends it, long before its budget: a polish at lr 0 never gains."""
     from dataclasses import replace
 
     from napari_pointseg.core import head_polish
@@ -526,11 +527,28 @@ def test_head_polish_starts_over_when_it_gains_nothing_below_the_floor(monkeypat
     tr.config = replace(
         cfg,
         head_polish_iters=5,
-        head_polish_max_iters=12,
+        head_polish_max_iters=100,
         honour_target=1.01,
         honour_floor=1.01,
         head_polish_lr=0.0,
     )
     trace, _ = head_polish.polish_head(tr)
     assert clearances == [0, tr.inference_model().reach]
-    assert len(trace) == 12 and len(set(trace)) == 1  # one restart, then on to the budget
+    # restart at step 5; the second attempt's best at step 6, no better through step 12
+    assert len(trace) == 13 and len(set(trace)) == 1
+
+
+def test_head_polish_counts_a_click_honoured_only_with_a_lead():
+    """The head polish counts a point honoured when its own class's logit leads every other
+    by more than ``honour_margin`` (it counts in fp32; the bf16 prediction moves a lead by a
+    few hundredths), whatever the number of classes."""
+    import torch
+
+    from napari_pointseg.core.head_polish import _leads
+
+    logits = torch.tensor([[1.0, 0.97, 0.0], [0.0, 2.0, 1.0], [0.5, 0.5, 0.6], [3.0, 0.0, 2.9]])
+    target = torch.tensor([0, 1, 2, 0])
+    assert _leads(logits, target, 0.0).tolist() == [True, True, True, True]
+    assert _leads(logits, target, 0.05).tolist() == [False, True, True, True]
+    assert _leads(logits, target, 0.2).tolist() == [False, True, False, False]
+    assert _leads(logits[:2, :2], target[:2], 0.05).tolist() == [False, True]

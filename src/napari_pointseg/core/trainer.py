@@ -65,8 +65,9 @@ class TrainConfig:
         300  # networks with a full-resolution head: polish the head alone, at most this many steps
     )
     head_polish_max_iters: int = 1200  # ... and on up to this many while it honours < honour_floor
-    honour_floor: float = 0.993  # below ~0.99 honoured clicks the result is a bug, not a score (a margin: the
-    # polish counts in fp32, the prediction may run in bf16)
+    honour_floor: float = 0.993  # below ~0.99 honoured clicks the result is a bug, not a score
+    honour_margin: float = 0.05  # the head polish counts a point honoured when its own class's logit leads
+    # by this much: it counts in fp32, and the prediction in bf16 moves a logit gap by up to ~0.05
     head_polish_lr: float = 3e-3  # ... with Adam at this lr
     head_polish_anchors: int = (
         4096  # ... keeping the prediction on this many pixels (mostly near class boundaries)
