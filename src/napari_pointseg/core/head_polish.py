@@ -182,10 +182,10 @@ def _leads(logits, target, margin: float):
     every other class's in ``logits`` (n, K) by more than ``margin``. A point the polish
     honours by a hair (fp32) can flip in the bf16 prediction: on acdc_mri/1 five of its
     786 clicks did, each with a lead below 0.02 (docs/training.md, thirteenth session)."""
-    import torch
+    import torch.nn.functional as F
 
     own = logits.gather(1, target[:, None])[:, 0]
-    others = logits.masked_fill(torch.nn.functional.one_hot(target, logits.shape[1]).bool(), float("-inf"))
+    others = logits.masked_fill(F.one_hot(target, logits.shape[1]).bool(), float("-inf"))
     return own - others.max(1).values > margin
 
 

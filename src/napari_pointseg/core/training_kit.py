@@ -121,7 +121,6 @@ class Augmenter:
         (transpose only for square crops); then ``x`` gets a per-channel gain and bias and
         Gaussian noise. Returns (x, *maps); the new ``x`` is laid out channels-last (strides
         (1, w C, C)), ready for `stack_batch`."""
-
         dims, transpose, maps = self._geometry(x.shape, maps)
         x = _oriented(x, dims, transpose)
         gain, bias = self._jitter(x.shape[0], x.device)
@@ -239,7 +238,6 @@ class AugmentedPlane:
     def pooled(self, factor: int):
         """(1, C, H / f, W / f) channels-last: the augmented plane average-pooled by ``factor``
         (the factor it was made for)."""
-
         if factor != self.factor:
             raise ValueError(f"made for pooling by {self.factor}, not {factor}")
         p = _oriented(self._pooled_x, self._dims, self._transpose)
