@@ -75,6 +75,10 @@ class TrainConfig:
     head_polish_keep: float = 10.0  # ... with this weight (KL divergence from the prediction before)
     final_lr_floor: float = 0.1  # lr falls linearly to lr * this over the final iterations (1: flat)
     ema_decay: float = 0.9  # >0: predict with an exponential moving average of the weights
+    consistency_weight: float = 1.0  # once new points join a trained network: weight of the KL
+    # divergence of its output from the prediction before they came, at random pixels ...
+    consistency_pixels: int = 256  # ... this many per iteration (the head at 2048 cost ~70 % more time)
+    consistency_reach: float = 24.0  # ... none closer than this (px) to a point that came since
     lr: float = 2e-3
     weight_decay: float = 1e-4
     warmup_iters: int = 10
@@ -107,12 +111,13 @@ def crop_batch_shape(config: TrainConfig, plane_shape, stride: int, scale: int =
     """(batch, height, width) in image pixels of one training iteration on a plane padded to
     ``stride``: ``config.batch_size`` square crops of ``config.crop_size`` network pixels
     (x ``scale``, the network's input downsampling; a multiple of the stride, at most the
-    plane), or the whole plane once when the crop would cover it."""
+    plane), or the whole plane once when the crop would cover it, square or not (a square
+    crop of a 528 x 432 plane left rows out and missed the whole-plane path)."""
     h, w = plane_shape
     size = config.crop_size * scale if config.crop_size else max(h, w)
-    size = max(stride, min(size, h, w) // stride * stride)
     if size >= h and size >= w:
         return 1, h, w
+    size = max(stride, min(size, h, w) // stride * stride)
     return config.batch_size, size, size
 
 
@@ -216,6 +221,11 @@ class SparseTrainer:
         self._polish_left: int | None = None  # polish iterations left (None: not polished yet)
         self._polishing = False
         self._proba_cache: tuple | None = None  # (iteration, plane, proba) of the last prediction
+        # the prediction (K, H, W) per plane from before the newest points came: the soft
+        # target of the consistency term (`TrainConfig.consistency_weight`)
+        self._before: dict[int, object] = {}
+        self._keep_before = False
+        self._since = 0  # points from this index on came after that prediction
         self.history: list[dict] = []
 
     # -- points (thread safe) ---------------------------------------------------------------
@@ -276,6 +286,10 @@ class SparseTrainer:
             self.n_admitted = min(self.n_admitted, n)
         if n > old_n:
             self.final_done = False
+            # a network that has trained keeps its prediction away from the new points
+            self._keep_before = self.n_admitted > 0 and self.config.consistency_weight > 0
+            self._before.clear()
+            self._since = old_n
         self._polish_left = None
         self._wrong = np.zeros(0, np.int64)
         self._targets.clear()
@@ -366,10 +380,18 @@ class SparseTrainer:
         ):
             # the network reads the plane pooled and at windows around the points only
             z = int(zs[picks[0]])
-            x, tb = self.augment.pooled(
-                self._plane(z), self._pooled_plane(z, factor), factor, self._target(z)
+            # not in the final phase: there the network settles on the points, and the
+            # prediction from before the newest ones contradicts them (the oracle's last round)
+            before = self._prediction_before(z) if self._final_left is None else None
+            if before is None:
+                x, tb = self.augment.pooled(
+                    self._plane(z), self._pooled_plane(z, factor), factor, self._target(z)
+                )
+                return x, tb[None], None
+            x, tb, soft = self.augment.pooled(
+                self._plane(z), self._pooled_plane(z, factor), factor, self._target(z), before
             )
-            return x, tb[None]
+            return x, tb[None], soft[None]
         for i in picks:
             z = int(zs[i])
             x, t = self._plane(z), self._target(z)
@@ -383,7 +405,43 @@ class SparseTrainer:
                 xc, tc = self.augment(xc, tc)
             xs.append(xc)
             ts.append(tc)
-        return stack_batch(xs, self.device), torch.stack(ts)
+        return stack_batch(xs, self.device), torch.stack(ts), None
+
+    def _anchor_pixels(self, shape):
+        """``consistency_pixels`` random pixels (batch, row, col index tensors) of image 0 of a
+        batch of ``shape`` (B, H, W)."""
+        import torch
+
+        n, (_, h, w) = self.config.consistency_pixels, shape
+        rows = torch.from_numpy(self.rng.integers(0, h, n)).to(self.device)
+        cols = torch.from_numpy(self.rng.integers(0, w, n)).to(self.device)
+        return torch.zeros_like(rows), rows, cols
+
+    def _prediction_before(self, z: int):
+        """The class probabilities (K, H, W) of plane ``z`` (padded with zeros to the
+        stride) from before the newest points, or None when the consistency term is off or
+        nothing had trained. The round's last prediction, when there was one."""
+        import torch
+        import torch.nn.functional as F
+
+        if not self._keep_before:
+            return None
+        if z not in self._before:
+            from scipy.ndimage import distance_transform_edt
+
+            proba = self.predict_proba(z).astype(np.float32)  # a copy: the cache stays as it is
+            pix = self.points.pixel_coords()[self._since :]
+            if self.image.is_3d:
+                pix = pix[pix[:, 0] == z]
+            if len(pix):
+                # the new points move the prediction around them: no term there
+                far = np.ones(proba.shape[1:], bool)
+                far[pix[:, -2], pix[:, -1]] = False
+                proba[:, distance_transform_edt(far) <= self.config.consistency_reach] = 0
+            h, w = self._plane(z).shape[-2:]
+            before = F.pad(torch.from_numpy(proba), (0, w - proba.shape[-1], 0, h - proba.shape[-2]))
+            self._before[z] = before.to(self.device)
+        return self._before[z]
 
     # -- training ---------------------------------------------------------------------------
     def _lr(self) -> float:
@@ -406,7 +464,7 @@ class SparseTrainer:
         import torch
         import torch.nn.functional as F
 
-        xb, tb = self._batch(newest)
+        xb, tb, before = self._batch(newest)
         set_lr(self.optimizer, self._lr())
         use_bf16 = self._use_bf16()
         mask = tb >= 0
@@ -417,7 +475,14 @@ class SparseTrainer:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
             if self._reads_points_only():
                 # the loss needs the labelled pixels only: no full-resolution head elsewhere
-                logits = self.net.forward_at(xb, *where)
+                if before is not None:
+                    # plus the output at random pixels for the consistency term, in one pass
+                    anchors = self._anchor_pixels(tb.shape)
+                    both = [torch.cat([a, b]) for a, b in zip(where, anchors, strict=True)]
+                    logits = self.net.forward_at(xb, *both)
+                    logits, kept = logits[: len(where[0])], logits[len(where[0]) :]
+                else:
+                    logits = self.net.forward_at(xb, *where)
                 full = None
             else:
                 full = self.net(xb)
@@ -434,6 +499,14 @@ class SparseTrainer:
             if hard.any():
                 ce = F.cross_entropy(logits, target, weight=weights, reduction="none")
                 loss = loss + self.config.hard_weight * ce[hard].mean()
+        if before is not None:
+            # the prediction stays where no new point asks it to move: without this a far
+            # region could flip for a round while the network fits clicks elsewhere
+            _, ya, xa = anchors
+            soft = before[0][:, ya, xa].T  # (A, K); zeros on the padding: no term there
+            lp = F.log_softmax(kept.float(), 1)
+            kl = (soft * (soft.clamp_min(1e-6).log() - lp)).sum(1).mean()
+            loss = loss + self.config.consistency_weight * kl
         if full is not None and self.config.entropy_weight > 0:
             # entropy minimisation on the unlabelled pixels too (Grandvalet & Bengio 2004): the
             # decision boundary moves away from dense regions of unlabelled pixels (bright
