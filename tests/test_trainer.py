@@ -179,3 +179,82 @@ def test_trainer_admits_points_as_the_schedule_plans(order):
     assert [admitted for _, admitted in seen.values()] == [s.active.tolist() for s in steps]
     starts = [first for first, _ in seen.values()] + [tr.iteration + 1]
     assert [b - a for a, b in zip(starts, starts[1:])] == [s.iters for s in steps]
+
+
+def test_crop_covering_a_non_square_plane_trains_on_the_whole_plane():
+    """A crop as large as both sides of a non-square plane means the whole plane, once per
+    iteration (a square crop of a 528 x 432 plane left 96 rows out); smaller crops stay square."""
+    from napari_pointseg.core.trainer import TrainConfig, crop_batch_shape
+
+    cfg = TrainConfig(crop_size=256, batch_size=2)
+    assert crop_batch_shape(cfg, (528, 432), 48, 3) == (1, 528, 432)
+    assert crop_batch_shape(cfg, (1056, 432), 48, 3) == (2, 432, 432)
+    assert crop_batch_shape(TrainConfig(crop_size=None), (96, 64), 16) == (1, 96, 64)
+
+
+def _new_points_far_from(mask, prediction, corner: int, n: int = 6):
+    """``n`` pixels inside a 24 x 24 corner of the image (0: top left, 1: bottom right) with
+    their true labels, preferably where ``prediction`` is wrong."""
+    side = mask.shape[0]
+    lo = 0 if corner == 0 else side - 24
+    ys, xs = np.mgrid[lo : lo + 24, lo : lo + 24]
+    ys, xs = ys.ravel(), xs.ravel()
+    order = np.argsort(prediction[ys, xs] == mask[ys, xs], kind="stable")[:n]
+    return np.stack([ys[order], xs[order]], 1).astype(float), mask[ys[order], xs[order]]
+
+
+def test_prediction_before_new_points_is_the_consistency_target():
+    """Once new points join a trained network, the consistency term's target is the
+    prediction from before they came (padded with zeros to the stride), zero within
+    ``consistency_reach`` of the new points; none before any training, none in the final phase."""
+    tr, image, mask = _trainer(n=24, crop_size=None, consistency_reach=6.0)
+    assert tr._prediction_before(0) is None
+    tr.train_all()
+    proba = tr.predict_proba(0).copy()
+    coords, labels = _new_points_far_from(mask, tr.predict(), 0)
+    tr.add_points(coords, labels)
+    tr._apply_pending()
+    before = tr._prediction_before(0).numpy()
+    assert before.shape[0] == proba.shape[0] and before.shape[1:] == tr._plane(0).shape[-2:]
+    from scipy.ndimage import distance_transform_edt
+
+    far = np.ones(mask.shape, bool)
+    far[coords[:, 0].astype(int), coords[:, 1].astype(int)] = False
+    near = distance_transform_edt(far) <= 6.0
+    np.testing.assert_array_equal(before[:, : mask.shape[0], : mask.shape[1]][:, near], 0)
+    np.testing.assert_allclose(before[:, : mask.shape[0], : mask.shape[1]][:, ~near], proba[:, ~near])
+    tr._final_left = None  # as admitting the new points does
+    assert tr._batch(newest=len(coords))[2] is not None
+    tr._final_left = 3
+    assert tr._batch(newest=0)[2] is None  # the final phase settles on the points alone
+    off, _, _ = _trainer(n=24, crop_size=None, consistency_weight=0.0)
+    off.train_all()
+    off.add_points(coords, labels)
+    off._apply_pending()
+    assert off._prediction_before(0) is None
+
+
+def test_consistency_keeps_the_prediction_away_from_new_points():
+    """New points in one corner move the prediction there; with the consistency term the
+    rest of the image changes less than without it (mean change of the probabilities)."""
+
+    def changed_far(weight):
+        tr, image, mask = _trainer(
+            n=24,
+            seed=2,
+            crop_size=None,
+            consistency_weight=weight,
+            lr=1e-2,
+            iters_per_step=12,
+            min_iters_per_step=12,
+        )
+        tr.train_all()
+        first, labels_first = tr.predict_proba(0).copy(), tr.predict()
+        tr.add_points(*_new_points_far_from(mask, labels_first, 1))  # corrections, where it was wrong
+        tr.config.final_iters = 0
+        tr.train_all()
+        far = np.ones(mask.shape, bool)
+        far[-40:, -40:] = False
+        return np.abs(tr.predict_proba(0) - first)[:, far].mean()
+
+    assert changed_far(5.0) < 0.75 * changed_far(0.0)

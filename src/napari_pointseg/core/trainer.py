@@ -368,8 +368,11 @@ class SparseTrainer:
                 picks.append(int(wrong[self.rng.integers(len(wrong))]))
             else:
                 picks.append(int(self.rng.integers(n)))
-        xs, ts = [], []
+        xs, ts, kept = [], [], []
         factor = getattr(self.net, "factor", 1)
+        # the consistency term: not in the final phase, where the network settles on the
+        # points (the prediction from before the oracle's last round contradicts them)
+        keep = self._final_left is None and not self._polishing
         if (
             full
             and bs == 1
@@ -380,9 +383,7 @@ class SparseTrainer:
         ):
             # the network reads the plane pooled and at windows around the points only
             z = int(zs[picks[0]])
-            # not in the final phase: there the network settles on the points, and the
-            # prediction from before the newest ones contradicts them (the oracle's last round)
-            before = self._prediction_before(z) if self._final_left is None else None
+            before = self._prediction_before(z) if keep else None
             if before is None:
                 x, tb = self.augment.pooled(
                     self._plane(z), self._pooled_plane(z, factor), factor, self._target(z)
@@ -395,27 +396,31 @@ class SparseTrainer:
         for i in picks:
             z = int(zs[i])
             x, t = self._plane(z), self._target(z)
-            if full:
-                xc, tc = x, t
-            else:
+            before = self._prediction_before(z) if keep else None
+            maps = (t,) if before is None else (t, before)
+            if not full:
                 y0 = int(np.clip(yx[i, 0] - self.rng.integers(size), 0, h - size))
                 x0 = int(np.clip(yx[i, 1] - self.rng.integers(size), 0, w - size))
-                xc, tc = x[:, y0 : y0 + size, x0 : x0 + size], t[y0 : y0 + size, x0 : x0 + size]
+                x = x[:, y0 : y0 + size, x0 : x0 + size]
+                maps = tuple(m[..., y0 : y0 + size, x0 : x0 + size] for m in maps)
             if cfg.augment and not self._polishing:
-                xc, tc = self.augment(xc, tc)
-            xs.append(xc)
-            ts.append(tc)
-        return stack_batch(xs, self.device), torch.stack(ts), None
+                x, *maps = self.augment(x, *maps)
+            xs.append(x)
+            ts.append(maps[0])
+            kept += maps[1:]
+        return stack_batch(xs, self.device), torch.stack(ts), torch.stack(kept) if kept else None
 
     def _anchor_pixels(self, shape):
-        """``consistency_pixels`` random pixels (batch, row, col index tensors) of image 0 of a
-        batch of ``shape`` (B, H, W)."""
+        """``consistency_pixels`` random pixels (batch, row, col index tensors) of a batch of
+        ``shape`` (B, H, W)."""
         import torch
 
-        n, (_, h, w) = self.config.consistency_pixels, shape
+        n, (b, h, w) = self.config.consistency_pixels, shape
         rows = torch.from_numpy(self.rng.integers(0, h, n)).to(self.device)
         cols = torch.from_numpy(self.rng.integers(0, w, n)).to(self.device)
-        return torch.zeros_like(rows), rows, cols
+        if b == 1:
+            return torch.zeros_like(rows), rows, cols
+        return torch.from_numpy(self.rng.integers(0, b, n)).to(self.device), rows, cols
 
     def _prediction_before(self, z: int):
         """The class probabilities (K, H, W) of plane ``z`` (padded with zeros to the
@@ -472,12 +477,12 @@ class SparseTrainer:
             self.iteration += 1
             return 0.0, 1.0
         where = mask.nonzero(as_tuple=True)
+        anchors = None if before is None else self._anchor_pixels(tb.shape)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
             if self._reads_points_only():
                 # the loss needs the labelled pixels only: no full-resolution head elsewhere
-                if before is not None:
+                if anchors is not None:
                     # plus the output at random pixels for the consistency term, in one pass
-                    anchors = self._anchor_pixels(tb.shape)
                     both = [torch.cat([a, b]) for a, b in zip(where, anchors, strict=True)]
                     logits = self.net.forward_at(xb, *both)
                     logits, kept = logits[: len(where[0])], logits[len(where[0]) :]
@@ -487,6 +492,8 @@ class SparseTrainer:
             else:
                 full = self.net(xb)
                 logits = full.permute(0, 2, 3, 1)[where]
+                if anchors is not None:
+                    kept = full.permute(0, 2, 3, 1)[anchors]
         logits = logits.float()  # (N, K) at the labelled pixels
         target = tb[where]
         weights = self._class_weights()
@@ -499,11 +506,11 @@ class SparseTrainer:
             if hard.any():
                 ce = F.cross_entropy(logits, target, weight=weights, reduction="none")
                 loss = loss + self.config.hard_weight * ce[hard].mean()
-        if before is not None:
+        if anchors is not None:
             # the prediction stays where no new point asks it to move: without this a far
             # region could flip for a round while the network fits clicks elsewhere
-            _, ya, xa = anchors
-            soft = before[0][:, ya, xa].T  # (A, K); zeros on the padding: no term there
+            ba, ya, xa = anchors
+            soft = before[ba, :, ya, xa]  # (A, K); zeros on the padding and near new points: no term
             lp = F.log_softmax(kept.float(), 1)
             kl = (soft * (soft.clamp_min(1e-6).log() - lp)).sum(1).mean()
             loss = loss + self.config.consistency_weight * kl
