@@ -227,6 +227,11 @@ def test_prediction_before_new_points_is_the_consistency_target():
     assert tr._batch(newest=len(coords))[2] is not None
     tr._final_left = 3
     assert tr._batch(newest=0)[2] is None  # the final phase settles on the points alone
+    many, _, _ = _trainer(n=24, crop_size=None)
+    many.train_all()
+    many.add_points(*_new_points_far_from(mask, many.predict(), 0, n=12))  # a stroke, not clicks
+    many._apply_pending()
+    assert many._prediction_before(0) is None
     off, _, _ = _trainer(n=24, crop_size=None, consistency_weight=0.0)
     off.train_all()
     off.add_points(coords, labels)

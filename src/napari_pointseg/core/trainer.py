@@ -79,6 +79,7 @@ class TrainConfig:
     # divergence of its output from the prediction before they came, at random pixels ...
     consistency_pixels: int = 256  # ... this many per iteration (the head at 2048 cost ~70 % more time)
     consistency_reach: float = 24.0  # ... none closer than this (px) to a point that came since
+    consistency_max_new: int = 10  # ... and only when at most this many points came at once
     lr: float = 2e-3
     weight_decay: float = 1e-4
     warmup_iters: int = 10
@@ -287,7 +288,13 @@ class SparseTrainer:
         if n > old_n:
             self.final_done = False
             # a network that has trained keeps its prediction away from the new points
-            self._keep_before = self.n_admitted > 0 and self.config.consistency_weight > 0
+            # ... for a few clicks at a time: a stroke or an oracle round (many points, all
+            # where the prediction is wrong) must move it
+            self._keep_before = (
+                self.n_admitted > 0
+                and self.config.consistency_weight > 0
+                and n - old_n <= self.config.consistency_max_new
+            )
             self._before.clear()
             self._since = old_n
         self._polish_left = None
