@@ -391,15 +391,9 @@ class SparseTrainer:
             # the network reads the plane pooled and at windows around the points only
             z = int(zs[picks[0]])
             before = self._prediction_before(z) if keep else None
-            if before is None:
-                x, tb = self.augment.pooled(
-                    self._plane(z), self._pooled_plane(z, factor), factor, self._target(z)
-                )
-                return x, tb[None], None
-            x, tb, soft = self.augment.pooled(
-                self._plane(z), self._pooled_plane(z, factor), factor, self._target(z), before
-            )
-            return x, tb[None], soft[None]
+            maps = (self._target(z),) if before is None else (self._target(z), before)
+            x, tb, *soft = self.augment.pooled(self._plane(z), self._pooled_plane(z, factor), factor, *maps)
+            return x, tb[None], soft[0][None] if soft else None
         for i in picks:
             z = int(zs[i])
             x, t = self._plane(z), self._target(z)
