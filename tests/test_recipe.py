@@ -218,6 +218,49 @@ def test_bench_real_writes_its_table(tmp_path, capsys):
     assert bench.main(["--data", str(tmp_path / "missing")]) == 2
 
 
+def test_bench_phases_splits_the_time_of_a_run(tmp_path, capsys, monkeypatch):
+    """benchmarks/bench_phases.py on a tiny stand-in with a full-resolution head: the phases
+    add up to at most the run's time, the polish and the oracle's predictions are counted, and
+    the trainer's methods are restored afterwards."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    from skimage import io
+
+    from napari_pointseg.core.trainer import SparseTrainer
+
+    folder = Path(__file__).resolve().parent.parent / "benchmarks"
+    monkeypatch.syspath_prepend(str(folder))
+    spec = importlib.util.spec_from_file_location("bench_phases", folder / "bench_phases.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    image, mask = blobs(96, 0)
+    (tmp_path / "data" / "grey_set").mkdir(parents=True)
+    io.imsave(
+        tmp_path / "data" / "grey_set" / "image_0.png",
+        (np.clip(image, 0, 1) * 255).astype(np.uint8),
+        check_contrast=False,
+    )
+    io.imsave(
+        tmp_path / "data" / "grey_set" / "mask_0.png", (mask - 1).astype(np.uint8), check_contrast=False
+    )
+    before = SparseTrainer._iterate, SparseTrainer._polish_head, SparseTrainer.predict_proba
+    out = tmp_path / "phases.json"
+    argv = ["--data", str(tmp_path / "data"), "--budget", "0.01", "--out", str(out)]
+    assert bench.main([*argv, "--spec", '{"input_scale": 3}', "--config", '{"head_polish_iters": 20}']) == 0
+    assert (SparseTrainer._iterate, SparseTrainer._polish_head, SparseTrainer.predict_proba) == before
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["image"] == "grey_set/0" and row["n_points"] == int(0.01 * 96 * 96)
+    assert row["iterations_n"] > 0 and row["predictions_n"] > 0 and row["polish_steps"] > 0
+    assert min(row[k] for k in ("iterations", "head_polish", "predictions")) > 0
+    assert row["rest"] >= 0 and row["iterations"] + row["head_polish"] + row["predictions"] <= row["seconds"]
+    assert 0 <= row["miou"] <= 1 and 0 <= row["honoured"] <= 1
+    assert "median s per 512²" in capsys.readouterr().out
+    assert bench.main([*argv, "--budget", "2"]) == 2
+    assert bench.main([*argv, "--pairs", "grey_set/7"]) == 2
+
+
 def test_input_scale_is_chosen_from_the_plane_size():
     """Planes up to FULL_RES_MAX_SIDE px train at full resolution, larger ones at a third; an
     explicit scale is kept; the stride grows with the scale."""
