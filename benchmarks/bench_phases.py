@@ -25,13 +25,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-from bench_real import DEFAULT_DATA, load_pair
+from bench_real import DEFAULT_DATA, load_pair, parse_pairs, setup_from_json
 
 from napari_pointseg.core.metrics import segmentation_metrics
-from napari_pointseg.core.models import ModelSpec
 from napari_pointseg.core.oracle_loop import run_oracle
 from napari_pointseg.core.train_setup import TrainSetup
-from napari_pointseg.core.trainer import SparseTrainer, TrainConfig
+from napari_pointseg.core.trainer import SparseTrainer
 from napari_pointseg.oracle.correcting_user import honoured_fraction
 
 HERE = Path(__file__).resolve().parent
@@ -126,16 +125,10 @@ def main(argv=None) -> int:
         print(f"error: --budget must be in (0, 1], got {args.budget}", file=sys.stderr)
         return 2
     try:
-        config = TrainConfig(**json.loads(args.config))
-        spec = ModelSpec(**json.loads(args.spec))
-        setup = TrainSetup(spec=spec, config=config, device=args.device)
-    except (ValueError, TypeError) as e:
-        print(f"error: --config / --spec: {e}", file=sys.stderr)
-        return 2
-    try:
-        pairs = [(s, int(i)) for s, i in (item.rsplit("/", 1) for item in args.pairs.split(",") if item)]
-    except ValueError:
-        print(f"error: --pairs wants set/index items, got '{args.pairs}'", file=sys.stderr)
+        setup = setup_from_json(args.config, args.spec, args.device)
+        pairs = parse_pairs(args.pairs)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
     pairs = pairs or sorted((d.name, 0) for d in data.iterdir() if (d / "image_0.png").is_file())
     missing = [f"{s}/{i}" for s, i in pairs if not (data / s / f"image_{i}.png").is_file()]
@@ -172,8 +165,8 @@ def main(argv=None) -> int:
                 "args": vars(args),
                 "rows": rows,
                 "median_seconds_per_512sq": per512,
-                "config": config.to_dict(),
-                "spec": spec.to_dict(),
+                "config": setup.config.to_dict(),
+                "spec": setup.spec.to_dict(),
             },
             indent=1,
             default=float,

@@ -183,6 +183,25 @@ def summarise(rows: list[dict], modes) -> dict:
     return out
 
 
+def setup_from_json(config: str, spec: str, device: str) -> TrainSetup:
+    """The TrainSetup of ``--config`` / ``--spec`` (JSON overrides of TrainConfig / ModelSpec)
+    on ``device``. Raises ValueError with a one-line reason on bad JSON or unknown fields."""
+    try:
+        return TrainSetup(
+            spec=ModelSpec(**json.loads(spec)), config=TrainConfig(**json.loads(config)), device=device
+        )
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"--config / --spec: {e}") from None
+
+
+def parse_pairs(text: str) -> list[tuple[str, int]]:
+    """``'set/index,...'`` as [(set, index), ...]; raises ValueError on a malformed item."""
+    try:
+        return [(s, int(i)) for s, i in (item.rsplit("/", 1) for item in text.split(",") if item)]
+    except ValueError:
+        raise ValueError(f"--pairs wants set/index items, got '{text}'") from None
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default=os.environ.get("POINTSEG_DEVDATA", str(DEFAULT_DATA)))
@@ -228,19 +247,12 @@ def main(argv=None) -> int:
         print(f"error: unknown mode(s) {sorted(bad)}; choose from {MODES}", file=sys.stderr)
         return 2
     try:
-        config = TrainConfig(**json.loads(args.config))
-        spec = ModelSpec(**json.loads(args.spec))
-        setup = TrainSetup(spec=spec, config=config, device=args.device)
-    except (ValueError, TypeError) as e:
-        print(f"error: --config / --spec: {e}", file=sys.stderr)
+        setup = setup_from_json(args.config, args.spec, args.device)
+        pairs = parse_pairs(args.pairs) or [(s, i) for s in sets for i in idx]
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
-    pairs = [(s, i) for s in sets for i in idx]
-    if args.pairs:
-        try:
-            pairs = [(s, int(i)) for s, i in (item.rsplit("/", 1) for item in args.pairs.split(",") if item)]
-        except ValueError:
-            print(f"error: --pairs wants set/index items, got '{args.pairs}'", file=sys.stderr)
-            return 2
+    config, spec = setup.config, setup.spec
     missing = [f"{s}/{i}" for s, i in pairs if not (data / s / f"image_{i}.png").is_file()]
     if missing:
         print(f"error: no such image pair(s) in {data}: {', '.join(missing)}", file=sys.stderr)
