@@ -25,13 +25,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-from bench_real import DEFAULT_DATA, load_pair, parse_pairs, setup_from_json
+from bench_real import DEFAULT_DATA, load_pair, parse_pairs, score, setup_from_json
 
-from napari_pointseg.core.metrics import segmentation_metrics
 from napari_pointseg.core.oracle_loop import run_oracle
 from napari_pointseg.core.train_setup import TrainSetup
 from napari_pointseg.core.trainer import SparseTrainer
-from napari_pointseg.oracle.correcting_user import honoured_fraction
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "bench_phases.json"
@@ -88,11 +86,12 @@ def run_pair(name: str, image, mask, budget: float, seed: int, setup: TrainSetup
         res = run_oracle(image, mask, budget=budget, target=1.0, seed=seed, setup=setup)
     total = time.perf_counter() - t
     phases = {phase: round(clock.get(phase, 0.0), 3) for phase in PHASES}
+    quality = score(mask, res.prediction, res.points, np.unique(mask))
     return {
         "image": name,
         "shape": list(mask.shape),
-        "miou": float(segmentation_metrics(res.prediction, mask)["miou"]),
-        "honoured": float(honoured_fraction(res.prediction, res.points)),
+        "miou": float(quality["miou"]),
+        "honoured": float(quality["honoured"]),
         "n_points": len(res.points),
         "seconds": round(total, 3),
         **phases,
