@@ -518,6 +518,52 @@ def test_head_polish_honours_pairs_of_opposite_clicks_a_pixel_apart():
     assert honoured(300) >= 0.99
 
 
+def test_head_polish_steps_through_shares_of_its_anchors(monkeypatch):
+    """With ``head_polish_anchor_batches`` B each polish step evaluates the head at every
+    click and at a 1/B share of the anchors: the same anchors one batch would hold, split
+    without overlap, so a step is cheaper. The polish still honours the clicks."""
+    import copy
+    from dataclasses import replace
+
+    from napari_pointseg.core import head_polish
+
+    image, pts = _opposite_pairs(9)
+    cfg = fast_config(polish_iters=10, head_polish_iters=0)
+    tr = make_trainer(image, pts, setup=TrainSetup(spec=TINY_SPEC, config=cfg, device="cpu")).train_all()
+    built = []  # the pixels (rows, cols) of every SparseHead the polish builds, points first
+
+    class Recording(head_polish.SparseHead):
+        def __init__(self, model, planes, order=None):
+            built.append(np.concatenate([np.stack([r, c]) for _, _, r, c in planes], 1))
+            super().__init__(model, planes, order)
+
+    monkeypatch.setattr(head_polish, "SparseHead", Recording)
+    state = copy.deepcopy(tr.rng.bit_generator.state)
+    n, anchors, sizes = tr.n_admitted, {}, {}
+    for b in (1, 4):
+        tr.rng.bit_generator.state = copy.deepcopy(state)
+        tr.config = replace(cfg, head_polish_anchor_batches=b)
+        built.clear()
+        batches, target = head_polish._polish_inputs(tr, tr.inference_model(), 0)
+        assert len(batches) == len(built) == b and len(target) == n
+        for pix, (base, _, before) in zip(built, batches, strict=True):
+            assert (pix[:, :n] == built[0][:, :n]).all()  # every click in every share
+            assert len(base) == pix.shape[1] and len(before) == pix.shape[1] - n
+        shares = [pix[:, n:] for pix in built]
+        anchors[b] = np.concatenate(shares, 1)
+        sizes[b] = [s.shape[1] for s in shares]
+    order = [np.lexsort(anchors[b]) for b in (1, 4)]
+    assert (anchors[1][:, order[0]] == anchors[4][:, order[1]]).all()  # the same anchors
+    assert sizes[1] == [cfg.head_polish_anchors]
+    assert all(0.2 <= k / cfg.head_polish_anchors <= 0.3 for k in sizes[4])
+
+    tr.config = replace(cfg, head_polish_iters=300, head_polish_max_iters=300, head_polish_anchor_batches=4)
+    _, final = head_polish.polish_head(tr)
+    tr._proba_cache = None
+    assert final >= 0.99
+    assert honoured_fraction(tr.predict(), tr.points) >= 0.99
+
+
 def _trained_pairs_recording_clearances(monkeypatch):
     """A trainer trained on `_opposite_pairs` without a head polish, its config, and the list
     the clearance of every later `boundary_anchors` call is appended to."""

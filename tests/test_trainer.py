@@ -263,3 +263,26 @@ def test_consistency_keeps_the_prediction_away_from_new_points():
         return np.abs(tr.predict_proba(0) - first)[:, far].mean()
 
     assert changed_far(5.0) < 0.75 * changed_far(0.0)
+
+
+def test_prediction_from_the_trainers_cached_plane_equals_the_plane_predicted_anew():
+    """The trainer predicts a plane that fits one tile from the padded plane it trains on;
+    the probabilities are those `predict_proba` gives for the image plane (padding cropped)."""
+    from dataclasses import replace
+
+    from napari_pointseg.core.predict import predict_proba
+
+    image, mask = blobs(150, 3)
+    image, mask = image[:, :110], mask[:, :110]  # padded on one side only
+    spec = replace(TINY_SPEC, input_scale=3)
+    cfg = fast_config(iters_per_step=2, final_iters=2, head_polish_iters=5)
+    tr = make_trainer(
+        image, random_points(mask, 20, 3), setup=TrainSetup(spec=spec, config=cfg, device="cpu")
+    )
+    tr.train_all()
+    got = tr.predict_proba(0)
+    assert got.shape == (2, *mask.shape) and tr._plane(0).shape[-2:] != mask.shape
+    expected = predict_proba(
+        tr.inference_model(), tr.image.plane(0), tr.device, stride=tr.spec.stride, precision=cfg.precision
+    )
+    np.testing.assert_array_equal(got, expected)

@@ -10,7 +10,10 @@ on the admitted points, while a KL term keeps the prediction at anchor pixels ne
 predicted boundaries where it was: fitting the clicks must not move every other boundary of
 the image with them (docs/training.md, sixth session). Next to a click, though, the anchors
 hold the very boundary the click asks to move: a polish stuck far from honouring the clicks
-starts over with no anchor within the head's reach of a click (eleventh session).
+starts over with no anchor within the head's reach of a click (eleventh session). Each step
+evaluates the head at every click but at a share of the anchors only, a different share in
+turn: a step over all of them cost ~3x more, for a term that only has to hold the prediction
+in place (eighteenth session).
 """
 
 from __future__ import annotations
@@ -37,7 +40,8 @@ def polish_head(trainer) -> tuple[list[float], float]:
     ``config.head_polish_iters`` Adam steps at ``config.head_polish_lr`` (halved after
     PLATEAU_STEPS steps without a new best), and on up to ``config.head_polish_max_iters``
     while it honours fewer than ``config.honour_floor``; the anchors:
-    ``config.head_polish_anchors`` pixels per plane, weight ``config.head_polish_keep``. The
+    ``config.head_polish_anchors`` pixels per plane, weight ``config.head_polish_keep``, each
+    step holding a 1/``config.head_polish_anchor_batches`` share of them (in turn). The
     head ends in the state that honoured the most points, and is copied into the training
     network as well. A polish stuck far from the target, or below the floor and no longer
     gaining, starts over once, its anchors clear of the clicks (RESTART_BELOW, RESTART_GAIN);
@@ -49,7 +53,7 @@ def polish_head(trainer) -> tuple[list[float], float]:
 
     cfg = trainer.config
     model = trainer.inference_model()
-    base, head, target, before = _polish_inputs(trainer, model, 0)
+    batches, target = _polish_inputs(trainer, model, 0)
     n_points = len(target)
     weights = trainer._class_weights()
     params = list(model.refine.parameters())
@@ -68,6 +72,8 @@ def polish_head(trainer) -> tuple[list[float], float]:
         for step in range(max(cfg.head_polish_iters, cfg.head_polish_max_iters)):
             if trainer.stopped or trainer.has_pending_points():
                 break  # Stop or a new click in the widget: answer within one step
+            # the clicks in every step, a different share of the anchors in each (cycled)
+            base, head, before = batches[step % len(batches)]
             logits = base + head()
             points, rest = logits[:n_points], logits[n_points:]
             right = _leads(points, target, cfg.honour_margin)
@@ -107,7 +113,7 @@ def polish_head(trainer) -> tuple[list[float], float]:
                 # The best state of either attempt is kept
                 restarted = True
                 model.refine.load_state_dict(start)
-                base, head, target, before = _polish_inputs(trainer, model, model.reach)
+                batches, target = _polish_inputs(trainer, model, model.reach)
                 optimizer = torch.optim.Adam(params, lr=cfg.head_polish_lr)
                 since_best, current = 0, None
                 attempt, attempt_flat = -1.0, 0
@@ -128,6 +134,7 @@ def polish_head(trainer) -> tuple[list[float], float]:
     if best[1] is not None and (current is None or best[0] > current):
         model.refine.load_state_dict(best[1])
     with torch.no_grad():
+        base, head, _ = batches[0]
         final = _leads(base[:n_points] + head()[:n_points], target, cfg.honour_margin)
     if model is not trainer.net:
         trainer.net.refine.load_state_dict(model.refine.state_dict())
@@ -136,9 +143,11 @@ def polish_head(trainer) -> tuple[list[float], float]:
 
 def _polish_inputs(trainer, model, clearance: int):
     """What the head polish trains on, for ``model`` (the inference network, its head as it
-    is now): the upsampled logits (n, K) at the admitted points, then at the anchors of every
-    plane (none within ``clearance`` px of a point); the head at those pixels (`SparseHead`);
-    the points' class indices (n points,); the log-softmax at the anchors (n anchors, K)."""
+    is now): a list of ``config.head_polish_anchor_batches`` (base, head, before), each over
+    the admitted points and its share of the anchors of every plane (none within
+    ``clearance`` px of a point): the upsampled logits (n points + n anchors, K) there, points
+    first; the head at those pixels (`SparseHead`); the log-softmax at its anchors
+    (n anchors, K). And the points' class indices (n points,)."""
     import torch
     import torch.nn.functional as F
 
@@ -146,7 +155,12 @@ def _polish_inputs(trainer, model, clearance: int):
     zs, yx, cls = trainer._active()
     planes = np.unique(zs)
     per_plane = cfg.head_polish_anchors // len(planes) if cfg.head_polish_keep > 0 else 0
-    items, bases, targets, counts = [], [], [], []
+    n_batches = max(1, int(cfg.head_polish_anchor_batches)) if per_plane else 1
+    # per batch: per plane (x, low, rows, cols), points first; the upsampled logits there
+    items = [[] for _ in range(n_batches)]
+    bases = [[] for _ in range(n_batches)]
+    counts = [[] for _ in range(n_batches)]
+    targets = []
     with torch.no_grad():
         for z in planes:
             sel = np.flatnonzero(zs == z)
@@ -154,27 +168,38 @@ def _polish_inputs(trainer, model, clearance: int):
             low = model.net(F.avg_pool2d(x, model.factor)).float()
             rows, cols = yx[sel, 0], yx[sel, 1]
             targets.append(torch.from_numpy(cls[sel]).to(device))
+            anchors = np.zeros((0, 2), np.int64)
             if per_plane:
                 shape = trainer.image.spatial_shape[-2:]
                 anchors = boundary_anchors(
                     model, x, low, shape, per_plane, trainer.rng, (rows, cols), clearance
                 )
-                rows, cols = np.concatenate([rows, anchors[:, 0]]), np.concatenate([cols, anchors[:, 1]])
-            r, c = torch.from_numpy(rows).to(device), torch.from_numpy(cols).to(device)
-            bases.append(model.pixel_inputs(x.float(), low, torch.zeros_like(r), r, c)[:, -low.shape[1] :])
-            items.append((x, low, rows, cols))
-            counts.append((len(sel), len(rows) - len(sel)))
-        # points first, then the anchors
-        starts = np.cumsum([0] + [k + a for k, a in counts])
-        order = np.concatenate(
-            [start + np.arange(k) for start, (k, _) in zip(starts, counts)]
-            + [start + k + np.arange(a) for start, (k, a) in zip(starts, counts)]
-        ).astype(np.int64)
-        head = SparseHead(model, items, order)
-        base = torch.cat(bases)[torch.from_numpy(order).to(device)]
-        n_points = sum(k for k, _ in counts)
-        before = F.log_softmax(base[n_points:] + head()[n_points:], 1)
-    return base, head, torch.cat(targets), before
+            # which batch each anchor is in (a random share: boundary and random anchors mixed)
+            share = trainer.rng.permutation(len(anchors)) % n_batches if n_batches > 1 else None
+            for b in range(n_batches):
+                mine = anchors if share is None else anchors[share == b]
+                r_np = np.concatenate([rows, mine[:, 0]])
+                c_np = np.concatenate([cols, mine[:, 1]])
+                r, c = torch.from_numpy(r_np).to(device), torch.from_numpy(c_np).to(device)
+                bases[b].append(
+                    model.pixel_inputs(x.float(), low, torch.zeros_like(r), r, c)[:, -low.shape[1] :]
+                )
+                items[b].append((x, low, r_np, c_np))
+                counts[b].append((len(sel), len(mine)))
+        batches = []
+        for b in range(n_batches):
+            # points first, then the anchors
+            starts = np.cumsum([0] + [k + a for k, a in counts[b]])
+            order = np.concatenate(
+                [start + np.arange(k) for start, (k, _) in zip(starts, counts[b])]
+                + [start + k + np.arange(a) for start, (k, a) in zip(starts, counts[b])]
+            ).astype(np.int64)
+            head = SparseHead(model, items[b], order)
+            base = torch.cat(bases[b])[torch.from_numpy(order).to(device)]
+            n_points = sum(k for k, _ in counts[b])
+            before = F.log_softmax(base[n_points:] + head()[n_points:], 1)
+            batches.append((base, head, before))
+    return batches, torch.cat(targets)
 
 
 def _leads(logits, target, margin: float):

@@ -44,7 +44,7 @@ def predict_proba(
     bf16 = use_bf16(precision, device)
     try:
         with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            if h <= tile and w <= tile:
+            if fits_one_tile((h, w), stride, tile):
                 xp, _ = pad_to_multiple(x, stride)
                 return _forward(model, xp, device, channels_last)[:, :h, :w]
             step = max(stride, tile - overlap)
@@ -82,8 +82,41 @@ def _forward(model, xp: np.ndarray, device, channels_last: bool) -> np.ndarray:
     t = torch.from_numpy(np.ascontiguousarray(xp[None])).to(device)
     if channels_last and device.type == "cpu":
         t = t.contiguous(memory_format=torch.channels_last)
+    return _probabilities(model, t)
+
+
+def _probabilities(model, t) -> np.ndarray:
+    import torch
+
     logits = model(t)
     return torch.softmax(logits.float(), 1)[0].cpu().numpy()
+
+
+def fits_one_tile(shape, stride: int = 32, tile: int = 1024) -> bool:
+    """Whether `predict_proba` predicts a plane of ``shape`` (H, W) in one pass (no tiles)."""
+    tile = max(stride, tile - tile % stride)
+    return shape[0] <= tile and shape[1] <= tile
+
+
+def predict_proba_padded(model, x, shape, device, precision: str = "auto") -> np.ndarray:
+    """`predict_proba` of a plane that fits one tile, given as the tensor ``x`` (1, C, H', W')
+    it pads to (the network's stride) and lays out (channels-last on the CPU) itself, e.g. a
+    trainer's cached plane: the same probabilities, without converting the plane on every
+    call. ``shape``: (H, W) of the image inside the padding. Returns float32 (K, H, W)."""
+    import torch
+
+    from .models import use_bf16
+
+    was_training = model.training
+    model.eval()
+    try:
+        with (
+            torch.no_grad(),
+            torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16(precision, device)),
+        ):
+            return _probabilities(model, x)[:, : shape[0], : shape[1]]
+    finally:
+        model.train(was_training)
 
 
 def uncertainty(proba: np.ndarray, kind: str = "entropy") -> np.ndarray:

@@ -73,6 +73,8 @@ class TrainConfig:
         4096  # ... keeping the prediction on this many pixels (mostly near class boundaries)
     )
     head_polish_keep: float = 10.0  # ... with this weight (KL divergence from the prediction before)
+    head_polish_anchor_batches: int = 4  # ... a 1/this share of them in each step, in turn (1: all; 4: ~3x
+    # cheaper steps, the same mIoU and clicks honoured, docs/training.md, eighteenth session)
     final_lr_floor: float = 0.1  # lr falls linearly to lr * this over the final iterations (1: flat)
     ema_decay: float = 0.9  # >0: predict with an exponential moving average of the weights
     consistency_weight: float = 3.0  # once new points join a trained network: weight of the KL
@@ -685,18 +687,24 @@ class SparseTrainer:
         Also records which admitted points of that plane the prediction gets wrong (the
         trainer then trains harder on them). Computed once per plane and iteration.
         """
-        from .predict import predict_proba
+        from .predict import fits_one_tile, predict_proba, predict_proba_padded
 
         c = self._proba_cache
         if c is not None and c[0] == self.iteration and c[1] == z:
             return c[2]
-        proba = predict_proba(
-            self.inference_model(),
-            self.image.plane(z),
-            self.device,
-            stride=self.spec.stride,
-            precision=self.config.precision,
-        )
+        shape = self.image.spatial_shape[-2:]
+        if fits_one_tile(shape, self.spec.stride):
+            # the plane as training holds it (padded, laid out): ~15 ms less per 512² call
+            x = stack_batch([self._plane(z)], self.device)
+            proba = predict_proba_padded(self.inference_model(), x, shape, self.device, self.config.precision)
+        else:
+            proba = predict_proba(
+                self.inference_model(),
+                self.image.plane(z),
+                self.device,
+                stride=self.spec.stride,
+                precision=self.config.precision,
+            )
         self._proba_cache = (self.iteration, z, proba)
         self._note_prediction(z, proba)
         return proba
