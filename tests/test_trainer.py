@@ -136,6 +136,7 @@ def test_3d_stack_trains_on_planes_with_points():
     tr.train_all()
     assert tr.predict(None).shape == (3, 48, 48)
     assert tr.predict(1).shape == (48, 48)
+    assert sorted(tr._planes) == [0, 2]  # a plane predicted, not trained on, is not kept
 
 
 def test_device_cuda_without_cuda_is_clear():

@@ -693,9 +693,10 @@ class SparseTrainer:
         if c is not None and c[0] == self.iteration and c[1] == z:
             return c[2]
         shape = self.image.spatial_shape[-2:]
-        if fits_one_tile(shape, self.spec.stride):
-            # the plane as training holds it (padded, laid out): ~15 ms less per 512² call
-            x = stack_batch([self._plane(z)], self.device)
+        if z in self._planes and fits_one_tile(shape, self.spec.stride):
+            # the plane as training holds it (padded, laid out): ~15 ms less per 512² call;
+            # other planes of a stack are not cached for a prediction (memory)
+            x = stack_batch([self._planes[z]], self.device)
             proba = predict_proba_padded(self.inference_model(), x, shape, self.device, self.config.precision)
         else:
             proba = predict_proba(
