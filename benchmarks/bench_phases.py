@@ -114,6 +114,7 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--config", default="{}", help="TrainConfig overrides as JSON")
     p.add_argument("--spec", default="{}", help="ModelSpec overrides as JSON")
+    p.add_argument("--filter-bank", default="{}", help="FilterBank overrides as JSON")
     p.add_argument("--out", default=str(RESULTS))
     args = p.parse_args(argv)
     data = Path(args.data)
@@ -124,7 +125,7 @@ def main(argv=None) -> int:
         print(f"error: --budget must be in (0, 1], got {args.budget}", file=sys.stderr)
         return 2
     try:
-        setup = setup_from_json(args.config, args.spec, args.device)
+        setup = setup_from_json(args.config, args.spec, args.device, args.filter_bank)
         pairs = parse_pairs(args.pairs)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -166,6 +167,7 @@ def main(argv=None) -> int:
                 "median_seconds_per_512sq": per512,
                 "config": setup.config.to_dict(),
                 "spec": setup.spec.to_dict(),
+                "filter_bank": setup.filter_bank.to_dict(),
             },
             indent=1,
             default=float,

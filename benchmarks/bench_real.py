@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_pointseg.core.features import FilterBank
 from napari_pointseg.core.metrics import segmentation_metrics
 from napari_pointseg.core.models import ModelSpec
 from napari_pointseg.core.oracle_loop import run_oracle
@@ -183,15 +184,20 @@ def summarise(rows: list[dict], modes) -> dict:
     return out
 
 
-def setup_from_json(config: str, spec: str, device: str) -> TrainSetup:
-    """The TrainSetup of ``--config`` / ``--spec`` (JSON overrides of TrainConfig / ModelSpec)
-    on ``device``. Raises ValueError with a one-line reason on bad JSON or unknown fields."""
+def setup_from_json(config: str, spec: str, device: str, filter_bank: str = "{}") -> TrainSetup:
+    """The TrainSetup of ``--config`` / ``--spec`` / ``--filter-bank`` (JSON overrides of
+    TrainConfig / ModelSpec / FilterBank) on ``device``. Raises ValueError with a one-line
+    reason on bad JSON or unknown fields."""
     try:
+        bank = {**FilterBank().to_dict(), **json.loads(filter_bank)}
         return TrainSetup(
-            spec=ModelSpec(**json.loads(spec)), config=TrainConfig(**json.loads(config)), device=device
+            spec=ModelSpec(**json.loads(spec)),
+            config=TrainConfig(**json.loads(config)),
+            device=device,
+            filter_bank=FilterBank.from_dict(bank),
         )
-    except (ValueError, TypeError) as e:
-        raise ValueError(f"--config / --spec: {e}") from None
+    except (ValueError, TypeError, AttributeError) as e:
+        raise ValueError(f"--config / --spec / --filter-bank: {e}") from None
 
 
 def parse_pairs(text: str) -> list[tuple[str, int]]:
@@ -229,6 +235,9 @@ def main(argv=None) -> int:
         help="TrainConfig overrides as JSON, e.g. '{\"crop_size\": null}' (recipe trials)",
     )
     p.add_argument("--spec", default="{}", help="ModelSpec overrides as JSON")
+    p.add_argument(
+        "--filter-bank", default="{}", help="FilterBank overrides as JSON, e.g. '{\"on_mean\": false}'"
+    )
     args = p.parse_args(argv)
     data = Path(args.data)
     if not data.is_dir():
@@ -247,7 +256,7 @@ def main(argv=None) -> int:
         print(f"error: unknown mode(s) {sorted(bad)}; choose from {MODES}", file=sys.stderr)
         return 2
     try:
-        setup = setup_from_json(args.config, args.spec, args.device)
+        setup = setup_from_json(args.config, args.spec, args.device, args.filter_bank)
         pairs = parse_pairs(args.pairs) or [(s, i) for s in sets for i in idx]
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -287,6 +296,7 @@ def main(argv=None) -> int:
                     "summary": summarise(rows, modes),
                     "config": config.to_dict(),
                     "spec": spec.to_dict(),
+                    "filter_bank": setup.filter_bank.to_dict(),
                     "machine": {
                         "cpus": os.cpu_count(),
                         "platform": platform.platform(),
