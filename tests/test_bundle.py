@@ -87,29 +87,3 @@ def test_older_bundles_with_unused_encoder_stages_still_load(tmp_path):
     save_file(stray, str(tmp_path / "stray.safetensors"), metadata=header)
     with pytest.raises(InputError, match="unexpected"):
         load_bundle(tmp_path / "stray.safetensors")
-
-
-def test_a_colour_image_bundle_keeps_its_contrast_weights(tmp_path):
-    """The colour contrast is fitted on the training image and stored: another image is
-    filtered with the same weights, not with a contrast fitted on itself."""
-    from napari_pointseg.core.bundle import _check_input
-
-    image, mask = blobs(64, 2)
-    rng = np.random.default_rng(0)
-    rgb = np.stack([image, image * 0.5 + 20 * rng.random(image.shape), 255 - image], -1).astype(np.uint8)
-    pts = random_points(mask, 16, 2)
-    setup = TrainSetup(spec=TINY_SPEC, config=fast_config(), device="cpu")
-    tr = make_trainer(rgb, pts, setup=setup).train_all()
-    fitted = tr.image.spec.filter_bank.contrast
-    assert len(fitted) == 3
-    b = load_bundle(save_trainer(tmp_path / "model", tr))
-    assert b.input_spec.filter_bank.contrast == fitted
-    np.testing.assert_array_equal(predict_with_bundle(b, rgb, device="cpu", renormalise=False), tr.predict())
-    other = rgb[..., ::-1].copy()  # its own contrast would differ
-    assert predict_with_bundle(b, other, device="cpu").shape == mask.shape
-    header = b.input_spec.to_dict()
-    for bad in ([1.0, 0.0], [2.0, 0.0, 0.0], [float("nan"), 0.0, 0.0]):
-        with pytest.raises(ValueError, match="contrast must hold 3 weights"):
-            _check_input({**header, "filter_bank": {**header["filter_bank"], "contrast": bad}}, b.spec)
-    with pytest.raises(ValueError, match="contrast must be a list"):
-        _check_input({**header, "filter_bank": {**header["filter_bank"], "contrast": "x"}}, b.spec)

@@ -76,8 +76,7 @@ def test_prepared_image_channels_and_standardisation():
     rgb = (rng.random((40, 48, 3)) * 255).astype(np.uint8)
     prep = PreparedImage(rgb, filter_bank=FilterBank((1.0, 2.0)))
     x = prep.plane(0)
-    # raw channels + the bank on their mean + the bank on their colour contrast
-    assert x.shape == (3 + 10 + 10, 40, 48) and len(prep.spec.filter_bank.contrast) == 3
+    assert x.shape == (3 + 10, 40, 48)  # raw channels + the bank on their mean
     assert x.dtype == np.float32
     assert np.allclose(x.reshape(x.shape[0], -1).mean(1), 0, atol=1e-3)
     stack = PreparedImage(rng.random((6, 32, 32)).astype(np.float32), filter_bank=FilterBank(()))

@@ -101,35 +101,6 @@ def test_filter_bank_on_the_channel_mean():
     assert FilterBank.from_dict(fb.to_dict()) == fb
 
 
-def test_filter_bank_fits_one_colour_contrast_on_the_training_image():
-    rng = np.random.default_rng(0)
-    grey = rng.random((32, 32)).astype(np.float32)
-    tint = rng.random((32, 32)).astype(np.float32)
-    # channels that differ by a colour contrast (the first two share it with opposite signs)
-    rgb = np.stack([grey + tint, grey - tint, grey]).astype(np.float32)
-    fb = FilterBank((1.0, 2.0)).fitted(rgb)
-    w = np.asarray(fb.contrast)
-    assert w.shape == (3,) and np.isclose(np.linalg.norm(w), 1.0)
-    assert abs(w[0] + w[1]) < 0.1 and abs(w[0]) > 0.6 and w.max() > 0  # the tint, sign fixed
-    out = fb.apply(rgb)
-    assert out.shape[0] == fb.n_outputs(3) == 3 + 10 + 10
-    # the contrast's responses are the bank's responses of the weighted channels
-    mix = np.tensordot(w.astype(np.float32), rgb, 1)
-    np.testing.assert_allclose(out[13:], FilterBank((1.0, 2.0), fit_contrast=False).apply(mix[None])[1:], atol=1e-5)
-    np.testing.assert_array_equal(out[:13], FilterBank((1.0, 2.0), fit_contrast=False).apply(rgb))
-    # a grey image stored as three (nearly) equal channels has no contrast to filter
-    copies = np.stack([grey, grey + 1e-3 * tint, grey]).astype(np.float32)
-    assert FilterBank((1.0, 2.0)).fitted(copies).contrast == ()
-    assert FilterBank((1.0, 2.0)).fitted(grey[None]).contrast == ()
-    assert FilterBank((1.0, 2.0), on_mean=False).fitted(rgb).contrast == ()
-    assert FilterBank(()).fitted(rgb).contrast == ()
-    # stored and read back with its weights; older bundles have none
-    assert FilterBank.from_dict(fb.to_dict()) == fb
-    assert FilterBank.from_dict({"sigmas": [1.0], "on_mean": True}).contrast == ()
-    with pytest.raises(ValueError, match="3 weights for 2 channels"):
-        fb.apply(rgb[:2])
-
-
 def test_region_centres_pick_the_largest_wrong_regions():
     truth = np.zeros((40, 40), np.int64)
     truth[5:25, 5:25] = 1

@@ -262,12 +262,7 @@ def _check_input(d, spec: ModelSpec) -> InputSpec:
         or len(fb.get("sigmas", [])) > MAX_SIGMAS
     ):
         raise ValueError(f"filter_bank must hold at most {MAX_SIGMAS} sigmas")
-    if fb is not None and not isinstance(fb.get("contrast", []), list):
-        raise ValueError("filter_bank contrast must be a list of numbers")
     inp = InputSpec.from_dict(d)
-    contrast = inp.filter_bank.contrast
-    if contrast and (len(contrast) != n or not all(np.isfinite(v) and abs(v) <= 1.0 + 1e-6 for v in contrast)):
-        raise ValueError(f"filter_bank contrast must hold {n} weights in [-1, 1]")
     for s in inp.filter_bank.sigmas:
         if not (np.isfinite(s) and 0 < s <= MAX_SIGMA):
             raise ValueError(f"filter sigma {s:g} is outside (0, {MAX_SIGMA:g}]")

@@ -16,9 +16,6 @@ from scipy import ndimage as ndi
 from .serial import dataclass_from_dict, dataclass_to_dict
 
 DEFAULT_SIGMAS = (1.0, 2.0, 4.0, 8.0, 16.0)
-# a second principal component below this share of the variance is noise (grey stored as
-# RGB: ~1e-4 on carotid_us), not a colour contrast (>= 2e-3 on the colour development images)
-MIN_CONTRAST_SHARE = 1e-3
 
 
 @dataclass(frozen=True)
@@ -30,20 +27,11 @@ class FilterBank:
     ``on_mean``: with several channels, the raw channels plus the responses of their mean
     (C + 5 * len(sigmas) outputs) instead of the responses of every channel: an RGB image
     then has 28 input channels instead of 78, ~1.3x faster per iteration and 3x faster to
-    prepare (docs/training.md).
-    ``fit_contrast`` / ``contrast``: with ``on_mean``, also the responses of one colour
-    contrast: the image's channels weighted by ``contrast`` (C floats, the second principal
-    component of the training image's normalised channels, fitted by `fitted`; empty: none).
-    The mean alone hid the contrast that tells an optic cup from its rim (drishti_fundus/2
-    0.90 -> 0.99 mIoU, docs/training.md, nineteenth session). A bank is fitted once, on the
-    training image, and the bundle stores the weights so that any other image gets the same
-    channels.
+    prepare, with no loss measured on the RGB development images (docs/training.md).
     """
 
     sigmas: tuple[float, ...] = DEFAULT_SIGMAS
     on_mean: bool = True
-    fit_contrast: bool = True
-    contrast: tuple[float, ...] = ()
 
     @property
     def per_channel(self) -> int:
@@ -51,42 +39,23 @@ class FilterBank:
 
     def n_outputs(self, n_channels: int) -> int:
         if self.on_mean and n_channels > 1 and self.sigmas:
-            return n_channels + 5 * len(self.sigmas) * (2 if self.contrast else 1)
+            return n_channels + 5 * len(self.sigmas)
         return n_channels * self.per_channel
 
     def to_dict(self) -> dict:
-        """{"sigmas": [float], "on_mean": bool, "fit_contrast": bool, "contrast": [float]}."""
+        """{"sigmas": [float], "on_mean": bool}."""
         return dataclass_to_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "FilterBank":
         """The inverse of `to_dict`. None or no sigmas: raw channels only; no ``on_mean``:
-        False, because bundles written before it existed filtered every channel; no
-        ``fit_contrast`` / ``contrast``: none (bundles written before the nineteenth session)."""
-        floats = lambda v: tuple(float(s) for s in v)  # noqa: E731
+        False, because bundles written before it existed filtered every channel."""
         return dataclass_from_dict(
             cls,
             d,
-            legacy={"sigmas": (), "on_mean": False, "fit_contrast": False, "contrast": ()},
-            convert={"sigmas": floats, "on_mean": bool, "fit_contrast": bool, "contrast": floats},
+            legacy={"sigmas": (), "on_mean": False},
+            convert={"sigmas": lambda v: tuple(float(s) for s in v), "on_mean": bool},
         )
-
-    def fitted(self, image_cf: np.ndarray) -> "FilterBank":
-        """This bank with ``contrast`` fitted on a ``(C, H, W)`` normalised image: the unit
-        weights of the second principal component of its channels (sign: largest weight
-        positive), or none when the bank does not use one or that component holds less than
-        `MIN_CONTRAST_SHARE` of the channels' variance (a grey image stored as RGB)."""
-        from dataclasses import replace
-
-        if not (self.fit_contrast and self.on_mean and self.sigmas and len(image_cf) > 1):
-            return replace(self, contrast=())
-        x = np.asarray(image_cf, dtype=np.float64).reshape(len(image_cf), -1)
-        values, vectors = np.linalg.eigh(np.cov(x))  # ascending
-        if values[-2] < MIN_CONTRAST_SHARE * max(values.sum(), 1e-12):
-            return replace(self, contrast=())
-        w = vectors[:, -2]
-        w = w if w[np.argmax(np.abs(w))] > 0 else -w
-        return replace(self, contrast=tuple(float(v) for v in w))
 
     def apply(self, image_cf: np.ndarray) -> np.ndarray:
         """``(C, H, W)`` float32 normalised image -> ``(n_outputs(C), H, W)`` float32.
@@ -98,11 +67,6 @@ class FilterBank:
         if self.on_mean and len(image_cf) > 1 and self.sigmas:
             out = list(image_cf)
             self._responses(image_cf.mean(0), out)
-            if self.contrast:
-                if len(self.contrast) != len(image_cf):
-                    raise ValueError(f"contrast has {len(self.contrast)} weights for {len(image_cf)} channels")
-                mix = np.tensordot(np.asarray(self.contrast, np.float32), image_cf, 1)
-                self._responses(mix.astype(np.float32, copy=False), out)
             return np.stack(out).astype(np.float32, copy=False)
         out = []
         for ch in image_cf:

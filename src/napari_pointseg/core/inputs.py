@@ -73,11 +73,7 @@ class PreparedImage:
         self.is_3d = len(self.spatial_shape) == 3
         self.normalisation = normalisation or fit_normalisation(cf)
         if spec is None:
-            # a colour contrast, if the bank uses one, is fitted on the plane the
-            # standardisation is fitted on, and stored with it
-            ref = self.raw_cf[:, self.n_planes // 2] if self.is_3d else self.raw_cf
-            bank = (filter_bank or FilterBank()).fitted(self.normalisation.apply(ref))
-            spec = InputSpec(self.n_channels, bank)
+            spec = InputSpec(self.n_channels, filter_bank or FilterBank())
         elif spec.n_channels != self.n_channels:
             from .errors import InputError
 

@@ -112,10 +112,7 @@ def fit_input_spec(
             n_ch = cf.shape[0]
         elif cf.shape[0] != n_ch:
             raise InputError(f"images have {n_ch} and {cf.shape[0]} channels; a data set needs one count")
-        x = (norm or fit_normalisation(cf)).apply(cf)
-        if not feats:
-            fb = fb.fitted(x)  # one colour contrast for the whole set: the first image's
-        f = fb.apply(x)
+        f = fb.apply((norm or fit_normalisation(cf)).apply(cf))
         flat = f.reshape(f.shape[0], -1).astype(np.float64)
         s1 = flat.sum(1) if s1 is None else s1 + flat.sum(1)
         s2 = (flat**2).sum(1) if s2 is None else s2 + (flat**2).sum(1)
