@@ -215,7 +215,13 @@ def test_bench_real_writes_its_table(tmp_path, capsys):
         assert set(row["user"]["checkpoints"]) == {"0.05%", "0.10%", "0.30%"}
     assert result["summary"]["oracle3"]["n"] == 2
     assert "median net" in capsys.readouterr().out
+    assert result["filter_bank"] == FilterBank().to_dict()
     assert bench.main(["--data", str(tmp_path / "missing")]) == 2
+    # --filter-bank overrides the bank's fields; a bad one is one line and exit code 2
+    bank = bench.setup_from_json("{}", "{}", "cpu", '{"on_mean": false}').filter_bank
+    assert bank == FilterBank(on_mean=False)
+    assert bench.main(["--data", str(data), "--filter-bank", '{"sigmas": 3}']) == 2
+    assert "--filter-bank" in capsys.readouterr().err
 
 
 def test_bench_phases_splits_the_time_of_a_run(tmp_path, capsys, monkeypatch):
