@@ -189,6 +189,7 @@ def setup_from_json(config: str, spec: str, device: str, filter_bank: str = "{}"
     TrainConfig / ModelSpec / FilterBank) on ``device``. Raises ValueError with a one-line
     reason on bad JSON or unknown fields."""
     try:
+        # from_dict fills absent fields with old bundles' values: override today's bank instead
         bank = {**FilterBank().to_dict(), **json.loads(filter_bank)}
         return TrainSetup(
             spec=ModelSpec(**json.loads(spec)),
