@@ -433,7 +433,8 @@ def test_head_polish_goes_past_its_budget_only_while_clicks_are_contradicted():
     pts = random_points(mask, 40, 5).append(edge.astype(float), mask[edge[:, 0], edge[:, 1]])
 
     def honoured(**polish):
-        cfg = fast_config(polish_iters=10, final_iters=2, iters_per_step=2, **polish)
+        # the head alone (no whole-network polish after it)
+        cfg = fast_config(polish_iters=10, net_polish_iters=0, final_iters=2, iters_per_step=2, **polish)
         tr = make_trainer(image, pts, setup=TrainSetup(spec=TINY_SPEC, config=cfg, device="cpu")).train_all()
         return honoured_fraction(tr.predict(), tr.points)
 
@@ -441,6 +442,33 @@ def test_head_polish_goes_past_its_budget_only_while_clicks_are_contradicted():
     assert short < 0.99  # the case this test is about: 5 steps do not honour the border clicks
     longer = honoured(head_polish_iters=5, head_polish_max_iters=2000)
     assert longer > short and longer >= 0.985  # stops once its own count reaches honour_floor
+
+
+def test_whole_network_polishes_when_the_head_polish_ends_below_the_floor():
+    """A head polish that ends honouring fewer than ``honour_floor`` of the clicks (here cut
+    short at 5 steps) is followed by up to ``net_polish_iters`` iterations of the whole network on
+    the points it gets wrong, and the head polishes once more: more clicks honoured."""
+    image, mask = blobs(336, 4)
+    edge = np.argwhere((mask != np.roll(mask, 1, 0)) | (mask != np.roll(mask, 1, 1)))
+    edge = edge[np.random.default_rng(5).choice(len(edge), 300, replace=False)]
+    pts = random_points(mask, 40, 5).append(edge.astype(float), mask[edge[:, 0], edge[:, 1]])
+
+    def run(net_polish_iters):
+        cfg = fast_config(
+            net_polish_iters=net_polish_iters,
+            final_iters=2,
+            iters_per_step=2,
+            head_polish_iters=5,
+            head_polish_max_iters=5,
+        )
+        tr = make_trainer(image, pts, setup=TrainSetup(spec=TINY_SPEC, config=cfg, device="cpu")).train_all()
+        return tr, honoured_fraction(tr.predict(), tr.points)
+
+    _, head_only = run(0)
+    assert head_only < 0.99  # the head polish alone ends below the floor
+    tr, both = run(40)
+    assert both > head_only + 0.005 and both >= 0.97
+    assert tr.honoured() == pytest.approx(both)
 
 
 def test_head_polish_ends_in_its_best_state():

@@ -75,6 +75,8 @@ class TrainConfig:
     head_polish_keep: float = 10.0  # ... with this weight (KL divergence from the prediction before)
     head_polish_anchor_batches: int = 4  # ... a 1/this share of them in each step, in turn (1: all; 4: ~3x
     # cheaper steps, the same mIoU and clicks honoured, docs/training.md, eighteenth session)
+    net_polish_iters: int = 40  # a head polish that ends below honour_floor: this many iterations of
+    # the whole network on the points it gets wrong, then the head polish once more (0: none)
     final_lr_floor: float = 0.1  # lr falls linearly to lr * this over the final iterations (1: flat)
     ema_decay: float = 0.9  # >0: predict with an exponential moving average of the weights
     consistency_weight: float = 3.0  # once new points join a trained network: weight of the KL
@@ -652,6 +654,24 @@ class SparseTrainer:
     def _polish_head(self) -> None:
         from .head_polish import polish_head
 
+        polish_head(self)
+        self._proba_cache = None
+        self._wrong = np.zeros(0, np.int64)
+        cfg = self.config
+        if cfg.net_polish_iters <= 0 or self.honoured() >= cfg.honour_floor:
+            return
+        # the head alone could not: the whole network trains on the points it gets wrong,
+        # then the head polishes once more
+        self._polishing = True
+        try:
+            for i in range(cfg.net_polish_iters):
+                if self.stopped or self.has_pending_points():
+                    return
+                self._iterate(0)
+                if (i + 1) % 10 == 0 and self.honoured() >= cfg.honour_target:
+                    break
+        finally:
+            self._polishing = False
         polish_head(self)
         self._proba_cache = None
         self._wrong = np.zeros(0, np.int64)
