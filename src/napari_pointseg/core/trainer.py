@@ -75,7 +75,7 @@ class TrainConfig:
     head_polish_keep: float = 10.0  # ... with this weight (KL divergence from the prediction before)
     head_polish_anchor_batches: int = 4  # ... a 1/this share of them in each step, in turn (1: all; 4: ~3x
     # cheaper steps, the same mIoU and clicks honoured, docs/training.md, eighteenth session)
-    net_polish_iters: int = 40  # a head polish that ends below honour_floor: this many iterations of
+    net_polish_iters: int = 100  # a head polish that ends below honour_floor: this many iterations of
     # the whole network on the points it gets wrong, then the head polish once more (0: none)
     final_lr_floor: float = 0.1  # lr falls linearly to lr * this over the final iterations (1: flat)
     ema_decay: float = 0.9  # >0: predict with an exponential moving average of the weights
