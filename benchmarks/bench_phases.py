@@ -3,7 +3,8 @@
 Runs the oracle (Algorithm 1) at ``--budget`` on development images (``<data>/<set>/image_<i>.png``
 + ``mask_<i>.png``, as `bench_real.py`), one after the other in one process, and times the
 trainer's phases by wrapping its methods: the training iterations (``_iterate``), the head
-polish (``_polish_head``, with its steps), the predictions (``predict_proba``: the oracle's,
+polish (``_polish_head``, with its steps, and the whole-network polish that follows a head
+polish ending below ``honour_floor``), the predictions (``predict_proba``: the oracle's,
 one per step), and the rest (oracle sampling, filter bank, building the network). Prints a
 table and writes ``benchmarks/results/bench_phases.json``. For tuning the time of a run:
 a recipe change shows which phase it moves (``--config`` / ``--spec`` as in `bench_real.py`).
