@@ -424,13 +424,19 @@ def test_head_polish_honours_border_clicks_at_reduced_resolution():
     assert miou(mask, pred) >= miou(mask, pred_off) - 0.03
 
 
+def border_clicks(seed: int):
+    """A 336² blobs image (4 classes) and 340 clicks on it: 40 at random, then 300 on class
+    borders, more than the head polish can honour in a few steps."""
+    image, mask = blobs(336, 4)
+    edge = np.argwhere((mask != np.roll(mask, 1, 0)) | (mask != np.roll(mask, 1, 1)))
+    edge = edge[np.random.default_rng(seed).choice(len(edge), 300, replace=False)]
+    return image, random_points(mask, 40, seed).append(edge.astype(float), mask[edge[:, 0], edge[:, 1]])
+
+
 def test_head_polish_goes_past_its_budget_only_while_clicks_are_contradicted():
     """After ``head_polish_iters`` the head keeps training (up to ``head_polish_max_iters``)
     only while the prediction honours fewer than ``honour_floor`` of the clicks."""
-    image, mask = blobs(336, 4)
-    edge = np.argwhere((mask != np.roll(mask, 1, 0)) | (mask != np.roll(mask, 1, 1)))
-    edge = edge[np.random.default_rng(5).choice(len(edge), 300, replace=False)]
-    pts = random_points(mask, 40, 5).append(edge.astype(float), mask[edge[:, 0], edge[:, 1]])
+    image, pts = border_clicks(5)
 
     def honoured(**polish):
         # the head alone (no whole-network polish after it)
@@ -448,19 +454,12 @@ def test_whole_network_polishes_when_the_head_polish_ends_below_the_floor():
     """A head polish that ends honouring fewer than ``honour_floor`` of the clicks (here cut
     short at 5 steps) is followed by up to ``net_polish_iters`` iterations of the whole network on
     the points it gets wrong, and the head polishes once more: more clicks honoured."""
-    image, mask = blobs(336, 4)
-    edge = np.argwhere((mask != np.roll(mask, 1, 0)) | (mask != np.roll(mask, 1, 1)))
-    edge = edge[np.random.default_rng(5).choice(len(edge), 300, replace=False)]
-    pts = random_points(mask, 40, 5).append(edge.astype(float), mask[edge[:, 0], edge[:, 1]])
+    image, pts = border_clicks(5)
+
+    short_head = dict(head_polish_iters=5, head_polish_max_iters=5)
 
     def run(net_polish_iters):
-        cfg = fast_config(
-            net_polish_iters=net_polish_iters,
-            final_iters=2,
-            iters_per_step=2,
-            head_polish_iters=5,
-            head_polish_max_iters=5,
-        )
+        cfg = fast_config(net_polish_iters=net_polish_iters, final_iters=2, iters_per_step=2, **short_head)
         tr = make_trainer(image, pts, setup=TrainSetup(spec=TINY_SPEC, config=cfg, device="cpu")).train_all()
         return tr, honoured_fraction(tr.predict(), tr.points)
 
@@ -478,10 +477,7 @@ def test_head_polish_ends_in_its_best_state():
 
     from napari_pointseg.core.head_polish import polish_head
 
-    image, mask = blobs(336, 4)
-    edge = np.argwhere((mask != np.roll(mask, 1, 0)) | (mask != np.roll(mask, 1, 1)))
-    edge = edge[np.random.default_rng(6).choice(len(edge), 300, replace=False)]
-    pts = random_points(mask, 40, 6).append(edge.astype(float), mask[edge[:, 0], edge[:, 1]])
+    image, pts = border_clicks(6)
     cfg = fast_config(polish_iters=10, final_iters=2, iters_per_step=2, head_polish_iters=0)
     tr = make_trainer(image, pts, setup=TrainSetup(spec=TINY_SPEC, config=cfg, device="cpu")).train_all()
     # an lr high enough to hop, and targets it cannot reach: the polish runs all its steps
