@@ -652,16 +652,21 @@ class SparseTrainer:
         return getattr(self.inference_model(), "refine", None) is not None
 
     def _polish_head(self) -> None:
+        """The head polish; below ``honour_floor`` after it, the whole network trains on the
+        points it gets wrong (up to ``net_polish_iters``), then the head polishes once more."""
         from .head_polish import polish_head
 
-        polish_head(self)
-        self._proba_cache = None
-        self._wrong = np.zeros(0, np.int64)
+        def head() -> None:
+            polish_head(self)
+            self._proba_cache = None  # the head changed under the cached prediction
+            self._wrong = np.zeros(0, np.int64)
+
+        head()
         cfg = self.config
         if cfg.net_polish_iters <= 0 or self.honoured() >= cfg.honour_floor:
             return
-        # the head alone could not: the whole network trains on the points it gets wrong,
-        # then the head polishes once more
+        # the head alone could not: its 7 x 7 window cannot move a boundary the body draws
+        # several pixels off (docs/training.md, twenty-first session)
         self._polishing = True
         try:
             for i in range(cfg.net_polish_iters):
@@ -672,9 +677,7 @@ class SparseTrainer:
                     break
         finally:
             self._polishing = False
-        polish_head(self)
-        self._proba_cache = None
-        self._wrong = np.zeros(0, np.int64)
+        head()
 
     def _update(self, t0, it0, loss, acc, prediction=None, waiting=False, done=False) -> TrainUpdate:
         secs = time.perf_counter() - t0
