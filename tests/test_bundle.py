@@ -13,7 +13,7 @@ def test_bundle_round_trip_predicts_identically(tmp_path):
     image, mask = blobs(64, 2)
     pts = random_points(mask, 16, 2)
     tr = make_trainer(
-        image, pts, setup=TrainSetup(spec=TINY_SPEC, config=fast_config(), device="cpu")
+        image, pts, setup=TrainSetup(spec=TINY_SPEC, config=fast_config(forest_trees=0), device="cpu")
     ).train_all()
     path = save_trainer(tmp_path / "model", tr)
     assert path.name == "model.safetensors"
@@ -25,6 +25,61 @@ def test_bundle_round_trip_predicts_identically(tmp_path):
     direct = tr.predict()
     again = predict_with_bundle(b, image, device="cpu", renormalise=False)
     np.testing.assert_array_equal(direct, again)
+
+
+def test_bundle_keeps_the_click_forest(tmp_path):
+    """The forest's training set travels in the bundle and is refitted where it predicts; on
+    the training image only the clicks' own pixels differ (out-of-bag in training, in-bag
+    after), so the prediction stays the same nearly everywhere and honours the clicks."""
+    from napari_pointseg.core.metrics import segmentation_metrics
+    from napari_pointseg.oracle.correcting_user import honoured_fraction
+
+    image, mask = blobs(64, 2)
+    pts = random_points(mask, 24, 2)
+    setup = TrainSetup(spec=TINY_SPEC, config=fast_config(forest_on="always"), device="cpu")
+    tr = make_trainer(image, pts, setup=setup)
+    tr.train_all()
+    assert tr.image.spec.forest is not None and tr.image.forest.fitted
+    assert tr.spec.in_channels == tr.image.spec.bank_channels + 2
+    b = load_bundle(save_trainer(tmp_path / "model", tr))
+    assert b.input_spec.forest == tr.image.spec.forest
+    x, y = b.forest_data
+    assert x.shape == (24, 20) and y.tolist() == (np.searchsorted([1, 2], pts.labels)).tolist()
+    direct = tr.predict()
+    again = predict_with_bundle(b, image, device="cpu", renormalise=False)
+    assert (direct == again).mean() > 0.97
+    assert honoured_fraction(again, pts) >= honoured_fraction(direct, pts) - 1 / 24
+    assert segmentation_metrics(mask, again)["miou"] > 0.8
+
+
+def test_bundle_forest_tensors_are_checked(tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    image, mask = blobs(48, 2)
+    tr = make_trainer(
+        image,
+        random_points(mask, 12, 2),
+        setup=TrainSetup(spec=TINY_SPEC, config=fast_config(forest_on="always"), device="cpu"),
+    ).train_all()
+    path = save_trainer(tmp_path / "model", tr)
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata()
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    bad = dict(tensors)
+    bad["forest.features"] = torch.zeros(12, 7)
+    save_file(bad, str(tmp_path / "shape.safetensors"), metadata=meta)
+    with pytest.raises(InputError, match="forest tensors of shapes"):
+        load_bundle(tmp_path / "shape.safetensors")
+    gone = {k: v for k, v in tensors.items() if not k.startswith("forest.")}
+    save_file(gone, str(tmp_path / "gone.safetensors"), metadata=meta)
+    with pytest.raises(InputError, match="lacks its tensors"):
+        load_bundle(tmp_path / "gone.safetensors")
+    labels = dict(tensors)
+    labels["forest.labels"] = torch.full((12,), 5, dtype=torch.int64)
+    save_file(labels, str(tmp_path / "labels.safetensors"), metadata=meta)
+    with pytest.raises(InputError, match="outside the forest's classes"):
+        load_bundle(tmp_path / "labels.safetensors")
 
 
 def test_foreign_and_corrupt_files_give_clear_errors(tmp_path):

@@ -95,6 +95,21 @@ def test_entropy_weight_option_reaches_the_bundle(files):
     assert load_bundle(out / "model.safetensors").train_config["entropy_weight"] == 0.0
 
 
+@pytest.mark.parametrize("forest, classes", [("always", 2), ("off", None)])
+def test_forest_option_reaches_the_bundle(files, forest, classes):
+    """--forest always gives this grey image the click forest (its two classes' channels),
+    --forest off none; the written prediction comes from the bundle either way."""
+    from napari_pointseg.core.bundle import load_bundle
+
+    out = files / f"forest_{forest}"
+    args = ["train", str(files / "img.tif"), str(files / "pts.csv"), "--out", str(out), "--forest", forest]
+    assert main([*args, *FAST]) == 0
+    b = load_bundle(out / "model.safetensors")
+    assert (b.input_spec.forest.classes if b.input_spec.forest else None) == classes
+    assert (b.forest_data is not None) == (classes is not None)
+    assert tifffile.imread(out / "prediction.tif").shape == (64, 64)
+
+
 def test_every_subcommand_has_help():
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")

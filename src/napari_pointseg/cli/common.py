@@ -236,6 +236,14 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
         "--no-filters", action="store_true", help="feed only the raw channels (no fixed filter bank)"
     )
     g.add_argument(
+        "--forest",
+        choices=("colour", "always", "off"),
+        default="colour",
+        help="give the network the class probabilities of a random forest fitted on the clicks "
+        "as extra input channels (of its full-resolution head): on images whose channels "
+        "differ (default colour), on every image, or off",
+    )
+    g.add_argument(
         "--threads",
         type=int,
         default=None,
@@ -259,6 +267,11 @@ def train_setup(args: argparse.Namespace, **overrides):
     )
     cfg = dict(seed=args.seed, lr=args.lr, crop_size=args.crop_size or None, threads=args.threads)
     cfg["entropy_weight"] = args.entropy_weight
+    forest = getattr(args, "forest", "colour")
+    if forest == "off":
+        cfg["forest_trees"] = 0
+    else:
+        cfg["forest_on"] = forest
     config = TrainConfig(**{**cfg, **overrides})
     if args.iters_per_point is not None:
         config = with_iters_per_step(config, max(1, int(round(args.iters_per_point))))

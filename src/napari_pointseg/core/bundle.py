@@ -27,6 +27,7 @@ from .models import ModelSpec
 from .points import PointSet
 
 FORMAT = "napari-pointseg-bundle"
+FOREST_X, FOREST_Y = "forest.features", "forest.labels"
 FORMAT_VERSION = 1
 _KEY = "napari_pointseg"
 
@@ -39,6 +40,7 @@ MAX_IN_CHANNELS = 8192
 MAX_SIGMA = 64.0
 MAX_SIGMAS = 16
 MAX_DECODER_CHANNELS = 4096
+MAX_TREES = 1000
 
 
 @dataclass
@@ -46,6 +48,8 @@ class Bundle:
     """A trained network and its metadata.
 
     classes: label values, index i = network output channel i. state_dict: tensors on CPU.
+    forest_data: (features (N, F) float32, class indices (N,) int64) the click forest of an
+    input spec with a forest was fitted on (refitted wherever the bundle predicts).
     """
 
     spec: ModelSpec
@@ -56,6 +60,7 @@ class Bundle:
     points: PointSet | None = None
     train_config: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
+    forest_data: tuple | None = None
 
     def build(self, device="cpu"):
         """The network with the bundle's weights, in eval mode, on ``device``."""
@@ -83,8 +88,14 @@ def save_bundle(
     points: PointSet | None = None,
     train_config: dict | None = None,
     extra: dict | None = None,
+    forest_data: tuple | None = None,
 ) -> Path:
-    """Write a bundle (``.safetensors`` is appended if missing). Written atomically."""
+    """Write a bundle (``.safetensors`` is appended if missing). Written atomically.
+
+    forest_data: (features (N, F), class indices (N,)) of the click forest, required when
+    ``input_spec`` has one (stored as the tensors ``forest.features`` / ``forest.labels``).
+    """
+    import torch
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -108,6 +119,12 @@ def save_bundle(
         "extra": extra or {},
     }
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if input_spec.forest is not None:
+        if forest_data is None:
+            raise ValueError("an input spec with a click forest needs forest_data")
+        x, y = forest_data
+        state[FOREST_X] = torch.as_tensor(np.asarray(x, np.float32)).reshape(len(y), -1).contiguous()
+        state[FOREST_Y] = torch.as_tensor(np.asarray(y, np.int64)).contiguous()
     with atomic_write(path) as tmp:
         save_file(state, str(tmp), metadata={_KEY: json.dumps(meta)})
     return path
@@ -128,8 +145,20 @@ def load_bundle(path: str | Path) -> Bundle:
             if _KEY not in header:
                 raise InputError(f"{path} is a safetensors file but not a napari-pointseg bundle")
             bundle = _bundle_from_header(path, header[_KEY])
+            forest_shapes = {k: shapes.pop(k) for k in (FOREST_X, FOREST_Y) if k in shapes}
+            check_forest(bundle.input_spec, forest_shapes, path)
             check_weights(bundle.spec, shapes, path)
-            bundle.state_dict = {k: f.get_tensor(k) for k in f.keys()}
+            bundle.state_dict = {k: f.get_tensor(k) for k in shapes}
+            if forest_shapes:
+                y = f.get_tensor(FOREST_Y).numpy().astype(np.int64)
+                if len(y) and not (0 <= y.min() and y.max() < bundle.input_spec.forest.classes):
+                    raise InputError(
+                        f"{path}: forest.labels holds a class index outside the forest's classes"
+                    )
+                x = f.get_tensor(FOREST_X).float().numpy()
+                if not np.all(np.isfinite(x)):
+                    raise InputError(f"{path}: forest.features holds non-finite values")
+                bundle.forest_data = (x, y)
     except InputError:
         raise
     except Exception as e:  # noqa: BLE001 - any parse failure = not a valid bundle
@@ -230,6 +259,7 @@ def _check_spec(d) -> ModelSpec:
         ("input_scale", 0, 8),
         ("refine_channels", 0, MAX_DECODER_CHANNELS),
         ("refine_layers", 1, 4),
+        ("head_only_channels", 0, MAX_IN_CHANNELS),
     ):
         if not hasattr(spec, name):  # a field this version of ModelSpec does not have
             continue
@@ -262,6 +292,18 @@ def _check_input(d, spec: ModelSpec) -> InputSpec:
         or len(fb.get("sigmas", [])) > MAX_SIGMAS
     ):
         raise ValueError(f"filter_bank must hold at most {MAX_SIGMAS} sigmas")
+    fo = d.get("forest")
+    if fo is not None and (
+        not isinstance(fo, dict)
+        or not _is_int(fo.get("classes"))
+        or fo["classes"] != spec.classes
+        or not _is_int(fo.get("trees"))
+        or not 1 <= fo["trees"] <= MAX_TREES
+        or not _is_int(fo.get("seed", 0))
+        or not isinstance(fo.get("scale", 1.0), (int, float))
+        or not np.isfinite(fo.get("scale", 1.0))
+    ):
+        raise ValueError(f"forest must give the network's {spec.classes} classes and 1 to {MAX_TREES} trees")
     inp = InputSpec.from_dict(d)
     for s in inp.filter_bank.sigmas:
         if not (np.isfinite(s) and 0 < s <= MAX_SIGMA):
@@ -273,7 +315,7 @@ def _check_input(d, spec: ModelSpec) -> InputSpec:
     for name in ("feature_mean", "feature_std"):
         v = getattr(inp, name)
         if v is not None:
-            _floats(v, spec.in_channels, name)
+            _floats(v, inp.bank_channels, name)
     if inp.feature_std is not None and min(inp.feature_std) <= 0:
         raise ValueError("feature_std must be > 0")
     return inp
@@ -318,8 +360,31 @@ def check_weights(spec: ModelSpec, shapes: dict, path) -> None:
         raise InputError(f"{path}: tensor {bad[0]} has unsupported dtype {shapes[bad[0]][1]}")
 
 
+def check_forest(input_spec: InputSpec, shapes: dict, path) -> None:
+    """InputError unless the forest tensors (``shapes``: {name: (shape, dtype)}) are exactly
+    what the input spec's click forest needs: none without one; with one, (N, F) features for
+    the image's channels and N labels."""
+    from .forest_input import n_forest_features
+
+    if input_spec.forest is None:
+        if shapes:
+            raise InputError(f"{path}: click-forest tensors in a bundle whose input has no forest")
+        return
+    if set(shapes) != {FOREST_X, FOREST_Y}:
+        raise InputError(f"{path}: the input has a click forest but the bundle lacks its tensors")
+    (xs, xt), (ys, yt) = shapes[FOREST_X], shapes[FOREST_Y]
+    f = n_forest_features(input_spec.n_channels)
+    if len(xs) != 2 or xs[1] != f or len(ys) != 1 or ys[0] != xs[0]:
+        raise InputError(
+            f"{path}: forest tensors of shapes {list(xs)} / {list(ys)}, the input needs (N, {f}) / (N,)"
+        )
+    if not str(xt).upper().startswith(("F", "BF")) or not str(yt).upper().startswith("I"):
+        raise InputError(f"{path}: forest tensors of dtypes {xt} / {yt}")
+
+
 def save_trainer(path: str | Path, trainer, extra: dict | None = None) -> Path:
-    """Bundle a SparseTrainer's current network, classes, input spec and points."""
+    """Bundle a SparseTrainer's current network, classes, input spec, points and click forest."""
+    forest = trainer.image.forest
     return save_bundle(
         path,
         trainer.model,
@@ -330,7 +395,17 @@ def save_trainer(path: str | Path, trainer, extra: dict | None = None) -> Path:
         trainer.points,
         trainer.config.to_dict(),
         extra,
+        forest_data=None if forest is None else forest_data_of(forest, trainer.image.n_channels),
     )
+
+
+def forest_data_of(forest, n_channels: int) -> tuple:
+    """(features, class indices) a ClickForest was fitted on; none (0 rows) when it never was."""
+    from .forest_input import n_forest_features
+
+    if forest.x is None or len(forest.x) == 0:
+        return np.zeros((0, n_forest_features(n_channels)), np.float32), np.zeros(0, np.int64)
+    return forest.x, forest.y
 
 
 def predict_with_bundle(
@@ -359,6 +434,7 @@ def predict_with_bundle(
         rgb,
         spec=bundle.input_spec,
         normalisation=None if renormalise else bundle.normalisation,
+        forest_data=bundle.forest_data,
     )
     model = model if model is not None else bundle.build(dev)
     classes = np.asarray(bundle.classes, dtype=np.int64)

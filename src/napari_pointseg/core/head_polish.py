@@ -165,7 +165,7 @@ def _polish_inputs(trainer, model, clearance: int):
         for z in planes:
             sel = np.flatnonzero(zs == z)
             x = stack_batch([trainer._plane(int(z))], device)
-            low = model.net(F.avg_pool2d(x, model.factor)).float()
+            low = model.body(F.avg_pool2d(x, model.factor)).float()
             rows, cols = yx[sel, 0], yx[sel, 1]
             targets.append(torch.from_numpy(cls[sel]).to(device))
             anchors = np.zeros((0, 2), np.int64)

@@ -67,6 +67,7 @@ class ModelSpec:
     refine_channels: int = 32  # with input_scale > 1: width of the full-resolution head (0: none)
     stem_kernel: int = 3  # first encoder convolution's kernel (0: the encoder's own)
     refine_layers: int = 3  # 3 x 3 convolutions of the full-resolution head (its reach in px)
+    head_only_channels: int = 0  # with a head: the last this many input channels reach the head only
 
     def to_dict(self) -> dict:
         return dataclass_to_dict(self)
@@ -135,6 +136,8 @@ def validate_spec(spec: ModelSpec) -> None:
         raise InputError(f"input_scale must be 0 (auto) to 8, got {spec.input_scale}")
     if not 1 <= int(spec.refine_layers) <= 4:
         raise InputError(f"refine_layers must be 1 to 4, got {spec.refine_layers}")
+    if not 0 <= int(spec.head_only_channels) < int(spec.in_channels):
+        raise InputError(f"head_only_channels must be 0 to in_channels - 1, got {spec.head_only_channels}")
 
 
 def build_model(spec: ModelSpec):
@@ -152,7 +155,7 @@ def build_model(spec: ModelSpec):
         model = cls(
             encoder_name=spec.encoder,
             encoder_weights=None,
-            in_channels=spec.in_channels,
+            in_channels=spec.in_channels - body_skip(spec),
             classes=spec.classes,
             **kwargs,
         )
@@ -167,7 +170,14 @@ def build_model(spec: ModelSpec):
         model = scaled_input(
             model, spec.scale, spec.in_channels, spec.classes, spec.refine_channels, spec.refine_layers
         )
+        model.body_channels = spec.in_channels - body_skip(spec)
     return model
+
+
+def body_skip(spec: ModelSpec) -> int:
+    """Input channels the U-Net body does not read (``head_only_channels``, when there is a head)."""
+    has_head = spec.scale > 1 and spec.refine_channels > 0
+    return int(spec.head_only_channels) if has_head else 0
 
 
 def set_stem_kernel(encoder, kernel: int) -> None:
@@ -252,13 +262,21 @@ def _scaled_input_class():
                     hidden += [nn.ReLU(inplace=True)]
                 self.refine = nn.Sequential(*hidden, last)
                 self.reach = layers
+            self.body_channels = in_channels
 
         @property
         def encoder(self):
             return self.net.encoder
 
+        def body(self, pooled):
+            """The network's logits on the pooled input (B, C, h, w): its first
+            ``body_channels`` only; the rest (the click forest's) reach the head alone."""
+            if pooled.shape[1] != self.body_channels:
+                pooled = pooled[:, : self.body_channels]
+            return self.net(pooled)
+
         def forward(self, x):
-            return self.from_low(x, self.net(F.avg_pool2d(x, self.factor)))
+            return self.from_low(x, self.body(F.avg_pool2d(x, self.factor)))
 
         def from_low(self, x, low):
             """Full-resolution logits of ``x`` (B, C, H, W) given the network's logits ``low``
@@ -275,7 +293,7 @@ def _scaled_input_class():
             at the labelled pixels only, and the head over a whole 512² plane cost ~25 % of an
             iteration. ``x`` may be a `training_kit.AugmentedPlane` (a batch of one)."""
             pooled = x.pooled(self.factor) if hasattr(x, "pooled") else F.avg_pool2d(x, self.factor)
-            low = self.net(pooled)
+            low = self.body(pooled)
             base, feat, inside = self.point_inputs(x, low, bi, yi, xi)
             return base if feat is None else base + self.head_at(feat, inside)
 

@@ -38,7 +38,11 @@ _GAUSS_TRUNCATE = 4.0  # scipy.ndimage.gaussian_filter's default
 def default_halo(bundle) -> int:
     """Pixels read around each tile: the largest filter's reach (4 sigma + 1, scipy's Gaussian
     truncation) plus `NETWORK_CONTEXT`, rounded up to the network stride."""
-    sigmas = bundle.input_spec.filter_bank.sigmas
+    from .forest_input import FOREST_SIGMA_MAX
+
+    sigmas = list(bundle.input_spec.filter_bank.sigmas)
+    if bundle.input_spec.forest is not None:
+        sigmas.append(FOREST_SIGMA_MAX)
     reach = int(_GAUSS_TRUNCATE * max(sigmas) + 1.5) if sigmas else 0
     stride = bundle.spec.stride
     return -(-(reach + NETWORK_CONTEXT) // stride) * stride
@@ -114,6 +118,11 @@ class TilePredictor:
         self.model = model if model is not None else bundle.build(self.device)
         self.classes = np.asarray(bundle.classes, dtype=np.int64)
         spec = bundle.input_spec
+        self.forest = None
+        if spec.forest is not None:
+            from .forest_input import ClickForest
+
+            self.forest = ClickForest(spec.forest).fit(*bundle.forest_data, oob=False)
         if feature_mean is None:
             feature_mean, feature_std = spec.feature_mean, spec.feature_std
         if feature_mean is None:
@@ -131,10 +140,16 @@ class TilePredictor:
         return [float(v) for v in flat.mean(1)], [float(max(v, 1e-4)) for v in flat.std(1)]
 
     def _features(self, box: Box, standardise: bool = True) -> np.ndarray:
-        x = self.bundle.input_spec.filter_bank.apply(self.normalisation.apply(self.image.read(box)))
+        """The network input of ``box``; standardise False: the filter bank's raw responses only."""
+        normed = self.normalisation.apply(self.image.read(box))
+        x = self.bundle.input_spec.filter_bank.apply(normed)
         if standardise:
             x -= np.asarray(self.feature_mean, np.float32)[:, None, None]
             x /= np.asarray(self.feature_std, np.float32)[:, None, None]
+            if self.forest is not None:
+                from .forest_input import forest_features
+
+                x = np.concatenate([x, self.forest.channels(forest_features(normed), x.shape[-2:])])
         return x
 
     def read_box(self, box: Box) -> Box:

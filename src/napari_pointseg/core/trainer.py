@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -45,6 +45,10 @@ from .training_kit import (
     stack_batch,
     warmup_lr,
 )
+
+# channels whose variance off their mean is below this share are copies of one (a grey image
+# stored as RGB, with compression noise); `TrainConfig.forest_on` "colour" skips them
+COLOUR_SHARE = 1e-3
 
 
 @dataclass
@@ -77,6 +81,14 @@ class TrainConfig:
     # cheaper steps, the same mIoU and clicks honoured, docs/training.md, eighteenth session)
     net_polish_iters: int = 100  # a head polish that ends below honour_floor: this many iterations of
     # the whole network on the points it gets wrong, then the head polish once more (0: none)
+    forest_trees: int = 50  # >0: the click forest's class probabilities as extra input channels,
+    # a forest of this many trees refitted on the admitted points (docs/training.md, twenty-second
+    # session); 0: none
+    forest_on: str = "colour"  # ... on images whose channels differ ("colour") or on every image
+    # ("always"): on grey images the forest's features repeat the filter bank's, and it cost mIoU
+    forest_to: str = "head"  # ... read by the full-resolution head only ("head") or the whole network ("all")
+    forest_growth: float = 1.5  # ... refitted once the admitted points grew by this factor, and at
+    # the final phase
     final_lr_floor: float = 0.1  # lr falls linearly to lr * this over the final iterations (1: flat)
     ema_decay: float = 0.9  # >0: predict with an exponential moving average of the weights
     consistency_weight: float = 3.0  # once new points join a trained network: weight of the KL
@@ -176,6 +188,7 @@ class SparseTrainer:
         if len(self.classes) < 2:
             raise InputError(f"at least 2 classes are needed to train, got {self.classes.tolist()}")
         self._check_points(points)
+        self._setup_forest(image, model)
         spec = ModelSpec(
             **{
                 **(spec or ModelSpec()).to_dict(),
@@ -183,7 +196,10 @@ class SparseTrainer:
                 "classes": len(self.classes),
             }
         )
-        self.spec = spec = resolve_input_scale(spec, image.spatial_shape[-2:])
+        spec = resolve_input_scale(spec, image.spatial_shape[-2:])
+        if image.spec.forest is not None and model is None and self.config.forest_to == "head":
+            spec = replace(spec, head_only_channels=image.spec.forest.classes if spec.scale > 1 else 0)
+        self.spec = spec
         torch.manual_seed(self.config.seed)
         self.rng = np.random.default_rng(self.config.seed)
         # own generator: another trainer in the same process must not shift this one's noise
@@ -229,9 +245,52 @@ class SparseTrainer:
         # the prediction (K, H, W) per plane from before the newest points came: the soft
         # target of the consistency term (`TrainConfig.consistency_weight`)
         self._before: dict[int, object] = {}
+        self._forest_n = 0  # admitted points the click forest was last fitted on
         self._keep_before = False
         self._since = 0  # points from this index on came after that prediction
         self.history: list[dict] = []
+
+    def _setup_forest(self, image: PreparedImage, model) -> None:
+        """Give the input the click forest's channels (`TrainConfig.forest_trees`), unless a
+        network to continue (``model``) was trained with the input it has."""
+        cfg = self.config
+        have = image.spec.forest
+        if model is not None:
+            if have is not None and have.classes != len(self.classes):
+                raise InputError(
+                    f"the network's click forest has {have.classes} classes, the points {len(self.classes)}"
+                )
+            return
+        if cfg.forest_on not in ("colour", "always"):
+            raise InputError(f"forest_on must be 'colour' or 'always', got {cfg.forest_on!r}")
+        if cfg.forest_to not in ("head", "all"):
+            raise InputError(f"forest_to must be 'head' or 'all', got {cfg.forest_to!r}")
+        want = None
+        colour = cfg.forest_on == "always" or image.colour_share() > COLOUR_SHARE
+        if cfg.forest_trees > 0 and colour:
+            from .forest_input import ForestSpec
+
+            want = ForestSpec(classes=len(self.classes), trees=cfg.forest_trees, seed=cfg.seed)
+        image.use_forest(want)
+
+    def _refit_forest(self, final: bool = False) -> None:
+        """Refit the click forest on the admitted points when they grew by ``forest_growth``
+        since the last fit (or, ``final``, by any); the input planes follow."""
+        if self.image.forest is None or self.n_admitted == 0:
+            return
+        n = self.n_admitted
+        # not before 8 points: a forest on a handful says little, and each fit costs ~0.2 s
+        due = n > self._forest_n if final else n >= max(self._forest_n * self.config.forest_growth, 8)
+        if not due:
+            return
+        z, yx, cls = self._active()
+        if len(np.unique(cls)) < 2:
+            return
+        self.image.fit_forest(z, yx, cls)
+        self._forest_n = n
+        self._planes.clear()
+        self._pooled.clear()
+        self._proba_cache = None
 
     # -- points (thread safe) ---------------------------------------------------------------
     def _check_points(self, points: PointSet) -> None:
@@ -569,6 +628,7 @@ class SparseTrainer:
                 self.n_admitted += newest
                 self._targets.clear()
                 self._active_cache = None
+                self._refit_forest()
                 budget, min_iters = cfg.iters_per_step, cfg.min_iters_per_step
                 if cfg.order == "entire":
                     # the same total budget as the stepped orders would get
@@ -580,6 +640,7 @@ class SparseTrainer:
                 steps_since_pred += 1
             elif not self.final_done and n > 0 and cfg.final_iters > 0:
                 newest, budget, min_iters = 0, cfg.final_iters, cfg.final_iters
+                self._refit_forest(final=True)
                 self.final_done = True
                 self._final_left = cfg.final_iters
                 self._polish_left = cfg.polish_iters

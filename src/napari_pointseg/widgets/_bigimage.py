@@ -80,15 +80,17 @@ class BigImagePrediction:
             return view.jobs.bundle, None
         if view.is_training:
             raise InputError("stop training before predicting a large image tile by tile")
-        from ..core.bundle import Bundle
+        from ..core.bundle import Bundle, forest_data_of
 
         tr = choice
+        forest = tr.image.forest
         bundle = Bundle(
             spec=tr.spec,
             classes=[int(c) for c in tr.classes],
             input_spec=tr.image.spec,
             normalisation=tr.image.normalisation,
             state_dict={},
+            forest_data=None if forest is None else forest_data_of(forest, tr.image.n_channels),
         )
         return bundle, tr.inference_model()
 

@@ -227,7 +227,9 @@ class BundleModel:
         setup_torch()
         self.bundle = bundle
         self.device = choose_device(device)
-        self.image = PreparedImage(as_array(image), channel_axis, rgb, spec=bundle.input_spec)
+        self.image = PreparedImage(
+            as_array(image), channel_axis, rgb, spec=bundle.input_spec, forest_data=bundle.forest_data
+        )
         self.model = bundle.build(self.device)
         self.classes = np.asarray(bundle.classes, dtype=np.int64)
         self.spec = bundle.spec
