@@ -28,12 +28,9 @@ def test_bundle_round_trip_predicts_identically(tmp_path):
 
 
 def test_bundle_keeps_the_click_forest(tmp_path):
-    """The forest's training set travels in the bundle and is refitted where it predicts; on
-    the training image only the clicks' own pixels differ (out-of-bag in training, in-bag
-    after), so the prediction stays the same nearly everywhere and honours the clicks."""
-    from napari_pointseg.core.metrics import segmentation_metrics
-    from napari_pointseg.oracle.correcting_user import honoured_fraction
-
+    """The forest's training set travels in the bundle and is refitted where it predicts. After
+    the final phase the trainer reads the forest in the bag at the clicks, as the bundle does,
+    so the two predict the training image identically."""
     image, mask = blobs(64, 2)
     pts = random_points(mask, 24, 2)
     setup = TrainSetup(spec=TINY_SPEC, config=fast_config(forest_on="always"), device="cpu")
@@ -47,9 +44,7 @@ def test_bundle_keeps_the_click_forest(tmp_path):
     assert x.shape == (24, 20) and y.tolist() == (np.searchsorted([1, 2], pts.labels)).tolist()
     direct = tr.predict()
     again = predict_with_bundle(b, image, device="cpu", renormalise=False)
-    assert (direct == again).mean() > 0.97
-    assert honoured_fraction(again, pts) >= honoured_fraction(direct, pts) - 1 / 24
-    assert segmentation_metrics(mask, again)["miou"] > 0.8
+    np.testing.assert_array_equal(direct, again)
 
 
 def test_bundle_forest_tensors_are_checked(tmp_path):

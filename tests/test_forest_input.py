@@ -30,6 +30,10 @@ def test_forest_channels_are_neutral_until_fitted_and_out_of_bag_at_the_clicks()
     inbag = forest.clf.predict_proba(prep.forest_features(0)[yx[:, 0] * 48 + yx[:, 1]])
     assert np.allclose(ch[:, yx[:, 0], yx[:, 1]].T, forest.oob - 0.5)
     assert not np.allclose(forest.oob, inbag)
+    # ... until switched to the bag (after the final phase), then everywhere the forest's own
+    assert prep.set_forest_out_of_bag(False)
+    assert np.allclose(prep.plane()[bank:, yx[:, 0], yx[:, 1]].T, inbag - 0.5, atol=1e-6)
+    assert not prep.set_forest_out_of_bag(False)
 
 
 def test_forest_features_see_every_channel():
@@ -66,6 +70,7 @@ def test_trainer_refits_the_forest_as_points_are_admitted():
 
     tr.image.fit_forest = spy
     tr.train_all()
+    assert not tr.image._forest_oob  # the final phase is over: in the bag
     # first at 8 points, then each time they grew by half, and once more on all of them
     assert sizes[0] == 8 and sizes[-1] == 40
     assert all(b >= 1.5 * a for a, b in zip(sizes[:-2], sizes[1:-1]))

@@ -232,3 +232,18 @@ def test_cli_tiled_bad_input_is_one_line(trained, tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and expected in err[0], (extra, err)
     assert not (tmp_path / "o").exists() or not list((tmp_path / "o").iterdir())
+
+
+def test_tiled_prediction_with_the_click_forest(tmp_path):
+    """A bundle with a click forest: the forest is refitted from the bundle and its channels
+    computed per tile (the halo covers its sigma 16); one tile is the whole-plane path."""
+    image, mask = blobs(192, 3, noise=0.1)
+    pts = random_points(mask, 80, 3)
+    config = fast_config(final_iters=40, iters_per_step=6, crop_size=64, forest_on="always")
+    tr = make_trainer(image, pts, setup=TrainSetup(spec=TINY_SPEC, config=config, device="cpu")).train_all()
+    bundle = load_bundle(save_trainer(tmp_path / "model", tr))
+    assert bundle.input_spec.forest is not None
+    assert tp.default_halo(bundle) >= 4 * 16 + 1 + tp.NETWORK_CONTEXT
+    whole = predict_with_bundle(bundle, image, device="cpu")
+    np.testing.assert_array_equal(tp.predict_tiled(bundle, image, tile=192, device="cpu"), whole)
+    assert (tp.predict_tiled(bundle, image, tile=96, device="cpu") == whole).mean() >= 0.99

@@ -117,19 +117,14 @@ class ClickForest:
             self.oob = o
         return self
 
-    def channels(self, feats: np.ndarray, shape, at: np.ndarray | None = None, rows=None) -> np.ndarray:
-        """float32 ``(classes, H, W)`` input channels of a plane.
-
-        feats: `forest_features` of the plane; shape: (H, W); at: flat pixel indices of clicks
-        in this plane whose out-of-bag probabilities (rows ``rows`` of the fit) replace the
-        forest's own. Unfitted: zeros (neutral).
-        """
+    def channels(self, feats: np.ndarray, shape) -> np.ndarray:
+        """float32 ``(classes, H, W)`` input channels of a plane from its `forest_features`
+        (``shape`` = (H, W)): the class probabilities minus 1 / classes, times ``scale``.
+        Unfitted: zeros (neutral)."""
         k = self.spec.classes
         out = np.zeros((k, feats.shape[0]), np.float32)
         if self.clf is not None:
             out[self.clf.classes_] = self.clf.predict_proba(feats).T
-            if at is not None and self.oob is not None and len(at):
-                out[:, at] = self.oob[rows].T
             out -= 1.0 / k
             out *= self.spec.scale
         return out.reshape((k,) + tuple(shape))

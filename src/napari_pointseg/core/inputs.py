@@ -101,6 +101,7 @@ class PreparedImage:
         self._forest_feats: dict[int, np.ndarray] = {}
         self._forest_planes: dict[int, np.ndarray] = {}
         self._forest_at: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._forest_oob = True
         if spec.forest is not None:
             self._forest = ClickForest(spec.forest)
             if forest_data is not None:
@@ -183,16 +184,30 @@ class PreparedImage:
             int(z): (flat[planes == z], np.flatnonzero(planes == z)) for z in np.unique(planes)
         }
 
+    def set_forest_out_of_bag(self, on: bool) -> bool:
+        """At the clicks, the forest's out-of-bag probabilities (True, as training reads them)
+        or its own (False, as every other pixel and a bundle's prediction read them). Returns
+        whether that changed the channels (cheap: only the clicked pixels change)."""
+        if on == self._forest_oob:
+            return False
+        self._forest_oob = on
+        return self._forest is not None and self._forest.fitted
+
     def _forest_plane(self, z: int) -> np.ndarray:
+        """float32 (K, H, W) forest channels of plane ``z``: the forest's own probabilities
+        (cached), out of the bag at this plane's clicks while `set_forest_out_of_bag` is on."""
+        k = self._forest.spec.classes
+        if not self._forest.fitted:
+            return np.zeros((k,) + self.plane_shape, np.float32)
         if z not in self._forest_planes:
-            if self._forest.fitted:
-                at, rows = self._forest_at.get(z, (None, None))
-                self._forest_planes[z] = self._forest.channels(
-                    self.forest_features(z), self.plane_shape, at, rows
-                )
-            else:
-                return np.zeros((self._forest.spec.classes,) + self.plane_shape, np.float32)
-        return self._forest_planes[z]
+            self._forest_planes[z] = self._forest.channels(self.forest_features(z), self.plane_shape)
+        out = self._forest_planes[z]
+        at, rows = self._forest_at.get(z, (None, None))
+        if self._forest_oob and at is not None and self._forest.oob is not None and len(at):
+            out = out.copy()
+            flat = out.reshape(k, -1)
+            flat[:, at] = (self._forest.oob[rows].T - 1.0 / k) * self._forest.spec.scale
+        return out
 
     def _bank_plane(self, z: int) -> np.ndarray:
         if z not in self._cache:

@@ -286,8 +286,20 @@ class SparseTrainer:
         z, yx, cls = self._active()
         if len(np.unique(cls)) < 2:
             return
+        self.image.set_forest_out_of_bag(True)
         self.image.fit_forest(z, yx, cls)
         self._forest_n = n
+        self._input_changed()
+
+    def _forest_out_of_bag(self, on: bool) -> None:
+        """Training reads the forest out of the bag at the clicks; once the final phase is
+        over, the polishes and predictions read it in the bag, as a bundle does (out of the
+        bag, the head polish bent the whole plane to flip the clicks the forest gets wrong
+        there: docs/training.md, twenty-second session)."""
+        if self.image.forest is not None and self.image.set_forest_out_of_bag(on):
+            self._input_changed()
+
+    def _input_changed(self) -> None:
         self._planes.clear()
         self._pooled.clear()
         self._proba_cache = None
@@ -618,6 +630,10 @@ class SparseTrainer:
                 last_share = time.perf_counter()
             n = len(self.points)
             self._polishing = False
+            if self._final_left == 0 and self.n_admitted >= n:
+                # the final phase is over: the polishes and the predictions from here on read
+                # the forest in the bag at the clicks, as a bundle does
+                self._forest_out_of_bag(False)
             if self.n_admitted < n:
                 self._final_left = None
                 self._polish_left = None
@@ -628,6 +644,7 @@ class SparseTrainer:
                 self.n_admitted += newest
                 self._targets.clear()
                 self._active_cache = None
+                self._forest_out_of_bag(True)
                 self._refit_forest()
                 budget, min_iters = cfg.iters_per_step, cfg.min_iters_per_step
                 if cfg.order == "entire":
