@@ -102,6 +102,24 @@ def test_train_reaches_ground_truth(setup, qtbot):
         assert part in status
 
 
+def test_click_forest_option(setup, qtbot):
+    """Advanced options > Click forest reaches the training: this grey image gets the forest
+    only with "every image"; "off" turns it off everywhere."""
+    viewer, widget, image, mask, coords, labels = setup
+    assert widget.forest_combo.toolTip()
+    assert widget.train_settings()[0].forest_on == "colour"
+    widget.forest_combo.setCurrentIndex(widget.forest_combo.findData("off"))
+    assert widget.train_settings()[0].forest_trees == 0
+    widget.forest_combo.setCurrentIndex(widget.forest_combo.findData("always"))
+    assert widget.train_settings()[0].forest_on == "always"
+    widget.add_points(coords, labels)
+    assert widget.start_training()
+    qtbot.waitUntil(lambda: widget.last_update is not None and widget.last_update.waiting, timeout=WAIT)
+    trainer = widget.training.trainer
+    assert trainer.image.spec.forest is not None and trainer.image.forest.fitted
+    assert miou(mask, widget.prediction_layer.data) >= 0.7
+
+
 def test_points_clicked_while_training_are_used(setup, qtbot):
     viewer, widget, image, mask, coords, labels = setup
     widget.add_points(coords[:4], labels[:4])

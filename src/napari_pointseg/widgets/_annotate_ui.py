@@ -209,6 +209,10 @@ def _advanced_box(view) -> QWidget:
     view.iters_spin.setRange(1, 1000)
     view.iters_spin.setValue(TrainConfig().iters_per_step)
     view.iters_spin.setToolTip(tip("annotate.iters"))
+    view.forest_combo = QComboBox()
+    for text, value in (("colour images", "colour"), ("every image", "always"), ("off", "off")):
+        view.forest_combo.addItem(text, value)
+    view.forest_combo.setToolTip(tip("annotate.forest"))
     view.channel_combo = QComboBox()
     view.channel_combo.setToolTip(tip("annotate.channel_axis"))
     view.channel_combo.addItems(["auto", "none"])
@@ -222,6 +226,7 @@ def _advanced_box(view) -> QWidget:
     form.addRow("Architecture", view.arch_combo)
     form.addRow("Encoder", view.encoder_combo)
     form.addRow("Iterations per point", view.iters_spin)
+    form.addRow("Click forest", view.forest_combo)
     form.addRow("Channel axis", view.channel_combo)
     form.addRow("Live update every", view.interval_spin)
     _scribble_options(view, form)

@@ -101,6 +101,12 @@ TOOLTIPS: dict[str, str] = {
         "lists them). Random weights, no download."
     ),
     "annotate.iters": "Training iterations per step (a step admits the next point)",
+    "annotate.forest": (
+        "Give the network's full-resolution head the class probabilities of a random forest "
+        "fitted on your clicks (every colour channel's features): on colour images (default), "
+        "on every image, or off. The network still makes the prediction. Read when training "
+        "starts (Train, or Train after Reset)"
+    ),
     "annotate.channel_axis": (
         "Which axis of the image holds channels. auto: RGB, or a first / last "
         "axis of size <= 4; none: grey or 3D stack"

@@ -117,6 +117,7 @@ class AnnotateWidget(QWidget):
                 "predict_every_s": float(self.interval_spin.value()),
                 "predict_plane": self.current_plane(),
                 "iters_per_step": int(self.iters_spin.value()),
+                **self._forest_setting(),
                 **self.train_overrides,
             }
         )
@@ -129,6 +130,11 @@ class AnnotateWidget(QWidget):
             }
         )
         return config, spec
+
+    def _forest_setting(self) -> dict:
+        """TrainConfig fields of the Click forest option."""
+        value = self.forest_combo.currentData() or "colour"
+        return {"forest_trees": 0} if value == "off" else {"forest_on": value}
 
     # ======================================================= image and geometry ============
     def image_geometry(self) -> ImageGeometry:
