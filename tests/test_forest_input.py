@@ -167,3 +167,24 @@ def test_the_forest_joins_colour_images_only_by_default():
     tr = make_trainer(colour, pts, setup=setup.but(rgb=True))
     assert tr.image.colour_share() > 1e-3 and tr.image.spec.forest is not None
     assert tr.spec.in_channels == tr.image.spec.bank_channels + 2
+
+
+def test_edited_points_leave_the_forest_at_once():
+    """A deleted or relabelled admitted click must not stay in the forest (nor in a bundle)."""
+    image, mask = blobs(48, 2)
+    pts = random_points(mask, 20, 2)
+    tr = make_trainer(
+        image, pts, setup=TrainSetup(spec=TINY_SPEC, config=fast_config(forest_on="always"), device="cpu")
+    )
+    tr.train_all()
+    assert len(tr.image.forest.y) == 20
+    keep = np.arange(20) != 5
+    tr.set_points(type(pts)(pts.coords[keep], pts.labels[keep]))
+    tr.train_all()
+    assert len(tr.image.forest.y) == 19
+    np.testing.assert_array_equal(tr.image.forest.y, pts.labels[keep] - 1)
+    relabelled = pts.labels[keep].copy()
+    relabelled[0] = 3 - relabelled[0]
+    tr.set_points(type(pts)(pts.coords[keep], relabelled))
+    tr.train_all()
+    np.testing.assert_array_equal(tr.image.forest.y, relabelled - 1)

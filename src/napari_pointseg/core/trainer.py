@@ -273,18 +273,23 @@ class SparseTrainer:
             want = ForestSpec(classes=len(self.classes), trees=cfg.forest_trees, seed=cfg.seed)
         image.use_forest(want)
 
-    def _refit_forest(self, final: bool = False) -> None:
+    def _refit_forest(self, final: bool = False, again: bool = False) -> None:
         """Refit the click forest on the admitted points when they grew by ``forest_growth``
-        since the last fit (or, ``final``, by any); the input planes follow."""
+        since the last fit (or, ``final``, by any; ``again``: in any case, as when admitted
+        points were edited); the input planes follow."""
         if self.image.forest is None or self.n_admitted == 0:
             return
         n = self.n_admitted
         # not before 8 points: a forest on a handful says little, and each fit costs ~0.2 s
         due = n > self._forest_n if final else n >= max(self._forest_n * self.config.forest_growth, 8)
-        if not due:
+        if not (due or again):
             return
         z, yx, cls = self._active()
         if len(np.unique(cls)) < 2:
+            if again:  # what is left has one class: no forest (neutral channels) rather than a stale one
+                self.image.fit_forest(z, yx, cls)
+                self._forest_n = n
+                self._input_changed()
             return
         self.image.set_forest_out_of_bag(True)
         self.image.fit_forest(z, yx, cls)
@@ -351,6 +356,7 @@ class SparseTrainer:
         if pending is None:
             return
         old_n = len(self.points)
+        old = self.points
         self.points = pending
         n = len(pending)
         if self.config.order == "correct":
@@ -376,6 +382,18 @@ class SparseTrainer:
         self._wrong = np.zeros(0, np.int64)
         self._targets.clear()
         self._active_cache = None
+        k = self.n_admitted
+        if (
+            self.image.forest is not None
+            and k
+            and not (
+                len(old) >= k
+                and np.array_equal(old.coords[:k], pending.coords[:k])
+                and np.array_equal(old.labels[:k], pending.labels[:k])
+            )
+        ):
+            # an admitted point was moved, relabelled or deleted: the forest must forget it now
+            self._refit_forest(final=True, again=True)
 
     # -- data -------------------------------------------------------------------------------
     def _plane(self, z: int):
