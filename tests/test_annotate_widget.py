@@ -169,6 +169,9 @@ def test_stop_resume_reset(setup, qtbot):
     assert widget.train_button.text() == "Resume" and widget.train_button.isEnabled()
     assert not widget.stop_button.isEnabled()
     it = first.iteration
+    # a click while stopped: the resumed training has work even if, on a loaded machine, the
+    # first run had finished its six points before Stop took effect
+    widget.add_points(coords[6:7], labels[6:7])
     widget.start_training()  # resume: same network, continues
     qtbot.waitUntil(lambda: first.iteration > it + 2, timeout=WAIT)
     assert widget.trainer is first
@@ -179,11 +182,11 @@ def test_stop_resume_reset(setup, qtbot):
             and widget.trainer is not first
             and widget.is_training
             and widget.last_update is not None
-            and widget.last_update.n_active == 6
+            and widget.last_update.n_active == 7
         ),
         timeout=WAIT,
     )
-    assert widget.trainer.step >= 6  # admitted one by one again
+    assert widget.trainer.step >= 7  # admitted one by one again
 
 
 def _thread_counts() -> tuple[int, int]:
