@@ -71,9 +71,8 @@ def n_forest_features(n_channels: int) -> int:
 class ClickForest:
     """A fitted forest: ``fit`` on features at the clicks, ``channels`` for a plane."""
 
-    def __init__(self, spec: ForestSpec, threads: int | None = None):
+    def __init__(self, spec: ForestSpec):
         self.spec = spec
-        self.threads = threads
         self.clf = None
         self.x: np.ndarray | None = None  # (N, F) float32 features at the clicks
         self.y: np.ndarray | None = None  # (N,) int64 class indices
@@ -99,32 +98,33 @@ class ClickForest:
 
         clf = RandomForestClassifier(
             n_estimators=self.spec.trees,
-            n_jobs=self.threads or torch.get_num_threads(),
+            n_jobs=torch.get_num_threads(),  # the cores' fair share, as torch has it
             random_state=self.spec.seed,
-            oob_score=oob and len(y) >= 2,
+            oob_score=oob,
         )
         with warnings.catch_warnings():
             # few clicks: some are in the bag of every tree (no out-of-bag estimate: neutral)
             warnings.simplefilter("ignore")
             clf.fit(x, y)
         self.clf = clf
-        if oob and hasattr(clf, "oob_decision_function_"):
+        if oob:
             k = self.spec.classes
             o = np.full((len(y), k), 1.0 / k, np.float32)
             o[:, clf.classes_] = np.nan_to_num(clf.oob_decision_function_, nan=1.0 / k)
-            missing = ~np.isfinite(clf.oob_decision_function_).all(1)
-            o[missing] = 1.0 / k
             self.oob = o
         return self
+
+    def scaled(self, proba: np.ndarray) -> np.ndarray:
+        """Class probabilities (classes, ...) -> input channels: minus 1 / classes, times scale."""
+        return (proba - 1.0 / self.spec.classes) * self.spec.scale
 
     def channels(self, feats: np.ndarray, shape) -> np.ndarray:
         """float32 ``(classes, H, W)`` input channels of a plane from its `forest_features`
         (``shape`` = (H, W)): the class probabilities minus 1 / classes, times ``scale``.
         Unfitted: zeros (neutral)."""
         k = self.spec.classes
-        out = np.zeros((k, feats.shape[0]), np.float32)
-        if self.clf is not None:
-            out[self.clf.classes_] = self.clf.predict_proba(feats).T
-            out -= 1.0 / k
-            out *= self.spec.scale
-        return out.reshape((k,) + tuple(shape))
+        if self.clf is None:
+            return np.zeros((k,) + tuple(shape), np.float32)
+        proba = np.zeros((k, feats.shape[0]), np.float32)
+        proba[self.clf.classes_] = self.clf.predict_proba(feats).T
+        return self.scaled(proba).reshape((k,) + tuple(shape))

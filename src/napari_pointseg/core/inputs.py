@@ -169,16 +169,14 @@ class PreparedImage:
     def fit_forest(self, planes: np.ndarray, yx: np.ndarray, cls: np.ndarray) -> None:
         """Refit the click forest on clicks at ``planes`` (N,) / ``yx`` (N, 2) with class
         indices ``cls`` (N,); every plane's forest channels are recomputed on next use."""
-        w = self.plane_shape[1]
-        flat = yx[:, 0].astype(np.int64) * w + yx[:, 1]
-        planes = np.asarray(planes, np.int64)
+        # grouped by plane (stable), so that each plane's clicks are one run of the fit's rows
+        order = np.argsort(np.asarray(planes, np.int64), kind="stable")
+        planes = np.asarray(planes, np.int64)[order]
+        flat = (yx[:, 0].astype(np.int64) * self.plane_shape[1] + yx[:, 1])[order]
         x = np.empty((len(flat), 0), np.float32)
         if len(flat):
             x = np.concatenate([self.forest_features(int(z))[flat[planes == z]] for z in np.unique(planes)])
-            order = np.concatenate([np.flatnonzero(planes == z) for z in np.unique(planes)])
-            cls = np.asarray(cls)[order]
-            planes, flat = planes[order], flat[order]
-        self._forest.fit(x, cls)
+        self._forest.fit(x, np.asarray(cls)[order])
         self._forest_planes.clear()
         self._forest_at = {
             int(z): (flat[planes == z], np.flatnonzero(planes == z)) for z in np.unique(planes)
@@ -205,8 +203,7 @@ class PreparedImage:
         at, rows = self._forest_at.get(z, (None, None))
         if self._forest_oob and at is not None and self._forest.oob is not None and len(at):
             out = out.copy()
-            flat = out.reshape(k, -1)
-            flat[:, at] = (self._forest.oob[rows].T - 1.0 / k) * self._forest.spec.scale
+            out.reshape(k, -1)[:, at] = self._forest.scaled(self._forest.oob[rows].T)
         return out
 
     def _bank_plane(self, z: int) -> np.ndarray:

@@ -285,12 +285,10 @@ class SparseTrainer:
         if not (due or again):
             return
         z, yx, cls = self._active()
-        if len(np.unique(cls)) < 2:
-            if again:  # what is left has one class: no forest (neutral channels) rather than a stale one
-                self.image.fit_forest(z, yx, cls)
-                self._forest_n = n
-                self._input_changed()
-            return
+        if len(np.unique(cls)) < 2 and not again:
+            return  # nothing to fit yet: try again at the next admission
+        # after an edit that left one class, this fit leaves the forest unfitted (neutral
+        # channels) rather than stale
         self.image.set_forest_out_of_bag(True)
         self.image.fit_forest(z, yx, cls)
         self._forest_n = n
