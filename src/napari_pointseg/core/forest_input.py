@@ -31,7 +31,7 @@ class ForestSpec:
     """
 
     classes: int
-    trees: int = 50
+    trees: int = 100
     seed: int = 0
     scale: float = 1.0
 

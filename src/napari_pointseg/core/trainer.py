@@ -81,7 +81,7 @@ class TrainConfig:
     # cheaper steps, the same mIoU and clicks honoured, docs/training.md, eighteenth session)
     net_polish_iters: int = 100  # a head polish that ends below honour_floor: this many iterations of
     # the whole network on the points it gets wrong, then the head polish once more (0: none)
-    forest_trees: int = 50  # >0: the click forest's class probabilities as extra input channels,
+    forest_trees: int = 100  # >0: the click forest's class probabilities as extra input channels,
     # a forest of this many trees refitted on the admitted points (docs/training.md, twenty-second
     # session); 0: none
     forest_on: str = "colour"  # ... on images whose channels differ ("colour") or on every image
