@@ -188,3 +188,18 @@ def test_edited_points_leave_the_forest_at_once():
     tr.set_points(type(pts)(pts.coords[keep], relabelled))
     tr.train_all()
     np.testing.assert_array_equal(tr.image.forest.y, relabelled - 1)
+
+
+def test_the_forest_has_as_many_trees_as_the_baseline_it_is_measured_against():
+    """The default click forest is the baseline's forest size (100 trees; docs/training.md,
+    twenty-third session), and a colour image's trainer builds it with the configured size."""
+    from napari_pointseg.core.trainer import TrainConfig
+    from napari_pointseg.oracle.baseline import BASELINE_TREES
+
+    assert TrainConfig().forest_trees == ForestSpec(classes=2).trees == BASELINE_TREES
+    image, mask = blobs(48, 2)
+    rng = np.random.default_rng(0)
+    colour = np.stack([image, rng.random((48, 48)), 1 - image], -1).astype(np.float32)
+    setup = TrainSetup(spec=TINY_SPEC, config=fast_config(forest_trees=7), device="cpu", rgb=True)
+    tr = make_trainer(colour, random_points(mask, 12, 2), setup=setup)
+    assert tr.image.spec.forest.trees == 7

@@ -15,6 +15,9 @@ from ..core.checks import plane_image
 from ..core.points import PointSet
 
 
+BASELINE_TREES = 100  # the click forest (`TrainConfig.forest_trees`) has as many
+
+
 def rf_features(image: np.ndarray, channel_axis="auto", rgb=None) -> np.ndarray:
     """float32 (H, W, F) multiscale features of a 2D image (grey or channels), sigma 1-16."""
     from skimage.feature import multiscale_basic_features
@@ -54,7 +57,7 @@ def rf_baseline(
     labels = np.zeros(feats.shape[:2], np.int64)
     pix = points.pixel_coords()
     labels[pix[:, 0], pix[:, 1]] = np.searchsorted(classes, points.labels) + 1
-    clf = RandomForestClassifier(n_estimators=100, n_jobs=-1, random_state=seed)
+    clf = RandomForestClassifier(n_estimators=BASELINE_TREES, n_jobs=-1, random_state=seed)
     clf = fit_segmenter(labels, feats, clf)
     pred = predict_segmenter(feats, clf)
     return classes[np.asarray(pred, np.int64) - 1], time.perf_counter() - t0
