@@ -14,7 +14,6 @@ import numpy as np
 from ..core.checks import plane_image
 from ..core.points import PointSet
 
-
 BASELINE_TREES = 100  # the click forest (`TrainConfig.forest_trees`) has as many
 
 
