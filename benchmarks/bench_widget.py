@@ -37,11 +37,16 @@ TARGETS = {"first_update_s": 3.0, "stall_p95_ms": 100.0, "stop_s": 1.0, "click_a
 def load_data(size: int, sample: str = "nuclei"):
     """(image, mask, click coords, click labels, source, rgb) of a sample cropped to ``size``."""
     try:
-        from napari_pointseg.samples.files import _LAYOUT, load_sample
+        from napari_pointseg.samples.files import load_sample
 
-        image, mask, points = load_sample(sample)[:3]
-        image, mask = np.asarray(image), np.asarray(mask)[:size, :size]
-        axis, rgb = _LAYOUT[sample]
+        s = load_sample(sample)
+        image, mask, points, axis, rgb = (
+            np.asarray(s.image),
+            np.asarray(s.mask)[:size, :size],
+            s.points,
+            s.channel_axis,
+            s.rgb,
+        )
         image = (
             np.moveaxis(np.moveaxis(image, axis, 0)[:, :size, :size], 0, axis)
             if axis is not None

@@ -83,7 +83,7 @@ class TrainConfig:
     # the whole network on the points it gets wrong, then the head polish once more (0: none)
     forest_trees: int = 100  # >0: the click forest's class probabilities as extra input channels,
     # a forest of this many trees refitted on the admitted points (docs/training.md, twenty-second
-    # session); 0: none
+    # session; 100, the baseline's size, since the twenty-third); 0: none
     forest_on: str = "colour"  # ... on images whose channels differ ("colour") or on every image
     # ("always"): on grey images the forest's features repeat the filter bank's, and it cost mIoU
     forest_to: str = "head"  # ... read by the full-resolution head only ("head") or the whole network ("all")
