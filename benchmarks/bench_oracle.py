@@ -6,6 +6,7 @@ writes benchmarks/results/bench_oracle.json (with the machine load seen during t
 shared 2-core machine the wall times are only meaningful together with it).
 
     python benchmarks/bench_oracle.py [--budget 0.003] [--images nuclei cells tissue] [--seed 0]
+        [--config '{"forest_trees": 0}']
 
 Not a test: it takes minutes.
 """
@@ -52,9 +53,12 @@ def main(argv=None) -> int:
         default=TrainConfig().entropy_weight,
         help="TrainConfig.entropy_weight (0 = the recipe before the entropy term)",
     )
+    p.add_argument(
+        "--config", default="{}", help="more TrainConfig overrides as JSON, e.g. '{\"forest_trees\": 0}'"
+    )
     p.add_argument("--out", default=str(RESULTS))
     args = p.parse_args(argv)
-    config = TrainConfig(entropy_weight=args.entropy_weight)
+    config = TrainConfig(**{"entropy_weight": args.entropy_weight, **json.loads(args.config)})
 
     rows = []
     loads = [os.getloadavg()[0]]
