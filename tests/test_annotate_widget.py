@@ -55,6 +55,18 @@ def test_widget_creates_points_layer_with_features_and_colours(setup):
     assert all(b.toolTip() for b in widget.findChildren(type(widget.train_button)))
 
 
+def test_added_points_with_a_new_label_get_a_class_and_its_colour(setup):
+    """Points added by a script with label 3 (the table starts with classes 1 and 2) add class
+    3 to the table, as loaded points do, and are drawn in its colour."""
+    viewer, widget, *_ = setup
+    assert widget.classes.values() == [1, 2]
+    widget.add_points([[10, 10], [20, 20]], [1, 3])
+    assert widget.classes.values() == [1, 2, 3]
+    layer = widget.points_layer
+    assert layer.features["label"].tolist() == [1, 3]
+    np.testing.assert_allclose(layer.face_color[1][:3], label_colour(3), atol=1e-6)
+
+
 def test_input_prepared_ahead_of_train_is_used(setup, qtbot):
     """Picking an image prepares its network input in the background; Train reuses it."""
     viewer, widget, image, mask, coords, labels = setup

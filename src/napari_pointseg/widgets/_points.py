@@ -241,7 +241,9 @@ class PointsController:
         self.reset_defaults(layer)
 
     def add(self, coords, labels) -> None:
-        """Append points (layer coordinates) with class ``labels``, after the existing ones."""
+        """Append points (layer coordinates) with class ``labels``, after the existing ones;
+        a label value not in the class table yet gets a class (as loaded points do)."""
+        self.view.classes.ensure(labels)
         layer = self.ensure_layer()
         coords = np.asarray(coords, np.float64).reshape(len(labels), -1)
         start = max_order(layer) + 1
