@@ -188,6 +188,10 @@ def test_edited_points_leave_the_forest_at_once():
     tr.set_points(type(pts)(pts.coords[keep], relabelled))
     tr.train_all()
     np.testing.assert_array_equal(tr.image.forest.y, relabelled - 1)
+    # the last admitted click deleted (Remove last point): it leaves the forest too
+    tr.set_points(type(pts)(pts.coords[keep][:-1], relabelled[:-1]))
+    tr.train_all()
+    np.testing.assert_array_equal(tr.image.forest.y, relabelled[:-1] - 1)
 
 
 def test_the_forest_has_as_many_trees_as_the_baseline_it_is_measured_against():

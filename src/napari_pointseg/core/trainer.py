@@ -353,8 +353,8 @@ class SparseTrainer:
             pending, self._pending = self._pending, None
         if pending is None:
             return
-        old_n = len(self.points)
-        old = self.points
+        old, admitted = self.points, self.n_admitted
+        old_n = len(old)
         self.points = pending
         n = len(pending)
         if self.config.order == "correct":
@@ -380,17 +380,18 @@ class SparseTrainer:
         self._wrong = np.zeros(0, np.int64)
         self._targets.clear()
         self._active_cache = None
-        k = self.n_admitted
+        k = admitted  # before deletions shifted the frontier back: the forest was fitted on these
         if (
             self.image.forest is not None
             and k
             and not (
-                len(old) >= k
+                n >= k
                 and np.array_equal(old.coords[:k], pending.coords[:k])
                 and np.array_equal(old.labels[:k], pending.labels[:k])
             )
         ):
-            # an admitted point was moved, relabelled or deleted: the forest must forget it now
+            # an admitted point was moved, relabelled or deleted (the last one too, as Remove
+            # last point does): the forest must forget it now
             self._refit_forest(final=True, again=True)
 
     # -- data -------------------------------------------------------------------------------
