@@ -120,6 +120,28 @@ def test_predictions_yielded_when_due():
     assert preds and preds[0].shape == (64, 64)
 
 
+def test_live_prediction_answers_new_points_soon():
+    """Live (predict_every_s set, here never due): once a step has admitted every point given
+    so far, a prediction follows after answer_after_iters of its iterations; steps that leave
+    points behind yield none. Points added while waiting are answered the same way."""
+    tr, _, mask = _trainer(
+        n=8, predict_every_s=1e6, answer_after_iters=2, fit_threshold=2.0, wait_for_points=True, final_iters=2
+    )
+    extra = random_points(mask, 3, seed=7)
+    first_at, preds = {}, []  # first iteration with n points admitted; (n, iterations since)
+    for u in tr.run():
+        if u.waiting:
+            if len(tr.points) > 8:
+                tr.stop()
+            else:
+                tr.add_points(extra.coords, extra.labels)
+            continue
+        first_at.setdefault(u.n_active, u.iteration)
+        if u.prediction is not None:
+            preds.append((u.n_active, u.iteration - first_at[u.n_active] + 1))
+    assert preds == [(8, 2), (11, 2)], preds
+
+
 def test_3d_stack_trains_on_planes_with_points():
     image, mask = blobs(48, 1)
     stack = np.stack([image, image[::-1], image])

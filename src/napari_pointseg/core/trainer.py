@@ -112,6 +112,8 @@ class TrainConfig:
     wait_for_points: bool = False  # True: when caught up, idle until new points or stop()
     predict_every_s: float | None = None  # yield a prediction at most this often (seconds)
     predict_every_steps: int | None = None  # ... or every N steps
+    answer_after_iters: int = 2  # with predict_every_s: once a step has admitted every point given so
+    # far, a prediction after this many of its iterations (a new click is shown soon, not at the next tick)
     predict_plane: int = 0  # which plane the live prediction shows (3D stacks)
     precision: str = "auto"  # 'fp32', 'bf16' (autocast) or 'auto' (bf16 on CPUs with native bf16)
     threads: int | None = None
@@ -638,6 +640,7 @@ class SparseTrainer:
         last_pred = t0
         it0 = self.iteration
         steps_since_pred = 0
+        answer = False  # the points given so far are all admitted and not yet in a prediction
         last_share = t0
         while not self._stop.is_set():
             self._apply_pending()
@@ -672,6 +675,7 @@ class SparseTrainer:
                     budget = min_iters = steps * cfg.iters_per_step
                 self.step += 1
                 steps_since_pred += 1
+                answer = cfg.predict_every_s is not None and self.n_admitted >= n
             elif not self.final_done and n > 0 and cfg.final_iters > 0:
                 newest, budget, min_iters = 0, cfg.final_iters, cfg.final_iters
                 self._refit_forest(final=True)
@@ -724,16 +728,18 @@ class SparseTrainer:
                 pred = None
                 now = time.perf_counter()
                 due_t = cfg.predict_every_s is not None and now - last_pred >= cfg.predict_every_s
+                due_a = answer and done_iters >= cfg.answer_after_iters
                 step_end = done_iters >= budget or (done_iters >= min_iters and acc >= cfg.fit_threshold)
                 due_s = (
                     cfg.predict_every_steps is not None
                     and step_end
                     and steps_since_pred >= cfg.predict_every_steps
                 )
-                if due_t or due_s:
+                if due_t or due_s or due_a:
                     pred = self.predict(cfg.predict_plane)
                     last_pred = time.perf_counter()
                     steps_since_pred = 0
+                    answer = False
                 yield self._update(t0, it0, loss, acc, prediction=pred)
                 if step_end:
                     break
