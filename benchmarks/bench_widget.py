@@ -16,7 +16,7 @@ click forest) with the product defaults (or ``--config`` TrainConfig overrides) 
   median and max,
 - iterations per second, prediction updates per second and the mIoU reached.
 
-While training, the script keeps "clicking": a new batch of points every 2 s, as a user would.
+While training, the script keeps "clicking": a new batch of points every 2 s (`--click-every`), as a user would.
 Writes benchmarks/results/bench_widget.json and prints a table.
 """
 
@@ -78,6 +78,7 @@ def main(argv=None) -> dict:
     )
     ap.add_argument("--first-batch", type=int, default=6, help="points in the first click batch")
     ap.add_argument("--batch", type=int, default=3, help="points per later click batch")
+    ap.add_argument("--click-every", type=float, default=2.0, help="seconds between click batches")
     ap.add_argument("--sample", default="nuclei", choices=("nuclei", "cells", "tissue"))
     ap.add_argument("--config", default="{}", help="TrainConfig overrides as JSON")
     ap.add_argument("--out", default=str(Path(__file__).with_name("results") / "bench_widget.json"))
@@ -135,7 +136,7 @@ def main(argv=None) -> dict:
     n0 = widget.n_predictions
     it_start = widget.trainer.iteration if widget.trainer is not None else 0
     t_train = time.perf_counter()
-    next_click = t_train + 2.0
+    next_click = t_train + args.click_every
     added = first
     stall_from = len(ticks)
     waiting: list[tuple[float, int]] = []  # (click time, points clicked by then) not yet answered
@@ -157,7 +158,7 @@ def main(argv=None) -> dict:
             widget.add_points(coords[added : added + args.batch], labels[added : added + args.batch])
             added += args.batch
             waiting.append((time.perf_counter(), added))
-            next_click += 2.0
+            next_click += args.click_every
     seconds = time.perf_counter() - t_train
     iters = widget.trainer.iteration - it_start
     updates = widget.n_predictions - n0
@@ -183,6 +184,7 @@ def main(argv=None) -> dict:
         "click_answer_max_s": round(float(max(answers)), 2) if answers else None,
         "clicks_answered": f"{len(answers)} / {len(answers) + len(waiting)}",
         "config": json.loads(args.config),
+        "clicks": {"first_batch": args.first_batch, "batch": args.batch, "every_s": args.click_every},
         "iters_per_s": round(iters / seconds, 2),
         "prediction_updates_per_s": round(updates / seconds, 2),
         "points_clicked": int(min(added, len(coords))),

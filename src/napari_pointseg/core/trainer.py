@@ -641,6 +641,7 @@ class SparseTrainer:
         it0 = self.iteration
         steps_since_pred = 0
         answer = False  # the points given so far are all admitted and not yet in a prediction
+        pred_cost = 0.0  # seconds the last prediction took
         last_share = t0
         while not self._stop.is_set():
             self._apply_pending()
@@ -728,7 +729,9 @@ class SparseTrainer:
                 pred = None
                 now = time.perf_counter()
                 due_t = cfg.predict_every_s is not None and now - last_pred >= cfg.predict_every_s
-                due_a = answer and done_iters >= cfg.answer_after_iters
+                # ... but a user clicking fast must not turn training into predicting:
+                # at most a third of the time goes to these predictions
+                due_a = answer and done_iters >= cfg.answer_after_iters and now - last_pred >= 2 * pred_cost
                 step_end = done_iters >= budget or (done_iters >= min_iters and acc >= cfg.fit_threshold)
                 due_s = (
                     cfg.predict_every_steps is not None
@@ -738,6 +741,7 @@ class SparseTrainer:
                 if due_t or due_s or due_a:
                     pred = self.predict(cfg.predict_plane)
                     last_pred = time.perf_counter()
+                    pred_cost = last_pred - now
                     steps_since_pred = 0
                     answer = False
                 yield self._update(t0, it0, loss, acc, prediction=pred)
