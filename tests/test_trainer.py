@@ -142,6 +142,33 @@ def test_live_prediction_answers_new_points_soon():
     assert preds == [(8, 2), (11, 2)], preds
 
 
+def test_prompt_answers_leave_two_thirds_of_the_time_to_training():
+    """A point added at every iteration would ask for a prediction every two iterations: the
+    trainer keeps twice the last prediction's time between them (here 0.1 s each)."""
+    import time
+
+    tr, _, mask = _trainer(n=8, predict_every_s=1e6, wait_for_points=True, final_iters=2)
+    predict = tr.predict
+
+    def slow_predict(z=None):
+        time.sleep(0.1)
+        return predict(z)
+
+    tr.predict = slow_predict
+    extra = random_points(mask, 400, seed=9)
+    shown, t_end, k = [], time.perf_counter() + 2.0, 0
+    for u in tr.run():
+        if u.prediction is not None:
+            shown.append(time.perf_counter())
+        if time.perf_counter() > t_end:
+            tr.stop()
+        elif k < len(extra):
+            tr.add_points(extra.coords[k : k + 1], extra.labels[k : k + 1])
+            k += 1
+    gaps = np.diff(shown)
+    assert len(shown) >= 3 and gaps.min() >= 0.29, gaps  # 0.1 s predicting + >= 0.2 s training
+
+
 def test_3d_stack_trains_on_planes_with_points():
     image, mask = blobs(48, 1)
     stack = np.stack([image, image[::-1], image])

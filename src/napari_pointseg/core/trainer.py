@@ -640,7 +640,7 @@ class SparseTrainer:
         last_pred = t0
         it0 = self.iteration
         steps_since_pred = 0
-        answer = False  # the points given so far are all admitted and not yet in a prediction
+        answer_from = None  # iteration since which every point given is admitted, unshown
         pred_cost = 0.0  # seconds the last prediction took
         last_share = t0
         while not self._stop.is_set():
@@ -676,7 +676,8 @@ class SparseTrainer:
                     budget = min_iters = steps * cfg.iters_per_step
                 self.step += 1
                 steps_since_pred += 1
-                answer = cfg.predict_every_s is not None and self.n_admitted >= n
+                if answer_from is None and cfg.predict_every_s is not None and self.n_admitted >= n:
+                    answer_from = self.iteration
             elif not self.final_done and n > 0 and cfg.final_iters > 0:
                 newest, budget, min_iters = 0, cfg.final_iters, cfg.final_iters
                 self._refit_forest(final=True)
@@ -731,7 +732,11 @@ class SparseTrainer:
                 due_t = cfg.predict_every_s is not None and now - last_pred >= cfg.predict_every_s
                 # ... but a user clicking fast must not turn training into predicting:
                 # at most a third of the time goes to these predictions
-                due_a = answer and done_iters >= cfg.answer_after_iters and now - last_pred >= 2 * pred_cost
+                due_a = (
+                    answer_from is not None
+                    and self.iteration - answer_from >= cfg.answer_after_iters
+                    and now - last_pred >= 2 * pred_cost
+                )
                 step_end = done_iters >= budget or (done_iters >= min_iters and acc >= cfg.fit_threshold)
                 due_s = (
                     cfg.predict_every_steps is not None
@@ -743,7 +748,7 @@ class SparseTrainer:
                     last_pred = time.perf_counter()
                     pred_cost = last_pred - now
                     steps_since_pred = 0
-                    answer = False
+                    answer_from = None
                 yield self._update(t0, it0, loss, acc, prediction=pred)
                 if step_end:
                     break
