@@ -14,7 +14,8 @@ click forest) with the product defaults (or ``--config`` TrainConfig overrides) 
 - click_answer_s: for each later batch of clicks, from the click to the first prediction
   layer update trained with it (the trainer had admitted that many points; target <= 2 s),
   median and max,
-- iterations per second, prediction updates per second and the mIoU reached.
+- iterations per second, prediction updates per second, the mIoU reached and the largest
+  mIoU drop between consecutive live predictions (the overlay the user watches).
 
 While training, the script keeps "clicking": a new batch of points every 2 s (`--click-every`), as a user would.
 Writes benchmarks/results/bench_widget.json and prints a table.
@@ -142,11 +143,13 @@ def main(argv=None) -> dict:
     waiting: list[tuple[float, int]] = []  # (click time, points clicked by then) not yet answered
     answers: list[float] = []
     shown = widget.n_predictions
+    overlays = []  # each live prediction the user saw (scored after the run)
     while time.perf_counter() - t_train < args.seconds:
         app.processEvents()
         time.sleep(0.002)
         if widget.n_predictions != shown:
             shown = widget.n_predictions
+            overlays.append(np.array(widget.prediction_layer.data, copy=True))
             update = widget.last_update
             n_in = update.n_active if update is not None else 0
             now = time.perf_counter()
@@ -170,6 +173,8 @@ def main(argv=None) -> dict:
     gaps = np.diff(np.asarray(ticks[stall_from:]))
     stalls_ms = np.maximum(gaps * 1000 - 10.0, 0)
     pred = np.asarray(widget.prediction_layer.data)
+    live = [round(float(miou(mask, p)), 4) for p in overlays]
+    drops = -np.diff(live) if len(live) > 1 else np.zeros(1)
     result = {
         "image": f"{source} {image.shape} {image.dtype}",
         "first_update_s": round(first_update, 3),
@@ -187,6 +192,8 @@ def main(argv=None) -> dict:
         "clicks": {"first_batch": args.first_batch, "batch": args.batch, "every_s": args.click_every},
         "iters_per_s": round(iters / seconds, 2),
         "prediction_updates_per_s": round(updates / seconds, 2),
+        "live_miou": live,
+        "live_max_drop": round(float(max(drops.max(), 0.0)), 4),
         "points_clicked": int(min(added, len(coords))),
         "points_used": int(widget.last_update.n_active) if widget.last_update else 0,
         "miou_at_stop": round(miou(mask, pred), 4),
@@ -236,6 +243,7 @@ def main(argv=None) -> dict:
         ("prediction updates per second", f"{result['prediction_updates_per_s']:.2f}", "", None),
         ("points used / clicked", f"{result['points_used']} / {result['points_clicked']}", "", None),
         ("mIoU at stop", f"{result['miou_at_stop']:.3f}", "", None),
+        ("largest mIoU drop between live updates", f"{result['live_max_drop']:.3f}", "", None),
         ("torch import at widget open", f"{result['warm_up_import_s']} s", "", None),
         ("clock started", "1 s after open (--cold)" if result["cold"] else "after the import", "", None),
     ]
