@@ -142,12 +142,20 @@ def test_live_prediction_answers_new_points_soon():
     assert preds == [(8, 2), (11, 2)], preds
 
 
+def test_prompt_answers_are_off_by_default():
+    """Live training without answer_after_iters: predictions only when predict_every_s is due."""
+    tr, _, _ = _trainer(n=8, predict_every_s=1e6, fit_threshold=2.0, final_iters=2)
+    assert not [u for u in tr.run() if u.prediction is not None]
+
+
 def test_prompt_answers_leave_two_thirds_of_the_time_to_training():
     """A point added at every iteration would ask for a prediction every two iterations: the
     trainer keeps twice the last prediction's time between them (here 0.1 s each)."""
     import time
 
-    tr, _, mask = _trainer(n=8, predict_every_s=1e6, wait_for_points=True, final_iters=2)
+    tr, _, mask = _trainer(
+        n=8, predict_every_s=1e6, answer_after_iters=2, wait_for_points=True, final_iters=2
+    )
     predict = tr.predict
 
     def slow_predict(z=None):

@@ -112,8 +112,9 @@ class TrainConfig:
     wait_for_points: bool = False  # True: when caught up, idle until new points or stop()
     predict_every_s: float | None = None  # yield a prediction at most this often (seconds)
     predict_every_steps: int | None = None  # ... or every N steps
-    answer_after_iters: int = 2  # with predict_every_s: once a step has admitted every point given so
-    # far, a prediction after this many of its iterations (a new click is shown soon, not at the next tick)
+    answer_after_iters: int = 0  # >0, with predict_every_s: once a step has admitted every point given
+    # so far, a prediction after this many iterations (a new click is shown soon, not at the next tick).
+    # Off: 2 answered in <= 1 s, but the widget's overlay dropped more (docs/training.md, 24th session)
     predict_plane: int = 0  # which plane the live prediction shows (3D stacks)
     precision: str = "auto"  # 'fp32', 'bf16' (autocast) or 'auto' (bf16 on CPUs with native bf16)
     threads: int | None = None
@@ -676,7 +677,12 @@ class SparseTrainer:
                     budget = min_iters = steps * cfg.iters_per_step
                 self.step += 1
                 steps_since_pred += 1
-                if answer_from is None and cfg.predict_every_s is not None and self.n_admitted >= n:
+                if (
+                    answer_from is None
+                    and cfg.answer_after_iters > 0
+                    and cfg.predict_every_s is not None
+                    and self.n_admitted >= n
+                ):
                     answer_from = self.iteration
             elif not self.final_done and n > 0 and cfg.final_iters > 0:
                 newest, budget, min_iters = 0, cfg.final_iters, cfg.final_iters

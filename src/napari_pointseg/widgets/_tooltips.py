@@ -111,10 +111,7 @@ TOOLTIPS: dict[str, str] = {
         "Which axis of the image holds channels. auto: RGB, or a first / last "
         "axis of size <= 4; none: grey or 3D stack"
     ),
-    "annotate.interval": (
-        "Live prediction update interval while training (new clicks are shown sooner: "
-        "after two iterations on them)"
-    ),
+    "annotate.interval": "Live prediction update interval while training",
     # -- "Dataset training"
     "dataset.folders": "DATA/images + DATA/points (clicks) and/or DATA/masks (oracle); matched by file name",
     "dataset.layers": (
