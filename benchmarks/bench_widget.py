@@ -14,6 +14,10 @@ click forest) with the product defaults (or ``--config`` TrainConfig overrides) 
 - click_answer_s: for each later batch of clicks, from the click to the first prediction
   layer update trained with it (the trainer had admitted that many points; target <= 2 s),
   median and max,
+- click_shown_s: for each later batch that the overlay before it contradicted, from the click
+  to the first live prediction that shows every point of the batch with its label (an answer
+  after one iteration on a click counts above but rarely shows it yet), median and max, and
+  how many such batches were shown before the end,
 - iterations per second, prediction updates per second, the mIoU reached and the largest
   mIoU drop between consecutive live predictions (the overlay the user watches).
 
@@ -66,6 +70,40 @@ def load_data(size: int, sample: str = "nuclei"):
         coords, labels = human_like_points(mask, 0.0015, seed=0)
         source = "synthetic make_nuclei(seed=0)"
     return image, mask.astype(np.int64), coords, labels, source, False
+
+
+def iterations_since_new_points(history: list[dict], iterations: list[int]) -> list[int | None]:
+    """For each live prediction (made after iteration ``iterations[i]``), how many iterations
+    had trained since the trainer last admitted new points (None: no record)."""
+    admitted_at, last_n = [], None
+    for h in history:
+        if h["n_active"] != last_n:
+            admitted_at.append(h["iteration"])
+            last_n = h["n_active"]
+    out: list[int | None] = []
+    for it in iterations:
+        before = [a for a in admitted_at if a <= it]
+        out.append(it - before[-1] + 1 if before else None)
+    return out
+
+
+def clicks_shown(overlays, times, batches, coords, labels) -> tuple[list[float], int]:
+    """Seconds from each batch of clicks that the overlay before it contradicted (some point's
+    label is not what the overlay shows there) to the first later overlay that shows every
+    point of the batch with its label; and how many such batches no overlay showed so.
+    ``batches``: (click time, first, end) index ranges into ``coords`` / ``labels``."""
+    delays, never = [], 0
+    for t, a, b in batches:
+        yx, lab = coords[a:b].astype(int), labels[a:b]
+        before = [o for o, to in zip(overlays, times) if to <= t]
+        if not before or np.all(before[-1][yx[:, 0], yx[:, 1]] == lab):
+            continue  # nothing to correct: the overlay showed these labels already
+        later = [to for o, to in zip(overlays, times) if to > t and np.all(o[yx[:, 0], yx[:, 1]] == lab)]
+        if later:
+            delays.append(later[0] - t)
+        else:
+            never += 1
+    return delays, never
 
 
 def main(argv=None) -> dict:
@@ -144,6 +182,8 @@ def main(argv=None) -> dict:
     answers: list[float] = []
     shown = widget.n_predictions
     overlays = []  # each live prediction the user saw (scored after the run)
+    shown_at: list[tuple[float, int]] = []  # ... when (s since Train) and after which iteration
+    batches: list[tuple[float, int, int]] = []  # (click time, first, end) of each later batch
     while time.perf_counter() - t_train < args.seconds:
         app.processEvents()
         time.sleep(0.002)
@@ -151,6 +191,7 @@ def main(argv=None) -> dict:
             shown = widget.n_predictions
             overlays.append(np.array(widget.prediction_layer.data, copy=True))
             update = widget.last_update
+            shown_at.append((time.perf_counter() - t_train, update.iteration if update is not None else 0))
             n_in = update.n_active if update is not None else 0
             now = time.perf_counter()
             answers += [now - t for t, n in waiting if n <= n_in]
@@ -161,6 +202,7 @@ def main(argv=None) -> dict:
             widget.add_points(coords[added : added + args.batch], labels[added : added + args.batch])
             added += args.batch
             waiting.append((time.perf_counter(), added))
+            batches.append((time.perf_counter(), added - args.batch, min(added, len(coords))))
             next_click += args.click_every
     seconds = time.perf_counter() - t_train
     iters = widget.trainer.iteration - it_start
@@ -174,6 +216,8 @@ def main(argv=None) -> dict:
     stalls_ms = np.maximum(gaps * 1000 - 10.0, 0)
     pred = np.asarray(widget.prediction_layer.data)
     live = [round(float(miou(mask, p)), 4) for p in overlays]
+    since = iterations_since_new_points(widget.trainer.history, [it for _, it in shown_at])
+    shown_delays, never = clicks_shown(overlays, [t_train + t for t, _ in shown_at], batches, coords, labels)
     drops = -np.diff(live) if len(live) > 1 else np.zeros(1)
     result = {
         "image": f"{source} {image.shape} {image.dtype}",
@@ -188,12 +232,17 @@ def main(argv=None) -> dict:
         "click_answer_median_s": round(float(np.median(answers)), 2) if answers else None,
         "click_answer_max_s": round(float(max(answers)), 2) if answers else None,
         "clicks_answered": f"{len(answers)} / {len(answers) + len(waiting)}",
+        "click_shown_median_s": round(float(np.median(shown_delays)), 2) if shown_delays else None,
+        "click_shown_max_s": round(float(max(shown_delays)), 2) if shown_delays else None,
+        "clicks_shown": f"{len(shown_delays)} / {len(shown_delays) + never}",
         "config": json.loads(args.config),
         "clicks": {"first_batch": args.first_batch, "batch": args.batch, "every_s": args.click_every},
         "iters_per_s": round(iters / seconds, 2),
         "prediction_updates_per_s": round(updates / seconds, 2),
         "live_miou": live,
         "live_max_drop": round(float(max(drops.max(), 0.0)), 4),
+        "live_seconds": [round(t, 2) for t, _ in shown_at],
+        "live_iters_since_new_points": since,
         "points_clicked": int(min(added, len(coords))),
         "points_used": int(widget.last_update.n_active) if widget.last_update else 0,
         "miou_at_stop": round(miou(mask, pred), 4),
@@ -239,6 +288,13 @@ def main(argv=None) -> dict:
             result["pass"]["click_answer_max_s"],
         ),
         ("click batches answered", result["clicks_answered"], "", None),
+        (
+            "click shown (median / max)",
+            f"{result['click_shown_median_s']} / {result['click_shown_max_s']} s",
+            "",
+            None,
+        ),
+        ("corrections shown", result["clicks_shown"], "", None),
         ("iterations per second", f"{result['iters_per_s']:.1f}", "", None),
         ("prediction updates per second", f"{result['prediction_updates_per_s']:.2f}", "", None),
         ("points used / clicked", f"{result['points_used']} / {result['points_clicked']}", "", None),
