@@ -142,6 +142,30 @@ def test_live_prediction_answers_new_points_soon():
     assert preds == [(8, 2), (11, 2)], preds
 
 
+def test_idle_time_does_not_make_a_timed_prediction_due():
+    """Caught up and idle for longer than predict_every_s, then a click: the timed prediction
+    does not come at the first iteration on it (it would show the weights of the moment the
+    trainer caught up, which the widget has just shown), but predict_every_s of training later."""
+    import time
+
+    tr, _, mask = _trainer(n=8, predict_every_s=0.3, wait_for_points=True, final_iters=2)
+    extra = random_points(mask, 3, seed=7)
+    idle_until, resumed, first = None, None, []
+    for u in tr.run():
+        if u.waiting:
+            if resumed is not None:
+                tr.stop()
+            elif idle_until is None:
+                idle_until = time.perf_counter() + 0.5
+            elif time.perf_counter() > idle_until:
+                tr.add_points(extra.coords, extra.labels)
+                resumed = tr.iteration
+            continue
+        if resumed is not None and u.iteration == resumed + 1:
+            first.append(u.prediction is not None)
+    assert first == [False], first
+
+
 def test_prompt_answers_are_off_by_default():
     """Live training without answer_after_iters: predictions only when predict_every_s is due."""
     tr, _, _ = _trainer(n=8, predict_every_s=1e6, fit_threshold=2.0, final_iters=2)

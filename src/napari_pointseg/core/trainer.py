@@ -638,7 +638,7 @@ class SparseTrainer:
         cfg = self.config
         self._stop.clear()
         t0 = time.perf_counter()
-        last_pred = t0
+        last_pred = idle_end = t0
         it0 = self.iteration
         steps_since_pred = 0
         answer_from = None  # iteration since which every point given is admitted, unshown
@@ -715,6 +715,10 @@ class SparseTrainer:
                 if cfg.wait_for_points and not self._stop.is_set():
                     time.sleep(0.05)
                     yield self._update(t0, it0, 0.0, 1.0, waiting=True)
+                    # idle time is not training time: the timed prediction comes
+                    # predict_every_s after training resumes, not at its first iteration
+                    # (which would show the weights the caller showed on catching up)
+                    idle_end = time.perf_counter()
                     continue
                 break
             if self.n_admitted == 0:
@@ -735,7 +739,9 @@ class SparseTrainer:
                 )
                 pred = None
                 now = time.perf_counter()
-                due_t = cfg.predict_every_s is not None and now - last_pred >= cfg.predict_every_s
+                due_t = (
+                    cfg.predict_every_s is not None and now - max(last_pred, idle_end) >= cfg.predict_every_s
+                )
                 # ... but a user clicking fast must not turn training into predicting:
                 # at most a third of the time goes to these predictions
                 due_a = (
