@@ -113,8 +113,8 @@ class TrainConfig:
     predict_every_s: float | None = None  # yield a prediction at most this often (seconds)
     predict_every_steps: int | None = None  # ... or every N steps
     answer_after_iters: int = 0  # >0, with predict_every_s: once a step has admitted every point given
-    # so far, a prediction after this many iterations (a new click is shown soon, not at the next tick).
-    # Off: 2 answered in <= 1 s, but the widget's overlay dropped more (docs/training.md, 24th session)
+    # so far, a prediction after this many iterations (sooner than the next tick). Off: two iterations
+    # rarely show the click yet, and the overlay dropped more (docs/training.md, 24th-25th sessions)
     predict_plane: int = 0  # which plane the live prediction shows (3D stacks)
     precision: str = "auto"  # 'fp32', 'bf16' (autocast) or 'auto' (bf16 on CPUs with native bf16)
     threads: int | None = None
