@@ -235,6 +235,7 @@ def main(argv=None) -> dict:
         "click_shown_median_s": round(float(np.median(shown_delays)), 2) if shown_delays else None,
         "click_shown_max_s": round(float(max(shown_delays)), 2) if shown_delays else None,
         "clicks_shown": f"{len(shown_delays)} / {len(shown_delays) + never}",
+        "click_shown_s": [round(d, 2) for d in shown_delays],
         "config": json.loads(args.config),
         "clicks": {"first_batch": args.first_batch, "batch": args.batch, "every_s": args.click_every},
         "iters_per_s": round(iters / seconds, 2),
