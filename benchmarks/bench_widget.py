@@ -191,9 +191,9 @@ def main(argv=None) -> dict:
             shown = widget.n_predictions
             overlays.append(np.array(widget.prediction_layer.data, copy=True))
             update = widget.last_update
-            shown_at.append((time.perf_counter() - t_train, update.iteration if update is not None else 0))
-            n_in = update.n_active if update is not None else 0
             now = time.perf_counter()
+            shown_at.append((now - t_train, update.iteration if update is not None else 0))
+            n_in = update.n_active if update is not None else 0
             answers += [now - t for t, n in waiting if n <= n_in]
             waiting = [(t, n) for t, n in waiting if n > n_in]
         # no clicks in the last 3 s: every batch gets the time to be answered
