@@ -98,6 +98,11 @@ def test_single_class_gives_clear_message(setup, notes):
 
 def test_train_reaches_ground_truth(setup, qtbot):
     viewer, widget, image, mask, coords, labels = setup
+    # the product's recipe (1 thread), not the fixture's shorter one: with that one this run
+    # ended at 0.79-0.81 depending on when the timed predictions fell (each records the points
+    # it gets wrong, which moves the trainer's random stream), on both sides of the bar below;
+    # with the product's, 0.817-0.819
+    widget.train_overrides = {"threads": 1}
     widget.add_points(coords, labels)
     assert widget.start_training()
     assert not widget.train_button.isEnabled() and widget.stop_button.isEnabled()
