@@ -115,6 +115,11 @@ class TrainConfig:
     answer_after_iters: int = 0  # >0, with predict_every_s: once a step has admitted every point given
     # so far, a prediction after this many iterations (sooner than the next tick). Off: two iterations
     # rarely show the click yet, and the overlay dropped more (docs/training.md, 24th-25th sessions)
+    live_polish_iters: int = 0  # >0, with wait_for_points: once the step that admits the latest
+    # clicks ends, the head polish (at most this many steps) on the points the prediction gets
+    # wrong, then a prediction: a click the whole-plane loss leaves wrong for seconds shows sooner
+    answer_at_step_end: bool = False  # with wait_for_points: a prediction once the step that admits
+    # the latest clicks ends (lab)
     predict_plane: int = 0  # which plane the live prediction shows (3D stacks)
     precision: str = "auto"  # 'fp32', 'bf16' (autocast) or 'auto' (bf16 on CPUs with native bf16)
     threads: int | None = None
@@ -761,6 +766,24 @@ class SparseTrainer:
                     pred_cost = last_pred - now
                     steps_since_pred = 0
                     answer_from = None
+                if (
+                    step_end
+                    and pred is None
+                    and newest > 0
+                    and cfg.wait_for_points
+                    and (cfg.live_polish_iters > 0 or cfg.answer_at_step_end)
+                    and cfg.predict_every_s is not None
+                    and self.n_admitted >= len(self.points)
+                    and not self.has_pending_points()
+                    and now - last_pred >= 2 * pred_cost
+                ):
+                    if cfg.live_polish_iters > 0 and self._has_head():
+                        self._live_polish()
+                    t_pred = time.perf_counter()
+                    pred = self.predict(cfg.predict_plane)
+                    last_pred = time.perf_counter()
+                    pred_cost = last_pred - t_pred
+                    steps_since_pred = 0
                 yield self._update(t0, it0, loss, acc, prediction=pred)
                 if step_end:
                     break
@@ -772,6 +795,14 @@ class SparseTrainer:
 
     def _has_head(self) -> bool:
         return getattr(self.inference_model(), "refine", None) is not None
+
+    def _live_polish(self) -> None:
+        """A short head polish between clicks (``live_polish_iters`` steps at most)."""
+        from .head_polish import polish_head
+
+        polish_head(self, self.config.live_polish_iters)
+        self._proba_cache = None  # the head changed under the cached prediction
+        self._wrong = np.zeros(0, np.int64)
 
     def _polish_head(self) -> None:
         """The head polish; below ``honour_floor`` after it, the whole network trains on the
