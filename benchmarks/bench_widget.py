@@ -12,14 +12,15 @@ click forest) with the product defaults (or ``--config`` TrainConfig overrides) 
   probe every 10 ms (stall = probe interval - 10 ms; target <= 100 ms), plus max / p50,
 - stop_s: from pressing Stop until the training thread has finished (target <= 1 s),
 - click_answer_s: for each later batch of clicks, from the click to the first prediction
-  layer update trained with it (the trainer had admitted that many points; target <= 2 s),
-  median and max,
+  layer update trained with it (the trainer had admitted that many points), median and max;
+  a prediction one iteration after a click counts here but rarely shows it yet, so
 - click_shown_s: for each later batch that the overlay before it contradicted, from the click
-  to the first live prediction that shows every point of the batch with its label (an answer
-  after one iteration on a click counts above but rarely shows it yet), median and max, and
-  how many such batches were shown before the end,
+  to the first live prediction that shows every point of the batch with its label, median
+  and max (target <= 2 s: the issue's "a new click taken into account within ~2 s"), and
+  how many such batches were shown before the end (one never shown fails the target),
 - iterations per second, prediction updates per second, the mIoU reached and the largest
-  mIoU drop between consecutive live predictions (the overlay the user watches).
+  mIoU drop between consecutive live predictions (the overlay the user watches), overall and
+  once the overlay has passed 0.8 (the issue asks for none above 0.05 there).
 
 While training, the script keeps "clicking": a new batch of points every 2 s (`--click-every`), as a user would.
 Writes benchmarks/results/bench_widget.json and prints a table.
@@ -36,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-TARGETS = {"first_update_s": 3.0, "stall_p95_ms": 100.0, "stop_s": 1.0, "click_answer_max_s": 2.0}
+TARGETS = {"first_update_s": 3.0, "stall_p95_ms": 100.0, "stop_s": 1.0, "click_shown_max_s": 2.0}
 
 
 def load_data(size: int, sample: str = "nuclei"):
@@ -85,6 +86,15 @@ def iterations_since_new_points(history: list[dict], iterations: list[int]) -> l
         before = [a for a in admitted_at if a <= it]
         out.append(it - before[-1] + 1 if before else None)
     return out
+
+
+def drop_after(live: list[float], level: float) -> float | None:
+    """The largest fall of the mIoU between consecutive overlays from the first one at or above
+    ``level`` on (0.0 when it never fell), or None when none reached ``level``."""
+    start = next((i for i, v in enumerate(live) if v >= level), None)
+    if start is None:
+        return None
+    return round(float(max([a - b for a, b in zip(live[start:], live[start + 1 :])] + [0.0])), 4)
 
 
 def clicks_shown(overlays, times, batches, coords, labels) -> tuple[list[float], int]:
@@ -242,6 +252,7 @@ def main(argv=None) -> dict:
         "prediction_updates_per_s": round(updates / seconds, 2),
         "live_miou": live,
         "live_max_drop": round(float(max(drops.max(), 0.0)), 4),
+        "live_max_drop_after_08": drop_after(live, 0.8),
         "live_seconds": [round(t, 2) for t, _ in shown_at],
         "live_iters_since_new_points": since,
         "points_clicked": int(min(added, len(coords))),
@@ -255,7 +266,9 @@ def main(argv=None) -> dict:
         "targets": TARGETS,
     }
     result["pass"] = {k: result[k] is not None and result[k] <= v for k, v in TARGETS.items()}
-    result["pass"]["click_answer_max_s"] &= not waiting  # a batch never answered fails
+    result["pass"]["click_shown_max_s"] &= not never  # a corrected batch never shown fails
+    if result["live_max_drop_after_08"] is not None:
+        result["pass"]["live_max_drop_after_08"] = result["live_max_drop_after_08"] <= 0.05
     widget.shutdown()
     viewer.close()
 
@@ -285,15 +298,15 @@ def main(argv=None) -> dict:
         (
             "click answered (median / max)",
             f"{result['click_answer_median_s']} / {result['click_answer_max_s']} s",
-            "<= 2 s",
-            result["pass"]["click_answer_max_s"],
+            "",
+            None,
         ),
         ("click batches answered", result["clicks_answered"], "", None),
         (
             "click shown (median / max)",
             f"{result['click_shown_median_s']} / {result['click_shown_max_s']} s",
-            "",
-            None,
+            "<= 2 s",
+            result["pass"]["click_shown_max_s"],
         ),
         ("corrections shown", result["clicks_shown"], "", None),
         ("iterations per second", f"{result['iters_per_s']:.1f}", "", None),
@@ -301,6 +314,14 @@ def main(argv=None) -> dict:
         ("points used / clicked", f"{result['points_used']} / {result['points_clicked']}", "", None),
         ("mIoU at stop", f"{result['miou_at_stop']:.3f}", "", None),
         ("largest mIoU drop between live updates", f"{result['live_max_drop']:.3f}", "", None),
+        (
+            "... once past 0.8",
+            "never past 0.8"
+            if result["live_max_drop_after_08"] is None
+            else f"{result['live_max_drop_after_08']:.3f}",
+            "<= 0.05",
+            result["pass"].get("live_max_drop_after_08"),
+        ),
         ("torch import at widget open", f"{result['warm_up_import_s']} s", "", None),
         ("clock started", "1 s after open (--cold)" if result["cold"] else "after the import", "", None),
     ]

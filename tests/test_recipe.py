@@ -671,3 +671,30 @@ def test_head_polish_counts_a_click_honoured_only_with_a_lead():
     assert _leads(logits, target, 0.05).tolist() == [False, True, True, True]
     assert _leads(logits, target, 0.2).tolist() == [False, True, False, False]
     assert _leads(logits[:2, :2], target[:2], 0.05).tolist() == [False, True]
+
+
+def test_bench_widget_scores_the_overlay_the_user_saw():
+    """benchmarks/bench_widget.py's scoring: a corrected batch counts from its click to the
+    first overlay showing all its labels (not the first overlay after it); one no overlay
+    shows is counted as never shown; the drop after 0.8 ignores the climb before it."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_widget", Path(__file__).resolve().parent.parent / "benchmarks" / "bench_widget.py"
+    )
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    coords = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], float)
+    labels = np.array([2, 2, 1, 2])
+    ones = np.ones((2, 2), np.int64)
+    half = ones.copy()
+    half[0, 0] = 2  # the first point shown, the second not yet
+    both = np.array([[2, 2], [1, 1]])
+    overlays, times = [ones, half, both], [0.5, 1.5, 3.0]
+    # batch 0-2 clicked at 1.0 s: shown at 3.0 s; batch 2-4 at 1.2 s: never (point 3 stays 1)
+    delays, never = bench.clicks_shown(overlays, times, [(1.0, 0, 2), (1.2, 2, 4)], coords, labels)
+    assert delays == [2.0] and never == 1
+    assert bench.drop_after([0.5, 0.2, 0.85, 0.9, 0.82, 0.88, 0.86], 0.8) == pytest.approx(0.08)
+    assert bench.drop_after([0.5, 0.7], 0.8) is None
+    assert bench.drop_after([0.8, 0.9], 0.8) == 0.0

@@ -34,7 +34,7 @@ RESTART_BELOW = 0.97
 RESTART_GAIN = 0.01
 
 
-def polish_head(trainer, max_steps: int | None = None) -> tuple[list[float], float]:
+def polish_head(trainer) -> tuple[list[float], float]:
     """Train ``trainer``'s inference network's head (in place) on the admitted points until
     the prediction honours ``config.honour_target`` of them: at most
     ``config.head_polish_iters`` Adam steps at ``config.head_polish_lr`` (halved after
@@ -46,7 +46,6 @@ def polish_head(trainer, max_steps: int | None = None) -> tuple[list[float], flo
     network as well. A polish stuck far from the target, or below the floor and no longer
     gaining, starts over once, its anchors clear of the clicks (RESTART_BELOW, RESTART_GAIN);
     the second attempt ends once it no longer gains either.
-    With ``max_steps``, at most that many steps (live training between clicks: no restart).
     Returns the share of points honoured before each step, and by the head it ends with (all
     counted on fp32 logits, a point honoured when its class leads by ``config.honour_margin``)."""
     import torch
@@ -70,8 +69,7 @@ def polish_head(trainer, max_steps: int | None = None) -> tuple[list[float], flo
     restarted = False
     attempt, attempt_flat = -1.0, 0  # the best share of the current attempt, steps since it rose
     try:
-        budget = max(cfg.head_polish_iters, cfg.head_polish_max_iters)
-        for step in range(budget if max_steps is None else min(budget, max_steps)):
+        for step in range(max(cfg.head_polish_iters, cfg.head_polish_max_iters)):
             if trainer.stopped or trainer.has_pending_points():
                 break  # Stop or a new click in the widget: answer within one step
             # the clicks in every step, a different share of the anchors in each (cycled)

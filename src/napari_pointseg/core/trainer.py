@@ -112,14 +112,6 @@ class TrainConfig:
     wait_for_points: bool = False  # True: when caught up, idle until new points or stop()
     predict_every_s: float | None = None  # yield a prediction at most this often (seconds)
     predict_every_steps: int | None = None  # ... or every N steps
-    answer_after_iters: int = 0  # >0, with predict_every_s: once a step has admitted every point given
-    # so far, a prediction after this many iterations (sooner than the next tick). Off: two iterations
-    # rarely show the click yet, and the overlay dropped more (docs/training.md, 24th-25th sessions)
-    live_polish_iters: int = 0  # >0, with wait_for_points: once the step that admits the latest
-    # clicks ends, the head polish (at most this many steps) on the points the prediction gets
-    # wrong, then a prediction: a click the whole-plane loss leaves wrong for seconds shows sooner
-    answer_at_step_end: bool = False  # with wait_for_points: a prediction once the step that admits
-    # the latest clicks ends (lab)
     predict_plane: int = 0  # which plane the live prediction shows (3D stacks)
     precision: str = "auto"  # 'fp32', 'bf16' (autocast) or 'auto' (bf16 on CPUs with native bf16)
     threads: int | None = None
@@ -646,8 +638,6 @@ class SparseTrainer:
         last_pred = idle_end = t0
         it0 = self.iteration
         steps_since_pred = 0
-        answer_from = None  # iteration since which every point given is admitted, unshown
-        pred_cost = 0.0  # seconds the last prediction took
         last_share = t0
         while not self._stop.is_set():
             self._apply_pending()
@@ -682,13 +672,6 @@ class SparseTrainer:
                     budget = min_iters = steps * cfg.iters_per_step
                 self.step += 1
                 steps_since_pred += 1
-                if (
-                    answer_from is None
-                    and cfg.answer_after_iters > 0
-                    and cfg.predict_every_s is not None
-                    and self.n_admitted >= n
-                ):
-                    answer_from = self.iteration
             elif not self.final_done and n > 0 and cfg.final_iters > 0:
                 newest, budget, min_iters = 0, cfg.final_iters, cfg.final_iters
                 self._refit_forest(final=True)
@@ -747,42 +730,15 @@ class SparseTrainer:
                 due_t = (
                     cfg.predict_every_s is not None and now - max(last_pred, idle_end) >= cfg.predict_every_s
                 )
-                # ... but a user clicking fast must not turn training into predicting:
-                # at most a third of the time goes to these predictions
-                due_a = (
-                    answer_from is not None
-                    and self.iteration - answer_from >= cfg.answer_after_iters
-                    and now - last_pred >= 2 * pred_cost
-                )
                 step_end = done_iters >= budget or (done_iters >= min_iters and acc >= cfg.fit_threshold)
                 due_s = (
                     cfg.predict_every_steps is not None
                     and step_end
                     and steps_since_pred >= cfg.predict_every_steps
                 )
-                if due_t or due_s or due_a:
+                if due_t or due_s:
                     pred = self.predict(cfg.predict_plane)
                     last_pred = time.perf_counter()
-                    pred_cost = last_pred - now
-                    steps_since_pred = 0
-                    answer_from = None
-                if (
-                    step_end
-                    and pred is None
-                    and newest > 0
-                    and cfg.wait_for_points
-                    and (cfg.live_polish_iters > 0 or cfg.answer_at_step_end)
-                    and cfg.predict_every_s is not None
-                    and self.n_admitted >= len(self.points)
-                    and not self.has_pending_points()
-                    and now - last_pred >= 2 * pred_cost
-                ):
-                    if cfg.live_polish_iters > 0 and self._has_head():
-                        self._live_polish()
-                    t_pred = time.perf_counter()
-                    pred = self.predict(cfg.predict_plane)
-                    last_pred = time.perf_counter()
-                    pred_cost = last_pred - t_pred
                     steps_since_pred = 0
                 yield self._update(t0, it0, loss, acc, prediction=pred)
                 if step_end:
@@ -795,14 +751,6 @@ class SparseTrainer:
 
     def _has_head(self) -> bool:
         return getattr(self.inference_model(), "refine", None) is not None
-
-    def _live_polish(self) -> None:
-        """A short head polish between clicks (``live_polish_iters`` steps at most)."""
-        from .head_polish import polish_head
-
-        polish_head(self, self.config.live_polish_iters)
-        self._proba_cache = None  # the head changed under the cached prediction
-        self._wrong = np.zeros(0, np.int64)
 
     def _polish_head(self) -> None:
         """The head polish; below ``honour_floor`` after it, the whole network trains on the
