@@ -265,3 +265,29 @@ def test_active_acquisition_points_reveal_the_mask_in_the_oracle_loop():
     pix = res.points.pixel_coords()
     assert len(pix) == 12 and len({tuple(p) for p in pix}) == 12
     assert np.array_equal(res.points.labels, mask[pix[:, 0], pix[:, 1]])
+
+
+def test_forest_with_its_own_oracle():
+    """`rf_oracle`: Algorithm 1 with the forest as the predictor stops exactly at each budget,
+    reveals the mask's labels at distinct pixels, and its points (picked where the forest is
+    wrong) serve the forest better than as many random ones; bad budgets and 3D fail clearly."""
+    from napari_pointseg.core.errors import InputError
+    from napari_pointseg.core.metrics import miou
+    from napari_pointseg.oracle.baseline import rf_baseline, rf_oracle
+
+    image, mask = blobs(64, 0)
+    low, high = rf_oracle(image, mask, (0.03, 0.01), seed=0)
+    assert (low["budget"], len(low["points"]), high["budget"], len(high["points"])) == (0.01, 40, 0.03, 122)
+    yx = high["points"].pixel_coords()
+    assert len(np.unique(yx, axis=0)) == len(yx)
+    np.testing.assert_array_equal(high["points"].labels, mask[yx[:, 0], yx[:, 1]])
+    np.testing.assert_array_equal(low["points"].coords, high["points"].coords[:40])  # one run
+    assert set(np.unique(high["prediction"])) <= set(np.unique(mask))
+    assert high["miou"] == pytest.approx(miou(mask, high["prediction"]))
+    yx = samplers.random_points(mask.shape, 122, np.random.default_rng(0))
+    rand, _ = rf_baseline(image, PointSet(yx.astype(float), mask[yx[:, 0], yx[:, 1]]), seed=0)
+    assert high["miou"] >= 0.99 > miou(mask, rand)
+    with pytest.raises(InputError, match="budgets"):
+        rf_oracle(image, mask, (0.0,))
+    with pytest.raises(InputError):
+        rf_oracle(np.stack([image] * 3), np.stack([mask] * 3), (0.01,), channel_axis=None)

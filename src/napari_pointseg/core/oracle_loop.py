@@ -152,8 +152,11 @@ def sample_from_weights(
     return np.stack(np.unravel_index(picks, w.shape), axis=1).astype(np.int64)
 
 
-def _next_points(pred, truth, k, rng, revealed_mask, restrict, spread: bool) -> np.ndarray:
-    """k new yx pixels: eq. 6 (one blob) or one per blob over the k largest blobs."""
+def next_oracle_points(pred, truth, k, rng, revealed_mask, restrict=False, spread: bool = True) -> np.ndarray:
+    """The oracle's next ``k`` pixels, int64 (m, 2) yx, given any predictor's ``pred`` (H, W)
+    label values, the ``truth`` (H, W) and bool ``revealed_mask`` (H, W): eq. 6 (one blob) or,
+    with ``spread``, one per blob over the k largest misclassified blobs (``restrict``: only
+    blobs of the worst class); topped up from other wrong, then any unrevealed pixels."""
     if not spread or k == 1:
         w = weight_map(pred, truth, restrict)
         pts = sample_from_weights(w, k, rng, revealed_mask)
@@ -325,7 +328,7 @@ def run_oracle(
     """
 
     def picker(pred, proba, truth, k, rng, revealed):
-        return _next_points(pred, truth, k, rng, revealed, restrict_to_worst_class, spread)
+        return next_oracle_points(pred, truth, k, rng, revealed, restrict_to_worst_class, spread)
 
     return run_active(
         image,

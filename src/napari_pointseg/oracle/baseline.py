@@ -3,6 +3,10 @@
 skimage's `multiscale_basic_features` (intensity, edges, texture at sigma 1-16, per channel)
 and `fit_segmenter` with a 100-tree RandomForestClassifier. Takes well under a second on a
 512² image, which is why a network must beat it on accuracy to be worth its minute.
+
+`rf_oracle` gives the forest its own oracle: the network's oracle picks points where the
+network is wrong, which flatters the network against a forest trained on the same points; a
+user of an ilastik-style tool would correct the forest's own mistakes instead.
 """
 
 from __future__ import annotations
@@ -11,8 +15,12 @@ import time
 
 import numpy as np
 
-from ..core.checks import plane_image
+from ..core.checks import check_2d, check_mask, plane_image
+from ..core.errors import InputError
+from ..core.metrics import segmentation_metrics
+from ..core.oracle_loop import next_oracle_points, oracle_config
 from ..core.points import PointSet
+from ..core.schedule import next_step_size
 
 BASELINE_TREES = 100  # the click forest (`TrainConfig.forest_trees`) has as many
 
@@ -60,3 +68,70 @@ def rf_baseline(
     clf = fit_segmenter(labels, feats, clf)
     pred = predict_segmenter(feats, clf)
     return classes[np.asarray(pred, np.int64) - 1], time.perf_counter() - t0
+
+
+def rf_oracle(
+    image: np.ndarray,
+    mask: np.ndarray,
+    budgets=(0.003,),
+    *,
+    seed: int = 0,
+    features: np.ndarray | None = None,
+    channel_axis="auto",
+    rgb=None,
+) -> list[dict]:
+    """Algorithm 1 with the random forest as the predictor: the forest refitted on the
+    revealed pixels at every oracle step, the next pixels sampled where it is wrong.
+
+    image: raw 2D image; mask: (H, W) labels (>= 2 values, the classes). The first pixel, the
+    step sizes (`oracle_config`'s) and the sampling are those of `run_oracle` with the same
+    ``seed``; the step that crosses a budget is cut at it. features: `rf_features` of
+    ``image`` computed earlier (then not counted in the seconds).
+    Returns one dict per budget (ascending): ``points`` (PointSet, reveal order, labels =
+    mask values), ``prediction`` (H, W) mask values, ``miou``, ``seconds``, ``steps``.
+    Raises InputError on bad input, as `run_oracle`."""
+    budgets = sorted(float(b) for b in budgets)
+    if not budgets or not all(0 < b <= 1 for b in budgets):
+        raise InputError(f"budgets must be fractions of pixels in (0, 1], got {budgets}")
+    t0 = time.perf_counter()
+    feats = rf_features(image, channel_axis, rgb) if features is None else features
+    check_2d(feats.shape[:2], "the forest's oracle")
+    truth = check_mask(mask, feats.shape[:2])
+    classes = np.unique(truth)
+    h, w = truth.shape
+    cfg = oracle_config()
+    rng = np.random.default_rng(seed)
+    pts = np.array([[rng.integers(h), rng.integers(w)]], np.int64)
+    revealed = np.zeros(truth.shape, bool)
+    revealed[pts[0, 0], pts[0, 1]] = True
+    marks = [max(1, int(np.floor(b * truth.size))) for b in budgets]
+    out: list[dict] = []
+    steps = 0
+    while True:
+        points = PointSet(pts.astype(np.float64), truth[pts[:, 0], pts[:, 1]])
+        if len(np.unique(points.labels)) >= 2:
+            pred, _ = rf_baseline(image, points, seed=seed, features=feats)
+        else:
+            pred = np.full(truth.shape, points.labels[0], truth.dtype)  # one class seen so far
+        steps += 1
+        n = len(pts)
+        while len(out) < len(marks) and n >= marks[len(out)]:
+            m = segmentation_metrics(truth, pred, labels=classes)
+            out.append(
+                {
+                    "budget": budgets[len(out)],
+                    "points": points,
+                    "prediction": pred,
+                    "miou": m["miou"],
+                    "seconds": round(time.perf_counter() - t0, 3),
+                    "steps": steps,
+                }
+            )
+        if len(out) == len(marks):
+            return out
+        k = min(next_step_size(n, cfg.points_per_step, cfg.step_growth), marks[len(out)] - n)
+        new = next_oracle_points(pred, truth, k, rng, revealed)
+        if len(new) == 0:  # every pixel revealed
+            return out
+        revealed[new[:, 0], new[:, 1]] = True
+        pts = np.concatenate([pts, new])
