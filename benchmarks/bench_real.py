@@ -11,6 +11,8 @@ folder's README; not shipped with the project), per image, side by side in one p
   every step and the points picked where *it* is wrong), at 0.1 % and 0.3 %. The other modes'
   forest learns from points picked against the network's mistakes, which flatters the network;
   this is what a user correcting an ilastik-style forest would get;
+- ``rfuser``: the simulated correcting user correcting the forest instead (the same first
+  clicks, then the centres of the forest's largest wrong regions), at the ``user`` marks;
 
 and for each: the network's mIoU and per-class IoU, the random forest (ilastik-style features
 + 100 trees) on exactly the same points, the share of the run's own points that each final
@@ -18,7 +20,7 @@ prediction honours, and seconds. Prints a table and the medians, writes
 ``benchmarks/results/bench_real.json`` (rewritten after every image).
 
     python benchmarks/bench_real.py [--data ../shared/devdata] [--sets nerve_us,acdc_mri]
-        [--images 0,1,2] [--crop 256] [--modes oracle3,oracle1,user,rforacle] [--seed 0]
+        [--images 0,1,2] [--crop 256] [--modes oracle3,oracle1,user,rforacle,rfuser] [--seed 0]
 
 Quick slice while tuning: ``--images 0 --crop 256``. Run it alone: two trainings on 2 cores
 slow each other far more than 2x. Not a test: the whole set takes the better part of an hour.
@@ -43,12 +45,17 @@ from napari_pointseg.core.oracle_loop import run_oracle
 from napari_pointseg.core.train_setup import TrainSetup
 from napari_pointseg.core.trainer import TrainConfig
 from napari_pointseg.oracle.baseline import rf_baseline, rf_features, rf_oracle
-from napari_pointseg.oracle.correcting_user import honoured_fraction, max_drop_after, run_correcting_user
+from napari_pointseg.oracle.correcting_user import (
+    honoured_fraction,
+    max_drop_after,
+    rf_correcting_user,
+    run_correcting_user,
+)
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "bench_real.json"
 DEFAULT_DATA = HERE.parent.parent / "shared" / "devdata"
-MODES = ("oracle3", "oracle1", "user", "rforacle")
+MODES = ("oracle3", "oracle1", "user", "rforacle", "rfuser")
 RF_ORACLE_MARKS = {"oracle1": 0.001, "oracle3": 0.003}
 USER_MARKS = (0.0005, 0.001, 0.003)
 
@@ -124,6 +131,18 @@ def run_image(name, image, mask, modes, args, setup: TrainSetup) -> dict:
                 }
                 for r in own
             }
+        elif mode == "rfuser":
+            marks = tuple(m for m in USER_MARKS if m <= args.user_budget + 1e-12)
+            own = rf_correcting_user(image, mask, checkpoints=marks, seed=args.seed, features=feats)
+            row["rfuser"] = {
+                f"{r['fraction'] * 100:.2f}%": {
+                    **score(mask, r["prediction"], r["points"], classes),
+                    "n_points": len(r["points"]),
+                    "seconds": round(r["seconds"] + feat_s, 3),
+                    "rounds": r["rounds"],
+                }
+                for r in own
+            }
         elif mode == "user":
             marks = tuple(m for m in USER_MARKS if m <= args.user_budget + 1e-12)
             res = run_correcting_user(
@@ -175,7 +194,7 @@ def summarise(rows: list[dict], modes) -> dict:
                         ],
                     )
                 )
-        elif mode != "rforacle":
+        elif mode not in ("rforacle", "rfuser"):
             entries.append((mode, [r[mode] for r in rows if mode in r]))
     for key, rs in entries:
         if not rs:
@@ -210,6 +229,23 @@ def summarise(rows: list[dict], modes) -> dict:
             v["network_beats_it"] = int(sum(r[mode]["miou"] > r["rforacle"][key]["miou"] for r in both))
             v["compared"] = len(both)
         out[f"rforacle@{key}"] = v
+    for mark in USER_MARKS:
+        key = f"{mark * 100:.2f}%"
+        own = [r for r in rows if "rfuser" in r and key in r["rfuser"]]
+        if not own:
+            continue
+        v = {
+            "n": len(own),
+            "median_miou": float(np.median([r["rfuser"][key]["miou"] for r in own])),
+            "median_seconds": float(np.median([r["rfuser"][key]["seconds"] for r in own])),
+        }
+        both = [r for r in own if "user" in r and key in r["user"]["checkpoints"]]
+        if both:
+            v["network_beats_it"] = int(
+                sum(r["user"]["checkpoints"][key]["miou"] > r["rfuser"][key]["miou"] for r in both)
+            )
+            v["compared"] = len(both)
+        out[f"rfuser@{key}"] = v
     drops = [r["user"]["max_drop_after_0.8"] for r in rows if "user" in r]
     if drops:
         out["user_max_drop_after_0.8"] = {"max": float(np.max(drops)), "median": float(np.median(drops))}
@@ -318,6 +354,11 @@ def main(argv=None) -> int:
                     + " | ".join(f"{k} {fmt(v)}" for k, v in c.items())
                     + f" drop {row['user']['max_drop_after_0.8']:.2f}"
                 )
+            elif m == "rfuser":
+                parts.append(
+                    "user correcting the forest "
+                    + " | ".join(f"{k} {v['miou']:.3f} {v['seconds']:5.1f}s" for k, v in row[m].items())
+                )
             elif m == "rforacle":
                 parts.append(
                     "forest's own oracle "
@@ -350,7 +391,7 @@ def main(argv=None) -> int:
     summary = summarise(rows, modes)
     print("\nmode          n  median net  median RF  min net  net>RF  honoured med/min   s net  s RF")
     for key, v in summary.items():
-        if key.startswith("user_max") or key.startswith("rforacle"):
+        if key.startswith(("user_max", "rforacle", "rfuser")):
             continue
         print(
             f"{key:12s} {v['n']:2d}  {v['median_miou']:.3f}       {v['median_rf_miou']:.3f}      "
@@ -360,14 +401,17 @@ def main(argv=None) -> int:
     if "oracle3" in summary and "median_seconds_per_512sq" in summary["oracle3"]:
         print(f"oracle 0.3 %: median {summary['oracle3']['median_seconds_per_512sq']:.1f} s per 512²")
     for key, v in summary.items():
-        if key.startswith("rforacle"):
+        if key.startswith(("rforacle", "rfuser")):
+            oracle = key.startswith("rforacle")
+            who = "its own oracle" if oracle else "the user correcting it"
             vs = (
-                f", the network (its own oracle) above it on {v['network_beats_it']} / {v['compared']}"
+                f", the network ({'its own oracle' if oracle else 'the user correcting the network'}) above it on "
+                f"{v['network_beats_it']} / {v['compared']}"
                 if "compared" in v
                 else ""
             )
             print(
-                f"the forest with its own oracle @{key.split('@')[1]}: median {v['median_miou']:.3f} in "
+                f"the forest with {who} @{key.split('@')[1]}: median {v['median_miou']:.3f} in "
                 f"{v['median_seconds']:.1f} s{vs}"
             )
     if "user_max_drop_after_0.8" in summary:

@@ -291,3 +291,24 @@ def test_forest_with_its_own_oracle():
         rf_oracle(image, mask, (0.0,))
     with pytest.raises(InputError):
         rf_oracle(np.stack([image] * 3), np.stack([mask] * 3), (0.01,), channel_axis=None)
+
+
+def test_simulated_user_correcting_the_forest():
+    """`rf_correcting_user`: the same first clicks as the network's user (5 per class), then
+    region centres of the forest's mistakes; a checkpoint per fraction, the last one early
+    when nothing is left to correct; bad fractions fail clearly."""
+    from napari_pointseg.oracle.correcting_user import first_clicks, rf_correcting_user
+
+    image, mask = blobs(64, 0)
+    low, high = rf_correcting_user(image, mask, checkpoints=(0.03, 0.005), seed=0)
+    assert (low["fraction"], high["fraction"]) == (0.005, 0.03)
+    first = first_clicks(mask, 5, np.random.default_rng(0))
+    np.testing.assert_array_equal(low["points"].pixel_coords()[: len(first)], first)
+    assert len(low["points"]) >= 20 and low["rounds"] >= 2
+    yx = high["points"].pixel_coords()
+    assert len(np.unique(yx, axis=0)) == len(yx)
+    np.testing.assert_array_equal(high["points"].labels, mask[yx[:, 0], yx[:, 1]])
+    # each round clicks where the forest was wrong: it ends (nearly) right on this easy image
+    assert high["miou"] >= 0.99
+    with pytest.raises(InputError, match="checkpoints"):
+        rf_correcting_user(image, mask, checkpoints=(1.5,))

@@ -203,3 +203,64 @@ def max_drop_after(curve: list[dict], level: float = 0.8) -> float:
         if seen:
             worst = max(worst, prev["miou"] - cur["miou"])
     return worst
+
+
+def rf_correcting_user(
+    image: np.ndarray,
+    mask: np.ndarray,
+    *,
+    checkpoints=(0.0005, 0.001),
+    first_per_class: int = 5,
+    per_round: int = 5,
+    seed: int = 0,
+    features: np.ndarray | None = None,
+) -> list[dict]:
+    """The same simulated user correcting the random forest instead: the same first clicks
+    (per ``seed``), then each round the centres of the ``per_round`` largest regions the
+    forest (refitted on every click so far) gets wrong, up to the last checkpoint.
+
+    image: raw 2D image; mask: (H, W) label values (>= 2 classes). features: `rf_features`
+    of ``image`` computed earlier (then not counted in the seconds).
+    Returns one dict per checkpoint (ascending): ``fraction``, ``points`` (PointSet, click
+    order), ``prediction`` (H, W) mask values, ``miou``, ``seconds``, ``rounds``.
+    Raises InputError on bad input."""
+    from ..core.checks import check_2d, check_mask
+    from .baseline import rf_baseline, rf_features
+
+    fractions = sorted(float(f) for f in checkpoints)
+    if not fractions or not all(0 < f <= 1 for f in fractions):
+        raise InputError(f"checkpoints must be fractions of pixels in (0, 1], got {fractions}")
+    t0 = time.perf_counter()
+    feats = rf_features(image) if features is None else features
+    check_2d(feats.shape[:2], "the simulated user")
+    truth = check_mask(mask, feats.shape[:2])
+    classes = np.unique(truth)
+    marks = [max(1, int(np.floor(f * truth.size))) for f in fractions]
+    rng = np.random.default_rng(seed)
+    pts = first_clicks(truth, first_per_class, rng)
+    clicked = np.zeros(truth.shape, bool)
+    clicked[pts[:, 0], pts[:, 1]] = True
+    out: list[dict] = []
+    rounds = 0
+    while True:
+        points = PointSet(pts.astype(np.float64), truth[pts[:, 0], pts[:, 1]])
+        pred, _ = rf_baseline(image, points, seed=seed, features=feats)
+        rounds += 1
+        new = region_centres(pred, truth, min(per_round, marks[-1] - len(pts)), clicked)
+        # a checkpoint once it is reached, or when nothing is left to correct
+        while len(out) < len(marks) and (len(pts) >= marks[len(out)] or len(new) == 0):
+            m = segmentation_metrics(truth, pred, labels=classes)
+            out.append(
+                {
+                    "fraction": fractions[len(out)],
+                    "points": points,
+                    "prediction": pred,
+                    "miou": m["miou"],
+                    "seconds": round(time.perf_counter() - t0, 3),
+                    "rounds": rounds,
+                }
+            )
+        if len(out) == len(marks):
+            return out
+        clicked[new[:, 0], new[:, 1]] = True
+        pts = np.concatenate([pts, new])
