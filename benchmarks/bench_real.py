@@ -89,6 +89,20 @@ def rf_row(image, mask, points, classes, feats, feat_s, seed) -> dict:
     return {"rf_" + k: v for k, v in out.items()}
 
 
+def forest_rows(checkpoints, mask, classes, feat_s) -> dict:
+    """The forest's own runs (`rf_oracle`, `rf_correcting_user`) as rows keyed by percentage:
+    scores, points, seconds (with the features' ``feat_s``) and the run's steps or rounds."""
+    return {
+        f"{c['fraction'] * 100:.2f}%": {
+            **score(mask, c["prediction"], c["points"], classes),
+            "n_points": len(c["points"]),
+            "seconds": round(c["seconds"] + feat_s, 3),
+            **{k: c[k] for k in ("steps", "rounds") if k in c},
+        }
+        for c in checkpoints
+    }
+
+
 def run_image(name, image, mask, modes, args, setup: TrainSetup) -> dict:
     classes = np.unique(mask)
     t = time.perf_counter()
@@ -122,27 +136,11 @@ def run_image(name, image, mask, modes, args, setup: TrainSetup) -> dict:
             row[mode] = r
         elif mode == "rforacle":
             own = rf_oracle(image, mask, tuple(RF_ORACLE_MARKS.values()), seed=args.seed, features=feats)
-            row["rforacle"] = {
-                f"{r['budget'] * 100:.2f}%": {
-                    **score(mask, r["prediction"], r["points"], classes),
-                    "n_points": len(r["points"]),
-                    "seconds": round(r["seconds"] + feat_s, 3),
-                    "steps": r["steps"],
-                }
-                for r in own
-            }
+            row["rforacle"] = forest_rows(own, mask, classes, feat_s)
         elif mode == "rfuser":
             marks = tuple(m for m in USER_MARKS if m <= args.user_budget + 1e-12)
             own = rf_correcting_user(image, mask, checkpoints=marks, seed=args.seed, features=feats)
-            row["rfuser"] = {
-                f"{r['fraction'] * 100:.2f}%": {
-                    **score(mask, r["prediction"], r["points"], classes),
-                    "n_points": len(r["points"]),
-                    "seconds": round(r["seconds"] + feat_s, 3),
-                    "rounds": r["rounds"],
-                }
-                for r in own
-            }
+            row["rfuser"] = forest_rows(own, mask, classes, feat_s)
         elif mode == "user":
             marks = tuple(m for m in USER_MARKS if m <= args.user_budget + 1e-12)
             res = run_correcting_user(

@@ -277,7 +277,12 @@ def test_forest_with_its_own_oracle():
 
     image, mask = blobs(64, 0)
     low, high = rf_oracle(image, mask, (0.03, 0.01), seed=0)
-    assert (low["budget"], len(low["points"]), high["budget"], len(high["points"])) == (0.01, 40, 0.03, 122)
+    assert (low["fraction"], len(low["points"]), high["fraction"], len(high["points"])) == (
+        0.01,
+        40,
+        0.03,
+        122,
+    )
     yx = high["points"].pixel_coords()
     assert len(np.unique(yx, axis=0)) == len(yx)
     np.testing.assert_array_equal(high["points"].labels, mask[yx[:, 0], yx[:, 1]])

@@ -70,6 +70,23 @@ def rf_baseline(
     return classes[np.asarray(pred, np.int64) - 1], time.perf_counter() - t0
 
 
+def forest_checkpoint(
+    fraction: float, points: PointSet, pred: np.ndarray, truth: np.ndarray, t0: float, **more
+) -> dict:
+    """A forest run's state at one fraction of the pixels: ``fraction``, ``points`` (PointSet,
+    click order, labels = mask values), ``prediction`` (H, W) mask values, its ``miou``
+    against ``truth``, ``seconds`` since ``t0`` (perf_counter), and ``more``."""
+    m = segmentation_metrics(truth, pred, labels=np.unique(truth))
+    return {
+        "fraction": fraction,
+        "points": points,
+        "prediction": pred,
+        "miou": m["miou"],
+        "seconds": round(time.perf_counter() - t0, 3),
+        **more,
+    }
+
+
 def rf_oracle(
     image: np.ndarray,
     mask: np.ndarray,
@@ -87,8 +104,7 @@ def rf_oracle(
     step sizes (`oracle_config`'s) and the sampling are those of `run_oracle` with the same
     ``seed``; the step that crosses a budget is cut at it. features: `rf_features` of
     ``image`` computed earlier (then not counted in the seconds).
-    Returns one dict per budget (ascending): ``points`` (PointSet, reveal order, labels =
-    mask values), ``prediction`` (H, W) mask values, ``miou``, ``seconds``, ``steps``.
+    Returns one `forest_checkpoint` per budget (ascending), with ``steps``.
     Raises InputError on bad input, as `run_oracle`."""
     budgets = sorted(float(b) for b in budgets)
     if not budgets or not all(0 < b <= 1 for b in budgets):
@@ -97,7 +113,6 @@ def rf_oracle(
     feats = rf_features(image, channel_axis, rgb) if features is None else features
     check_2d(feats.shape[:2], "the forest's oracle")
     truth = check_mask(mask, feats.shape[:2])
-    classes = np.unique(truth)
     h, w = truth.shape
     cfg = oracle_config()
     rng = np.random.default_rng(seed)
@@ -116,17 +131,7 @@ def rf_oracle(
         steps += 1
         n = len(pts)
         while len(out) < len(marks) and n >= marks[len(out)]:
-            m = segmentation_metrics(truth, pred, labels=classes)
-            out.append(
-                {
-                    "budget": budgets[len(out)],
-                    "points": points,
-                    "prediction": pred,
-                    "miou": m["miou"],
-                    "seconds": round(time.perf_counter() - t0, 3),
-                    "steps": steps,
-                }
-            )
+            out.append(forest_checkpoint(budgets[len(out)], points, pred, truth, t0, steps=steps))
         if len(out) == len(marks):
             return out
         k = min(next_step_size(n, cfg.points_per_step, cfg.step_growth), marks[len(out)] - n)

@@ -221,11 +221,10 @@ def rf_correcting_user(
 
     image: raw 2D image; mask: (H, W) label values (>= 2 classes). features: `rf_features`
     of ``image`` computed earlier (then not counted in the seconds).
-    Returns one dict per checkpoint (ascending): ``fraction``, ``points`` (PointSet, click
-    order), ``prediction`` (H, W) mask values, ``miou``, ``seconds``, ``rounds``.
+    Returns one `baseline.forest_checkpoint` per checkpoint (ascending), with ``rounds``.
     Raises InputError on bad input."""
     from ..core.checks import check_2d, check_mask
-    from .baseline import rf_baseline, rf_features
+    from .baseline import forest_checkpoint, rf_baseline, rf_features
 
     fractions = sorted(float(f) for f in checkpoints)
     if not fractions or not all(0 < f <= 1 for f in fractions):
@@ -234,7 +233,6 @@ def rf_correcting_user(
     feats = rf_features(image) if features is None else features
     check_2d(feats.shape[:2], "the simulated user")
     truth = check_mask(mask, feats.shape[:2])
-    classes = np.unique(truth)
     marks = [max(1, int(np.floor(f * truth.size))) for f in fractions]
     rng = np.random.default_rng(seed)
     pts = first_clicks(truth, first_per_class, rng)
@@ -249,17 +247,7 @@ def rf_correcting_user(
         new = region_centres(pred, truth, min(per_round, marks[-1] - len(pts)), clicked)
         # a checkpoint once it is reached, or when nothing is left to correct
         while len(out) < len(marks) and (len(pts) >= marks[len(out)] or len(new) == 0):
-            m = segmentation_metrics(truth, pred, labels=classes)
-            out.append(
-                {
-                    "fraction": fractions[len(out)],
-                    "points": points,
-                    "prediction": pred,
-                    "miou": m["miou"],
-                    "seconds": round(time.perf_counter() - t0, 3),
-                    "rounds": rounds,
-                }
-            )
+            out.append(forest_checkpoint(fractions[len(out)], points, pred, truth, t0, rounds=rounds))
         if len(out) == len(marks):
             return out
         clicked[new[:, 0], new[:, 1]] = True
