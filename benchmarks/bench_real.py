@@ -211,39 +211,29 @@ def summarise(rows: list[dict], modes) -> dict:
     secs512 = [r["oracle3"]["seconds"] * 512 * 512 / np.prod(r["shape"]) for r in rows if "oracle3" in r]
     if secs512:
         out["oracle3"]["median_seconds_per_512sq"] = float(np.median(secs512))
-    for mode, mark in RF_ORACLE_MARKS.items():
-        key = f"{mark * 100:.2f}%"
-        own = [r for r in rows if "rforacle" in r and key in r["rforacle"]]
+    # the forest's own runs, against the network's run of the same kind (each with its own clicks)
+    pairs = [
+        ("rforacle", f"{m * 100:.2f}%", lambda r, k, mode=mode: r.get(mode))
+        for mode, m in RF_ORACLE_MARKS.items()
+    ]
+    pairs += [
+        ("rfuser", f"{m * 100:.2f}%", lambda r, k: r["user"]["checkpoints"].get(k) if "user" in r else None)
+        for m in USER_MARKS
+    ]
+    for forest_mode, key, network in pairs:
+        own = [r for r in rows if forest_mode in r and key in r[forest_mode]]
         if not own:
             continue
         v = {
             "n": len(own),
-            "median_miou": float(np.median([r["rforacle"][key]["miou"] for r in own])),
-            "median_seconds": float(np.median([r["rforacle"][key]["seconds"] for r in own])),
+            "median_miou": float(np.median([r[forest_mode][key]["miou"] for r in own])),
+            "median_seconds": float(np.median([r[forest_mode][key]["seconds"] for r in own])),
         }
-        both = [r for r in own if mode in r]
+        both = [(network(r, key), r[forest_mode][key]) for r in own if network(r, key) is not None]
         if both:
-            # each with its own oracle: the fair version of "beats the forest"
-            v["network_beats_it"] = int(sum(r[mode]["miou"] > r["rforacle"][key]["miou"] for r in both))
+            v["network_beats_it"] = int(sum(a["miou"] > b["miou"] for a, b in both))
             v["compared"] = len(both)
-        out[f"rforacle@{key}"] = v
-    for mark in USER_MARKS:
-        key = f"{mark * 100:.2f}%"
-        own = [r for r in rows if "rfuser" in r and key in r["rfuser"]]
-        if not own:
-            continue
-        v = {
-            "n": len(own),
-            "median_miou": float(np.median([r["rfuser"][key]["miou"] for r in own])),
-            "median_seconds": float(np.median([r["rfuser"][key]["seconds"] for r in own])),
-        }
-        both = [r for r in own if "user" in r and key in r["user"]["checkpoints"]]
-        if both:
-            v["network_beats_it"] = int(
-                sum(r["user"]["checkpoints"][key]["miou"] > r["rfuser"][key]["miou"] for r in both)
-            )
-            v["compared"] = len(both)
-        out[f"rfuser@{key}"] = v
+        out[f"{forest_mode}@{key}"] = v
     drops = [r["user"]["max_drop_after_0.8"] for r in rows if "user" in r]
     if drops:
         out["user_max_drop_after_0.8"] = {"max": float(np.max(drops)), "median": float(np.median(drops))}

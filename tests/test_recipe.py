@@ -194,7 +194,7 @@ def test_bench_real_writes_its_table(tmp_path, capsys):
                 "--images",
                 "0",
                 "--modes",
-                "oracle3,user",
+                "oracle3,user,rforacle,rfuser",
                 "--user-budget",
                 "0.003",
                 "--out",
@@ -213,7 +213,12 @@ def test_bench_real_writes_its_table(tmp_path, capsys):
         for key in ("miou", "rf_miou", "honoured", "rf_honoured", "seconds", "rf_seconds"):
             assert 0 <= o[key] and (key.endswith("seconds") or o[key] <= 1)
         assert set(row["user"]["checkpoints"]) == {"0.05%", "0.10%", "0.30%"}
+        # the forest's own runs: its oracle at both budgets, the user correcting it at each mark
+        assert {k: v["n_points"] for k, v in row["rforacle"].items()} == {"0.10%": 4, "0.30%": 12}
+        assert set(row["rfuser"]) == {"0.05%", "0.10%", "0.30%"}
     assert result["summary"]["oracle3"]["n"] == 2
+    assert result["summary"]["rforacle@0.30%"]["compared"] == 2
+    assert result["summary"]["rfuser@0.30%"]["compared"] == 2
     assert "median net" in capsys.readouterr().out
     assert result["filter_bank"] == FilterBank().to_dict()
     assert bench.main(["--data", str(tmp_path / "missing")]) == 2
