@@ -7,7 +7,7 @@ defaults (in click order, ``train_all``), per seed, and the forest (`rf_baseline
 same N. Prints a table and writes ``benchmarks/results/bench_sample_clicks.json``.
 
     python benchmarks/bench_sample_clicks.py [--samples nuclei,cells,tissue] [--points 30,60,90]
-        [--seeds 0,1]
+        [--seeds 0,1] [--config '{"forest_on": "always"}']
 
 Run it alone: two trainings on 2 cores slow each other.
 """
@@ -34,15 +34,15 @@ from napari_pointseg.oracle.baseline import rf_baseline
 RESULTS = Path(__file__).resolve().parent / "results" / "bench_sample_clicks.json"
 
 
-def run(sample: str, n: int, seeds, size: int = 512) -> dict:
+def run(sample: str, n: int, seeds, size: int = 512, config: dict | None = None) -> dict:
     """One row: the network's mIoU and seconds per seed and the forest's, on the first ``n``
-    stored points of ``sample`` (cropped to ``size``)."""
+    stored points of ``sample`` (cropped to ``size``); ``config``: TrainConfig overrides."""
     image, mask, coords, labels, _, rgb = load_data(size, sample)
     points = PointSet(coords[:n], labels[:n])
     row = {"sample": sample, "points": int(len(points)), "network": {}}
     for seed in seeds:
         setup = TrainSetup(rgb=rgb)
-        setup = replace(setup, config=replace(setup.config, seed=seed))
+        setup = replace(setup, config=replace(setup.config, **{**(config or {}), "seed": seed}))
         t = time.perf_counter()
         trainer = make_trainer(image, points, setup=setup).train_all()
         pred = trainer.predict()
@@ -61,6 +61,7 @@ def main(argv=None) -> int:
     ap.add_argument("--samples", default="nuclei,cells,tissue")
     ap.add_argument("--points", default="30,60,90", help="comma-separated N (first N stored points)")
     ap.add_argument("--seeds", default="0,1")
+    ap.add_argument("--config", default="{}", help="TrainConfig overrides as JSON")
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",") if s]
@@ -68,7 +69,7 @@ def main(argv=None) -> int:
     print(f"{'sample':8s} {'N':>4s}  network mIoU per seed (s)            forest (s)")
     for sample in [s for s in args.samples.split(",") if s]:
         for n in [int(k) for k in args.points.split(",") if k]:
-            row = run(sample, n, seeds)
+            row = run(sample, n, seeds, config=json.loads(args.config))
             rows.append(row)
             net = " / ".join(f"{v['miou']:.3f} ({v['seconds']:.1f})" for v in row["network"].values())
             f = row["forest"]
