@@ -175,6 +175,14 @@ def fmt(r: dict) -> str:
     )
 
 
+def network_at(row: dict, forest_mode: str, key: str) -> dict | None:
+    """The network's run of ``row`` that the forest's own run ``forest_mode`` at ``key`` (e.g.
+    "0.30%") compares with: the oracle at that budget, or the simulated user at that mark."""
+    if forest_mode == "rforacle":
+        return row.get({f"{m * 100:.2f}%": mode for mode, m in RF_ORACLE_MARKS.items()}[key])
+    return row["user"]["checkpoints"].get(key) if "user" in row else None
+
+
 def summarise(rows: list[dict], modes) -> dict:
     out = {}
     entries = []
@@ -212,15 +220,9 @@ def summarise(rows: list[dict], modes) -> dict:
     if secs512:
         out["oracle3"]["median_seconds_per_512sq"] = float(np.median(secs512))
     # the forest's own runs, against the network's run of the same kind (each with its own clicks)
-    pairs = [
-        ("rforacle", f"{m * 100:.2f}%", lambda r, k, mode=mode: r.get(mode))
-        for mode, m in RF_ORACLE_MARKS.items()
-    ]
-    pairs += [
-        ("rfuser", f"{m * 100:.2f}%", lambda r, k: r["user"]["checkpoints"].get(k) if "user" in r else None)
-        for m in USER_MARKS
-    ]
-    for forest_mode, key, network in pairs:
+    pairs = [("rforacle", f"{m * 100:.2f}%") for m in RF_ORACLE_MARKS.values()]
+    pairs += [("rfuser", f"{m * 100:.2f}%") for m in USER_MARKS]
+    for forest_mode, key in pairs:
         own = [r for r in rows if forest_mode in r and key in r[forest_mode]]
         if not own:
             continue
@@ -229,7 +231,8 @@ def summarise(rows: list[dict], modes) -> dict:
             "median_miou": float(np.median([r[forest_mode][key]["miou"] for r in own])),
             "median_seconds": float(np.median([r[forest_mode][key]["seconds"] for r in own])),
         }
-        both = [(network(r, key), r[forest_mode][key]) for r in own if network(r, key) is not None]
+        both = [(network_at(r, forest_mode, key), r[forest_mode][key]) for r in own]
+        both = [(a, b) for a, b in both if a is not None]
         if both:
             v["network_beats_it"] = int(sum(a["miou"] > b["miou"] for a, b in both))
             v["compared"] = len(both)

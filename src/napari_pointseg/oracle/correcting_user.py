@@ -22,12 +22,14 @@ from typing import Callable
 import numpy as np
 from scipy import ndimage as ndi
 
+from ..core.checks import check_2d, check_mask
 from ..core.errors import InputError
 from ..core.metrics import segmentation_metrics
 from ..core.oracle_loop import check_oracle_inputs, curve_row, loop_trainer, reveal_points
 from ..core.points import PointSet
 from ..core.train_setup import TrainSetup
 from ..core.trainer import SparseTrainer
+from .baseline import forest_checkpoint, rf_baseline, rf_features
 
 
 def first_clicks(truth: np.ndarray, per_class: int, rng: np.random.Generator) -> np.ndarray:
@@ -223,9 +225,6 @@ def rf_correcting_user(
     of ``image`` computed earlier (then not counted in the seconds).
     Returns one `baseline.forest_checkpoint` per checkpoint (ascending), with ``rounds``.
     Raises InputError on bad input."""
-    from ..core.checks import check_2d, check_mask
-    from .baseline import forest_checkpoint, rf_baseline, rf_features
-
     fractions = sorted(float(f) for f in checkpoints)
     if not fractions or not all(0 < f <= 1 for f in fractions):
         raise InputError(f"checkpoints must be fractions of pixels in (0, 1], got {fractions}")
