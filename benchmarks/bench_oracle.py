@@ -16,12 +16,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from machine import machine_info
 
 from napari_pointseg.core.metrics import miou
 from napari_pointseg.core.models import ModelSpec
@@ -126,13 +126,7 @@ def main(argv=None) -> int:
                 "summary": summary,
                 "config": config.to_dict(),
                 "spec": ModelSpec().to_dict(),
-                "machine": {
-                    "cpus": os.cpu_count(),
-                    "platform": platform.platform(),
-                    "python": sys.version.split()[0],
-                    "load_1min": loads,
-                    "threads_env": os.environ.get("POINTSEG_THREADS"),
-                },
+                "machine": machine_info(load_1min=loads, threads_env=os.environ.get("POINTSEG_THREADS")),
             },
             indent=2,
         )

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 from bench_real import DEFAULT_DATA, load_pair, parse_pairs, score, setup_from_json
+from machine import machine_info
 
 from napari_pointseg.core.oracle_loop import run_oracle
 from napari_pointseg.core.train_setup import TrainSetup
@@ -169,6 +170,7 @@ def main(argv=None) -> int:
                 "config": setup.config.to_dict(),
                 "spec": setup.spec.to_dict(),
                 "filter_bank": setup.filter_bank.to_dict(),
+                "machine": machine_info(),
             },
             indent=1,
             default=float,

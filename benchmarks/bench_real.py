@@ -31,12 +31,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from machine import machine_info
 
 from napari_pointseg.core.features import FilterBank
 from napari_pointseg.core.metrics import segmentation_metrics
@@ -367,12 +367,7 @@ def main(argv=None) -> int:
                     "config": config.to_dict(),
                     "spec": spec.to_dict(),
                     "filter_bank": setup.filter_bank.to_dict(),
-                    "machine": {
-                        "cpus": os.cpu_count(),
-                        "platform": platform.platform(),
-                        "python": sys.version.split()[0],
-                        "threads_env": os.environ.get("POINTSEG_THREADS"),
-                    },
+                    "machine": machine_info(threads_env=os.environ.get("POINTSEG_THREADS")),
                     "total_seconds": round(time.perf_counter() - t_all, 1),
                 },
                 indent=1,

@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import time
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 from bench_widget import load_data
+from machine import machine_info
 
 from napari_pointseg.core.metrics import miou
 from napari_pointseg.core.points import PointSet
@@ -86,7 +85,7 @@ def main(argv=None) -> int:
                 "args": vars(args),
                 "rows": rows,
                 "network_above_forest": int(above),
-                "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+                "machine": machine_info(),
             },
             indent=1,
         )

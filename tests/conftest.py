@@ -33,6 +33,25 @@ def nuclei_crop():
 
 
 @pytest.fixture
+def bench_module(monkeypatch):
+    """Load a script of ``benchmarks/`` by name (``bench_module("bench_real")``), with that
+    folder on ``sys.path`` as when the script runs (the scripts import each other)."""
+    import importlib.util
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parent.parent / "benchmarks"
+    monkeypatch.syspath_prepend(str(folder))
+
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(name, folder / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load
+
+
+@pytest.fixture
 def notes(monkeypatch):
     """Messages the widgets show as napari notifications, as (kind, text)."""
     from napari_pointseg.widgets import _messages

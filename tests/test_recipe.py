@@ -163,19 +163,12 @@ def test_cpu_share_counts_live_trainings(tmp_path, monkeypatch):
     assert not (tmp_path / f"{os.getpid()}.trainer").exists()
 
 
-def test_bench_real_writes_its_table(tmp_path, capsys):
+def test_bench_real_writes_its_table(tmp_path, capsys, bench_module):
     """benchmarks/bench_real.py on a tiny stand-in for the development data: one row per
     image with the network, the RF on the same points, clicks honoured and seconds."""
-    import importlib.util
-    from pathlib import Path
-
     from skimage import io
 
-    spec = importlib.util.spec_from_file_location(
-        "bench_real", Path(__file__).resolve().parent.parent / "benchmarks" / "bench_real.py"
-    )
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = bench_module("bench_real")
     data = tmp_path / "data"
     for k, name in enumerate(("grey_set", "rgb_set")):
         image, mask = blobs(64, k)
@@ -207,6 +200,8 @@ def test_bench_real_writes_its_table(tmp_path, capsys):
 
     result = json.loads(out.read_text())
     assert [r["image"] for r in result["rows"]] == ["grey_set/0", "rgb_set/0"]
+    # the same code runs ~2x slower without AMX: a result file says which CPU it ran on
+    assert result["machine"]["cpu"] and isinstance(result["machine"]["amx"], bool)
     for row in result["rows"]:
         o = row["oracle3"]
         assert o["n_points"] == int(0.003 * 64 * 64)
@@ -229,23 +224,17 @@ def test_bench_real_writes_its_table(tmp_path, capsys):
     assert "--filter-bank" in capsys.readouterr().err
 
 
-def test_bench_phases_splits_the_time_of_a_run(tmp_path, capsys, monkeypatch):
+def test_bench_phases_splits_the_time_of_a_run(tmp_path, capsys, monkeypatch, bench_module):
     """benchmarks/bench_phases.py on a tiny stand-in with a full-resolution head: the phases
     add up to at most the run's time, the polish and the oracle's predictions are counted, and
     the trainer's methods are restored afterwards."""
-    import importlib.util
     import json
-    from pathlib import Path
 
     from skimage import io
 
     from napari_pointseg.core.trainer import SparseTrainer
 
-    folder = Path(__file__).resolve().parent.parent / "benchmarks"
-    monkeypatch.syspath_prepend(str(folder))
-    spec = importlib.util.spec_from_file_location("bench_phases", folder / "bench_phases.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = bench_module("bench_phases")
     image, mask = blobs(96, 0)
     (tmp_path / "data" / "grey_set").mkdir(parents=True)
     io.imsave(
@@ -678,18 +667,11 @@ def test_head_polish_counts_a_click_honoured_only_with_a_lead():
     assert _leads(logits[:2, :2], target[:2], 0.05).tolist() == [False, True]
 
 
-def test_bench_widget_scores_the_overlay_the_user_saw():
+def test_bench_widget_scores_the_overlay_the_user_saw(bench_module):
     """benchmarks/bench_widget.py's scoring: a corrected batch counts from its click to the
     first overlay showing all its labels (not the first overlay after it); one no overlay
     shows is counted as never shown; the drop after 0.8 ignores the climb before it."""
-    import importlib.util
-    from pathlib import Path
-
-    spec = importlib.util.spec_from_file_location(
-        "bench_widget", Path(__file__).resolve().parent.parent / "benchmarks" / "bench_widget.py"
-    )
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = bench_module("bench_widget")
     coords = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], float)
     labels = np.array([2, 2, 1, 2])
     ones = np.ones((2, 2), np.int64)
