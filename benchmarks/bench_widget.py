@@ -130,6 +130,11 @@ def main(argv=None) -> dict:
     ap.add_argument("--click-every", type=float, default=2.0, help="seconds between click batches")
     ap.add_argument("--sample", default="nuclei", choices=("nuclei", "cells", "tissue"))
     ap.add_argument("--config", default="{}", help="TrainConfig overrides as JSON")
+    ap.add_argument(
+        "--hide-window",
+        action="store_true",
+        help="never show the napari window: what napari's main thread costs the training thread",
+    )
     ap.add_argument("--out", default=str(Path(__file__).with_name("results") / "bench_widget.json"))
     args = ap.parse_args(argv)
 
@@ -141,7 +146,7 @@ def main(argv=None) -> dict:
     from napari_pointseg.widgets.annotate_widget import AnnotateWidget
 
     image, mask, coords, labels, source, rgb = load_data(args.size, args.sample)
-    viewer = napari.Viewer(show=True)
+    viewer = napari.Viewer(show=not args.hide_window)
     viewer.window._qt_window.resize(1400, 900)
     viewer.add_image(image, name=args.sample, rgb=rgb)
     widget = AnnotateWidget(viewer)
@@ -233,6 +238,7 @@ def main(argv=None) -> dict:
         "image": f"{source} {image.shape} {image.dtype}",
         "first_update_s": round(first_update, 3),
         "cold": bool(args.cold),
+        "window_shown": not args.hide_window,
         "warm_up_import_s": None if warm_up_s is None else round(warm_up_s, 2),
         "input_prepared_s": None if prepared_s is None else round(prepared_s, 2),
         "stall_p50_ms": round(float(np.percentile(stalls_ms, 50)), 1),
