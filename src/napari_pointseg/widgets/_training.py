@@ -3,10 +3,14 @@
 `TrainingController` starts, stops, resumes and resets the training of the chosen image,
 keeps one network per image layer, hands edited points to the running trainer, prepares the
 chosen image's network input ahead of Train, and turns the worker's typed events (`_events`)
-into status text, prediction-layer updates and napari's progress bar in the activity dock
-(`_progress.Activity`, whose Cancel calls `stop`, as the Stop button does). The worker is a
-napari ``thread_worker`` started with ``.start()`` (`_threads.start_worker`); everything here
-runs in the main thread.
+into status text and prediction-layer updates. The worker is a napari ``thread_worker``
+started with ``.start()`` (`_threads.start_worker`); everything here runs in the main thread.
+
+The training opens no progress bar in napari's activity dock: it has no end (it waits for
+more clicks), and while any bar is open napari animates an "in progress" indicator in its
+status bar, which repainted the whole window ~25 times a second and halved the training's
+iterations on 2 cores (docs/training.md, twenty-seventh session). The status line and Stop
+are its progress and its cancel.
 """
 
 from __future__ import annotations
@@ -20,7 +24,6 @@ from ..core.errors import InputError
 from ..core.points import PointSet
 from . import _messages
 from ._events import JobDone, Progress, Status, TrainerReady
-from ._progress import Activity
 from ._threads import start_worker
 from ._worker import LoopControl, TrainRequest, training_loop
 
@@ -274,8 +277,6 @@ class TrainingController:
         worker.yielded.connect(lambda event, origin=worker: self._on_event(event, origin))
         worker.errored.connect(self._on_error)
         worker.finished.connect(lambda done=worker: self._on_finished(done))
-        # napari's progress bar in the activity dock; its Cancel is the Stop button
-        worker.activity = Activity(f"training {self.view.image.name}", None, on_cancel=self.stop)
         self.worker, self.control = worker, control
         self.controls.add(control)
         self.last_update = None
@@ -298,7 +299,6 @@ class TrainingController:
         if self.control is not None:
             self.control.abort = True
         self.worker.quit()
-        self.worker.activity.describe(f"stopping the training of {self.worker.image_layer.name}…", force=True)
         self.view.set_status("stopping…")
         self.view.stop_button.setEnabled(False)
 
@@ -351,10 +351,6 @@ class TrainingController:
             view.points.count() + view.scribbles.count() if view.points.layer is not None else update.n_points
         )
         state = " · waiting for new points" if update.waiting else ""
-        if self.worker is not None and self.stopping_at is None:
-            self.worker.activity.describe(
-                f"training {self.worker.image_layer.name}: step {update.step} · loss {update.loss:.3f}"
-            )
         note = f"\n{self.note}" if self.note else ""
         self.view.set_status(
             f"step {update.step} · loss {update.loss:.3f} · points "
@@ -370,7 +366,6 @@ class TrainingController:
             self.trainers.pop(id(self.view.image), None)
 
     def _on_finished(self, worker) -> None:
-        worker.activity.close()
         if worker is not self.worker:
             return
         self.worker = None
