@@ -9,36 +9,24 @@ import platform
 import sys
 
 
-def cpu_model() -> str:
-    """The CPU's model name as /proc/cpuinfo gives it ('' where there is none)."""
+def _cpuinfo(field: str) -> str | None:
+    """The first ``field`` line's value in /proc/cpuinfo (None where there is none)."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
+                if line.startswith(field):
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor()
-
-
-def cpu_flags() -> set[str]:
-    """The CPU's feature flags (empty where /proc/cpuinfo is missing)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
+    return None
 
 
 def machine_info(**extra) -> dict:
     """{"cpus", "cpu", "amx", "avx512_bf16", "platform", "python", **extra} for a result file."""
-    flags = cpu_flags()
+    flags = set((_cpuinfo("flags") or "").split())
     return {
         "cpus": os.cpu_count(),
-        "cpu": cpu_model(),
+        "cpu": _cpuinfo("model name") or platform.processor(),
         "amx": "amx_bf16" in flags,
         "avx512_bf16": "avx512_bf16" in flags,
         "platform": platform.platform(),
