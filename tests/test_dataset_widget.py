@@ -49,13 +49,16 @@ def test_folder_run_opens_results_and_bundle(widget, two, tmp_path, qtbot):
     w.out_edit.setText(str(tmp_path / "out"))
     assert w.run_button.isEnabled() and not w.cancel_button.isEnabled()
     assert w.run_button.toolTip() and w.cancel_button.toolTip()
+    from napari_pointseg.widgets._progress import open_bars
+
     w.run()
     assert w.is_running and not w.run_button.isEnabled() and w.cancel_button.isEnabled()
+    # napari's progress bars animate an indicator that slowed a run ~1.6x: the widget has its own
+    assert not open_bars()
     qtbot.waitUntil(lambda: not w.is_running, timeout=TIMEOUT_MS)
     assert w.summary is not None, w.log.toPlainText()
     assert 0 <= w.summary["miou"] <= 1
     assert w.stage_label.text() == "finished" and w.progress_bar.value() == w.progress_bar.maximum()
-    assert w.activity is None  # napari's progress bar closed with the run
     assert [m for k, m in w.notes if k == "info" and m.startswith("Dataset training done: 2 annotated")]
     names = [ly.name for ly in viewer.layers]
     assert "img_000" in names and "img_000 prediction" in names
@@ -90,42 +93,17 @@ def test_layer_mode_predicts_open_images(widget, two, tmp_path, qtbot):
     assert pred.shape == (64, 64) and set(np.unique(pred)) <= {1, 2}
 
 
-def _dock_bar(activity):
-    """The progress bar napari's activity dock shows for ``activity`` (a `_progress.Activity`)."""
-    from napari._qt.widgets.qt_progress_bar import QtLabeledProgressBar
-    from qtpy.QtWidgets import QApplication
-
-    return next(
-        (
-            w
-            for w in QApplication.allWidgets()
-            if isinstance(w, QtLabeledProgressBar) and w.progress is activity.bar
-        ),
-        None,
-    )
-
-
-@pytest.mark.parametrize("via", ["button", "activity dock"])
-def test_cancel_stops_and_reenables(widget, two, tmp_path, qtbot, via):
-    from napari_pointseg.widgets._progress import open_bars
-
+def test_cancel_stops_and_reenables(widget, two, tmp_path, qtbot):
     viewer, w = widget
     w.data_edit.setText(str(two / "train"))
     w.out_edit.setText(str(tmp_path / "out"))
     w.overrides["dataset_config"]["iterations"] = 100_000
     w.run()
-    activity = w.activity
-    assert activity.cancelable and activity.bar in open_bars()
     qtbot.waitUntil(lambda: "dataset network" in w.stage_label.text(), timeout=TIMEOUT_MS)
-    qtbot.waitUntil(lambda: activity.desc.startswith("dataset training: dataset network"), timeout=TIMEOUT_MS)
-    assert activity.bar.total > 0  # a counting bar per stage, as the widget's own
-    if via == "button":
-        w.cancel()
-    else:
-        _dock_bar(activity).cancel_button.click()
-        assert w._cancel.is_set() and w.stage_label.text() == "cancelling…"
+    assert w.progress_bar.maximum() > 1  # a counting bar per stage
+    w.cancel_button.click()
+    assert w._cancel.is_set() and w.stage_label.text() == "cancelling…"
     qtbot.waitUntil(lambda: not w.is_running, timeout=60_000)
-    assert activity.closed and activity.bar not in open_bars() and w.activity is None
     assert ("info", "Dataset training cancelled: finished images are kept, Run resumes") in w.notes
     assert w.stage_label.text() == "cancelled" and w.summary is None
     assert w.run_button.isEnabled() and not w.cancel_button.isEnabled()

@@ -42,8 +42,7 @@ TOOLTIPS: dict[str, str] = {
         "clicking: new points join in click order."
     ),
     "annotate.stop": (
-        "Stop training after the current iteration (Resume continues). The Cancel of its "
-        "progress bar in napari's activity dock does the same."
+        "Stop training after the current iteration (Resume continues)."
     ),
     "annotate.shortcuts": (
         "<b>Keyboard shortcuts</b> (on the '&lt;image&gt; points' layer)"
@@ -139,8 +138,7 @@ TOOLTIPS: dict[str, str] = {
     "dataset.grid": "Table-2-style grid (needs a test folder); writes grid.json and grid.png",
     "dataset.run": "Run the pipeline in the background; a rerun skips finished images",
     "dataset.cancel": (
-        "Stop after the current step; finished images are kept. The Cancel of the run's "
-        "progress bar in napari's activity dock does the same."
+        "Stop after the current step; finished images are kept (Run resumes)."
     ),
     "dataset.stage": "Current stage",
     "dataset.progress": "Progress of the current stage",

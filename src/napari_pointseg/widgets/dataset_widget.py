@@ -4,8 +4,10 @@ Input: folders (DATA with images/ + points/ and/or masks/, optional TEST, OUT) o
 Image layers with their "<image> points" layers (written to OUT/layers_input in the folder
 layout; images without points are labelled by the dataset network). Run starts a napari
 thread_worker (`.start()`) around `_dataset_worker.dataset_loop`; its events drive a progress
-bar and a log here and napari's own progress bar in the activity dock (`_progress.Activity`,
-whose Cancel is this widget's Cancel); results and errors are also napari notifications.
+bar, a stage line and a log here; results and errors are also napari notifications. A run
+opens no progress bar in napari's activity dock: while one is open napari animates an "in
+progress" indicator that repaints the window ~25 times a second, and on 2 cores that made a
+run ~1.6x slower (docs/training.md, twenty-eighth session).
 Cancel stops the run (finished images stay on disk, a rerun resumes). Results
 open as layers; the final bundle (OUT/model.safetensors) can be loaded into "Annotate & train".
 """
@@ -46,7 +48,6 @@ from ._layer_names import (
     prediction_layer_name,
     pseudo_label_layer_name,
 )
-from ._progress import Activity
 from ._threads import add_stopper, on_viewer_close, start_worker
 from ._tooltips import tip
 
@@ -65,7 +66,6 @@ class DatasetWidget(QWidget):
         super().__init__(parent)
         self.viewer = napari_viewer
         self.worker = None
-        self.activity: Activity | None = None  # napari progress bar of the running run
         self.summary: dict | None = None
         self.bundle_path: Path | None = None
         self.overrides: dict = {}
@@ -325,7 +325,6 @@ class DatasetWidget(QWidget):
         worker.yielded.connect(self._on_event)
         worker.errored.connect(self._on_error)
         worker.finished.connect(self._on_finished)
-        self.activity = Activity("dataset training: starting…", None, on_cancel=self.cancel)
         self.worker = worker
         self._update_buttons()
         start_worker(worker)
@@ -337,8 +336,6 @@ class DatasetWidget(QWidget):
         self._cancel.set()
         self.worker.quit()
         self.stage_label.setText("cancelling…")
-        if self.activity is not None:
-            self.activity.describe("dataset training: cancelling…", force=True)
         self._say("cancel requested; finished images are kept, Run resumes")
 
     # ------------------------------------------------------------------ worker events -----
@@ -354,8 +351,6 @@ class DatasetWidget(QWidget):
             self.progress_bar.setValue(0)
             self.stage_label.setText(f"{event.name} (0 / {event.total} {event.unit})")
             self._stage_name, self._stage_unit = event.name, event.unit
-            if self.activity is not None and not self._cancel.is_set():
-                self.activity.stage(f"dataset training: {event.name}", event.total)
         elif isinstance(event, Advance):
             value = min(self.progress_bar.value() + event.n, self.progress_bar.maximum())
             self.progress_bar.setValue(value)
@@ -363,8 +358,6 @@ class DatasetWidget(QWidget):
                 f"{self._stage_name} ({value} / {self._stage_total} {self._stage_unit})"
                 + (f" · {event.info}" if event.info else "")
             )
-            if self.activity is not None:
-                self.activity.advance(event.n)
         elif isinstance(event, Message):
             if event.level == "error":
                 self._on_error(InputError(event.text))
@@ -469,9 +462,6 @@ class DatasetWidget(QWidget):
     def _on_finished(self) -> None:
         cancelled = self._cancel is not None and self._cancel.is_set()
         self.worker = None
-        if self.activity is not None:
-            self.activity.close()
-            self.activity = None
         if self._closed:
             return
         if cancelled:
@@ -503,9 +493,6 @@ class DatasetWidget(QWidget):
         if self.worker is not None:
             self._cancel.set()
             self.worker.quit()
-        if self.activity is not None:
-            self.activity.close()
-            self.activity = None
         from qtpy.QtWidgets import QApplication
 
         app = QApplication.instance()
