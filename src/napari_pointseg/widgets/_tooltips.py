@@ -41,9 +41,7 @@ TOOLTIPS: dict[str, str] = {
         "Train a network on this image from the points, in the background. Keep "
         "clicking: new points join in click order."
     ),
-    "annotate.stop": (
-        "Stop training after the current iteration (Resume continues)."
-    ),
+    "annotate.stop": "Stop training after the current iteration (Resume continues).",
     "annotate.shortcuts": (
         "<b>Keyboard shortcuts</b> (on the '&lt;image&gt; points' layer)"
         "<table cellspacing='0' cellpadding='2'>"
@@ -137,9 +135,7 @@ TOOLTIPS: dict[str, str] = {
     "dataset.weights": "Optional LOCAL weights file for the dataset network's encoder (never downloaded)",
     "dataset.grid": "Table-2-style grid (needs a test folder); writes grid.json and grid.png",
     "dataset.run": "Run the pipeline in the background; a rerun skips finished images",
-    "dataset.cancel": (
-        "Stop after the current step; finished images are kept (Run resumes)."
-    ),
+    "dataset.cancel": "Stop after the current step; finished images are kept (Run resumes).",
     "dataset.stage": "Current stage",
     "dataset.progress": "Progress of the current stage",
     "dataset.log": "Skipped images with the reason, resumed work, results",
