@@ -182,3 +182,23 @@ def test_close_viewer_during_a_run_cancels_it(widget, two, tmp_path, qtbot):
     assert QThreadPool.globalInstance().activeThreadCount() <= pool_before
     assert not (tmp_path / "out" / "metrics.json").exists()
     assert not [n for n in w.notes if n[0] == "error"], w.notes
+
+
+def test_bench_dataset_widget_plain_run_uses_the_widget_options(bench_module, tmp_path):
+    """benchmarks/bench_dataset_widget.py's reference run: the PipelineOptions the widget run
+    pickled, through the same generator without Qt, into its own output folder."""
+    import pickle
+
+    from napari_pointseg.dataset.pipeline import PipelineOptions
+
+    bench = bench_module("bench_dataset_widget")
+    bench.make_data(tmp_path, n_train=1, size=64)
+    assert not (tmp_path / "test" / "points").exists() and (tmp_path / "test" / "masks").is_dir()
+    options = PipelineOptions(
+        data=tmp_path / "train", out=tmp_path / "widget_out", test=tmp_path / "test", **OVERRIDES
+    )
+    (tmp_path / "options.pickle").write_bytes(pickle.dumps(options))
+    res = bench.run_plain(tmp_path / "options.pickle", tmp_path / "plain_out")
+    assert res["seconds"] > 0 and 0 <= res["miou"] <= 1
+    assert (tmp_path / "plain_out" / "model.safetensors").is_file()
+    assert not (tmp_path / "widget_out").exists()
