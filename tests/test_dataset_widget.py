@@ -53,7 +53,7 @@ def test_folder_run_opens_results_and_bundle(widget, two, tmp_path, qtbot):
 
     w.run()
     assert w.is_running and not w.run_button.isEnabled() and w.cancel_button.isEnabled()
-    # napari's progress bars animate an indicator that slowed a run ~1.6x: the widget has its own
+    # napari's progress bars animate an indicator that slowed a run 1.5-1.6x: the widget has its own
     assert not open_bars()
     qtbot.waitUntil(lambda: not w.is_running, timeout=TIMEOUT_MS)
     assert w.summary is not None, w.log.toPlainText()

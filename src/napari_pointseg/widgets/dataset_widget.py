@@ -7,7 +7,7 @@ thread_worker (`.start()`) around `_dataset_worker.dataset_loop`; its events dri
 bar, a stage line and a log here; results and errors are also napari notifications. A run
 opens no progress bar in napari's activity dock: while one is open napari animates an "in
 progress" indicator that repaints the window ~25 times a second, and on 2 cores that made a
-run ~1.6x slower (docs/training.md, twenty-eighth session).
+run 1.5-1.6x slower (docs/training.md, twenty-eighth session).
 Cancel stops the run (finished images stay on disk, a rerun resumes). Results
 open as layers; the final bundle (OUT/model.safetensors) can be loaded into "Annotate & train".
 """
