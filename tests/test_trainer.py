@@ -238,7 +238,8 @@ def _new_points_far_from(mask, prediction, corner: int, n: int = 6):
 def test_prediction_before_new_points_is_the_consistency_target():
     """Once new points join a trained network, the consistency term's target is the
     prediction from before they came (padded with zeros to the stride), zero within
-    ``consistency_reach`` of the new points; none before any training, none in the final phase."""
+    ``consistency_reach`` of the new points; none before any training, in the final phase only
+    with ``final_consistency``, never in a polish."""
     tr, image, mask = _trainer(n=24, crop_size=None, consistency_reach=6.0)
     assert tr._prediction_before(0) is None
     tr.train_all()
@@ -258,7 +259,12 @@ def test_prediction_before_new_points_is_the_consistency_target():
     tr._final_left = None  # as admitting the new points does
     assert tr._batch(newest=len(coords))[2] is not None
     tr._final_left = 3
-    assert tr._batch(newest=0)[2] is None  # the final phase settles on the points alone
+    assert tr._batch(newest=0)[2] is not None  # the final phase keeps the term ...
+    tr.config.final_consistency = False
+    assert tr._batch(newest=0)[2] is None  # ... unless told to settle on the points alone
+    tr._final_left, tr._polishing = None, True
+    assert tr._batch(newest=0)[2] is None  # the polishes must move the prediction at the clicks
+    tr._polishing = False
     many, _, _ = _trainer(n=24, crop_size=None)
     many.train_all()
     many.add_points(*_new_points_far_from(mask, many.predict(), 0, n=12))  # a stroke, not clicks

@@ -89,6 +89,9 @@ class TrainConfig:
     forest_to: str = "head"  # ... read by the full-resolution head only ("head") or the whole network ("all")
     forest_growth: float = 1.5  # ... refitted once the admitted points grew by this factor, and at
     # the final phase
+    final_consistency: bool = True  # the consistency term holds in the final phase too: without
+    # it the user's pauses fell on vessel images (fives_fundus/0 0.803 -> 0.696, docs/training.md,
+    # twenty-ninth session)
     final_lr_floor: float = 0.1  # lr falls linearly to lr * this over the final iterations (1: flat)
     ema_decay: float = 0.9  # >0: predict with an exponential moving average of the weights
     consistency_weight: float = 3.0  # once new points join a trained network: weight of the KL
@@ -469,9 +472,10 @@ class SparseTrainer:
                 picks.append(int(self.rng.integers(n)))
         xs, ts, kept = [], [], []
         factor = getattr(self.net, "factor", 1)
-        # the consistency term: not in the final phase, where the network settles on the
-        # points (the prediction from before the oracle's last round contradicts them)
-        keep = self._final_left is None and not self._polishing
+        # the consistency term (when new points joined a trained network): also in the final
+        # phase unless `final_consistency` is off; never in the polishes, which must move the
+        # prediction at the clicks it contradicts
+        keep = (self._final_left is None or self.config.final_consistency) and not self._polishing
         if (
             full
             and bs == 1
