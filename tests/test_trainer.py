@@ -262,8 +262,10 @@ def test_prediction_before_new_points_is_the_consistency_target():
     assert tr._batch(newest=0)[2] is not None  # the final phase keeps the term ...
     tr.config.final_consistency = False
     assert tr._batch(newest=0)[2] is None  # ... unless told to settle on the points alone
-    tr._final_left, tr._polishing = None, True
-    assert tr._batch(newest=0)[2] is None  # the polishes must move the prediction at the clicks
+    # the polishes run after the final phase (its count at 0) and must move the prediction at
+    # the clicks it contradicts
+    tr.config.final_consistency, tr._final_left, tr._polishing = True, 0, True
+    assert tr._batch(newest=0)[2] is None
     tr._polishing = False
     many, _, _ = _trainer(n=24, crop_size=None)
     many.train_all()

@@ -89,9 +89,6 @@ class TrainConfig:
     forest_to: str = "head"  # ... read by the full-resolution head only ("head") or the whole network ("all")
     forest_growth: float = 1.5  # ... refitted once the admitted points grew by this factor, and at
     # the final phase
-    final_consistency: bool = True  # the consistency term holds in the final phase too: without
-    # it the user's pauses fell on vessel images (fives_fundus/0 0.803 -> 0.696, docs/training.md,
-    # twenty-ninth session)
     final_lr_floor: float = 0.1  # lr falls linearly to lr * this over the final iterations (1: flat)
     ema_decay: float = 0.9  # >0: predict with an exponential moving average of the weights
     consistency_weight: float = 3.0  # once new points join a trained network: weight of the KL
@@ -99,6 +96,9 @@ class TrainConfig:
     consistency_pixels: int = 256  # ... this many per iteration (the head at 2048 cost ~70 % more time)
     consistency_reach: float = 24.0  # ... none closer than this (px) to a point that came since
     consistency_max_new: int = 10  # ... and only when at most this many points came at once
+    final_consistency: bool = True  # the consistency term holds in the final phase too: without
+    # it the user's pauses fell on vessel images (fives_fundus/0 0.803 -> 0.696, docs/training.md,
+    # twenty-ninth session)
     lr: float = 2e-3
     weight_decay: float = 1e-4
     warmup_iters: int = 10
