@@ -13,6 +13,11 @@ folder's README; not shipped with the project), per image, side by side in one p
   this is what a user correcting an ilastik-style forest would get;
 - ``rfuser``: the simulated correcting user correcting the forest instead (the same first
   clicks, then the centres of the forest's largest wrong regions), at the ``user`` marks;
+- ``first``: a first Train on clicks that nobody picked against either predictor: per
+  ``--first-per-class`` count, that many random clicks per class (the user's first clicks, the
+  same pixels at 5), the network trained from scratch on them in click order to the end (the
+  final phase and the polishes, as `pointseg train` and a paused widget run), the forest on the
+  same clicks. The other modes pick most of their points where the network is wrong;
 
 and for each: the network's mIoU and per-class IoU, the random forest (ilastik-style features
 + 100 trees) on exactly the same points, the share of the run's own points that each final
@@ -20,7 +25,8 @@ prediction honours, and seconds. Prints a table and the medians, writes
 ``benchmarks/results/bench_real.json`` (rewritten after every image).
 
     python benchmarks/bench_real.py [--data ../shared/devdata] [--sets nerve_us,acdc_mri]
-        [--images 0,1,2] [--crop 256] [--modes oracle3,oracle1,user,rforacle,rfuser] [--seed 0]
+        [--images 0,1,2] [--crop 256] [--modes oracle3,oracle1,user,rforacle,rfuser,first] [--seed 0]
+        [--first-per-class 5,20]
 
 Quick slice while tuning: ``--images 0 --crop 256``. Run it alone: two trainings on 2 cores
 slow each other far more than 2x. Not a test: the whole set takes the better part of an hour.
@@ -42,10 +48,13 @@ from napari_pointseg.core.features import FilterBank
 from napari_pointseg.core.metrics import segmentation_metrics
 from napari_pointseg.core.models import ModelSpec
 from napari_pointseg.core.oracle_loop import run_oracle
+from napari_pointseg.core.points import PointSet
+from napari_pointseg.core.session import make_trainer
 from napari_pointseg.core.train_setup import TrainSetup
 from napari_pointseg.core.trainer import TrainConfig
 from napari_pointseg.oracle.baseline import rf_baseline, rf_features, rf_oracle
 from napari_pointseg.oracle.correcting_user import (
+    first_clicks,
     honoured_fraction,
     max_drop_after,
     rf_correcting_user,
@@ -55,7 +64,7 @@ from napari_pointseg.oracle.correcting_user import (
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "bench_real.json"
 DEFAULT_DATA = HERE.parent.parent / "shared" / "devdata"
-MODES = ("oracle3", "oracle1", "user", "rforacle", "rfuser")
+MODES = ("oracle3", "oracle1", "user", "rforacle", "rfuser", "first")
 RF_ORACLE_MARKS = {"oracle1": 0.001, "oracle3": 0.003}
 USER_MARKS = (0.0005, 0.001, 0.003)
 
@@ -103,6 +112,19 @@ def forest_rows(checkpoints, mask, classes, feat_s) -> dict:
     }
 
 
+def first_train(image, mask, per_class: int, seed: int, setup: TrainSetup) -> tuple:
+    """A first Train: ``per_class`` random clicks of every class of ``mask`` (the simulated
+    user's first clicks, `first_clicks` with the ``seed``'s generator), the network trained
+    from scratch on them to the end. Returns (points, prediction (H, W) label values,
+    seconds, iterations)."""
+    yx = first_clicks(mask, per_class, np.random.default_rng(seed))
+    points = PointSet(yx.astype(np.float64), mask[yx[:, 0], yx[:, 1]])
+    t = time.perf_counter()
+    trainer = make_trainer(image, points, setup=setup).train_all()
+    pred = trainer.predict(0)
+    return points, pred, time.perf_counter() - t, trainer.iteration
+
+
 def run_image(name, image, mask, modes, args, setup: TrainSetup) -> dict:
     classes = np.unique(mask)
     t = time.perf_counter()
@@ -141,6 +163,14 @@ def run_image(name, image, mask, modes, args, setup: TrainSetup) -> dict:
             marks = tuple(m for m in USER_MARKS if m <= args.user_budget + 1e-12)
             own = rf_correcting_user(image, mask, checkpoints=marks, seed=args.seed, features=feats)
             row["rfuser"] = forest_rows(own, mask, classes, feat_s)
+        elif mode == "first":
+            row["first"] = {}
+            for per_class in args.first_per_class:
+                points, pred, seconds, iterations = first_train(image, mask, per_class, args.seed, setup)
+                r = score(mask, pred, points, classes)
+                r.update({"n_points": len(points), "seconds": round(seconds, 3), "iterations": iterations})
+                r.update(rf_row(image, mask, points, classes, feats, feat_s, args.seed))
+                row["first"][str(per_class)] = r
         elif mode == "user":
             marks = tuple(m for m in USER_MARKS if m <= args.user_budget + 1e-12)
             res = run_correcting_user(
@@ -200,6 +230,9 @@ def summarise(rows: list[dict], modes) -> dict:
                         ],
                     )
                 )
+        elif mode == "first":
+            keys = dict.fromkeys(k for r in rows for k in r.get("first", {}))
+            entries += [(f"first@{k}", [r["first"][k] for r in rows if k in r.get("first", {})]) for k in keys]
         elif mode not in ("rforacle", "rfuser"):
             entries.append((mode, [r[mode] for r in rows if mode in r]))
     for key, rs in entries:
@@ -287,6 +320,11 @@ def main(argv=None) -> int:
         default=USER_MARKS[-1],
         help="the simulated user stops at this fraction (0.003; 0.001 is ~3x quicker)",
     )
+    p.add_argument(
+        "--first-per-class",
+        default="5,20",
+        help="mode first: comma-separated random clicks per class of each first Train",
+    )
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default=str(RESULTS))
     p.add_argument(
@@ -308,6 +346,13 @@ def main(argv=None) -> int:
     )
     idx = [int(i) for i in args.images.split(",") if i != ""]
     modes = [m for m in args.modes.split(",") if m]
+    try:
+        args.first_per_class = [int(k) for k in args.first_per_class.split(",") if k]
+        if not args.first_per_class or min(args.first_per_class) < 1:
+            raise ValueError
+    except ValueError:
+        print("error: --first-per-class wants positive integers, e.g. 5,20", file=sys.stderr)
+        return 2
     if args.user_budget < USER_MARKS[0]:
         print(f"error: --user-budget must be >= {USER_MARKS[0]}", file=sys.stderr)
         return 2
@@ -350,6 +395,8 @@ def main(argv=None) -> int:
                     "user correcting the forest "
                     + " | ".join(f"{k} {v['miou']:.3f} {v['seconds']:5.1f}s" for k, v in row[m].items())
                 )
+            elif m == "first":
+                parts.append(" | ".join(f"first@{k} {fmt(v)}" for k, v in row[m].items()))
             elif m == "rforacle":
                 parts.append(
                     "forest's own oracle "

@@ -207,3 +207,73 @@ def test_the_forest_has_as_many_trees_as_the_baseline_it_is_measured_against():
     setup = TrainSetup(spec=TINY_SPEC, config=fast_config(forest_trees=7), device="cpu", rgb=True)
     tr = make_trainer(colour, random_points(mask, 12, 2), setup=setup)
     assert tr.image.spec.forest.trees == 7
+
+
+def test_forest_teacher_targets_the_forest_times_its_confidence_while_clicks_are_few():
+    """The forest teacher (`TrainConfig.forest_teacher`): its soft target is the fitted click
+    forest's probabilities times its confidence (zero on the padding); its weight fades
+    linearly to nothing at ``forest_teacher_until`` admitted points and ends once points join
+    the trained network; it rides with the consistency term's pixels outside the polishes
+    only, and the oracle trains without it."""
+    import pytest
+
+    from napari_pointseg.core.oracle_loop import oracle_config
+
+    image, mask = blobs(60, 2)
+    cfg = fast_config(forest_on="always", forest_teacher=2.0, forest_teacher_until=40)
+    tr = make_trainer(
+        image, random_points(mask, 12, 2), setup=TrainSetup(spec=TINY_SPEC, config=cfg, device="cpu")
+    )
+    assert tr.image.forest_probabilities(0) is None and tr._teacher_target(0) is None  # unfitted
+    tr.train_all()
+    proba = tr.image.forest_probabilities(0)
+    assert proba.shape == (2, 60, 60)
+    np.testing.assert_allclose(proba.sum(0), 1, atol=1e-5)
+    soft = tr._teacher_target(0).numpy()
+    padded = tr._plane(0).shape[-2:]
+    assert soft.shape == (2, *padded) and padded != (60, 60)
+    confidence = (proba.max(0) - 0.5) / 0.5
+    np.testing.assert_allclose(soft[:, :60, :60], proba * confidence, atol=1e-6)
+    assert not soft[:, 60:].any() and not soft[:, :, 60:].any()
+    assert tr._teacher_weight() == pytest.approx(2.0 * (1 - 12 / 40))
+    tr._final_left = None
+    assert tr._batch(newest=0)[3] is not None
+    tr._polishing = True  # the polishes must move the prediction at the clicks it contradicts
+    assert tr._batch(newest=0)[3] is None
+    tr._polishing = False
+    tr.config.forest_teacher_until = 12  # faded out
+    assert tr._teacher_weight() == 0 and tr._teacher_target(0) is None
+    tr.config.forest_teacher_until, tr.config.forest_teacher = 40, 0.0  # off
+    assert tr._teacher_target(0) is None
+    tr.config.forest_teacher = 2.0
+    assert tr._teacher_target(0) is not None
+    # clicks join the trained network: from here on the consistency term holds what it taught
+    more = random_points(mask, 3, 9)
+    tr.add_points(more.coords, more.labels)
+    tr._apply_pending()
+    assert tr._teacher_weight() == 0 and tr._teacher_target(0) is None
+    assert oracle_config(cfg).forest_teacher == 0
+
+
+def test_forest_teacher_brings_a_few_clicks_network_towards_the_forest():
+    """From 8 clicks, a network trained with the teacher agrees more with the forest's confident
+    pixels, scores higher and still honours its clicks (this tiny network without it: 0.91
+    agreement, mIoU 0.44, 7 of 8 clicks; with it 0.95, 0.53, 8 of 8)."""
+    from napari_pointseg.core.metrics import segmentation_metrics
+
+    image, mask = blobs(64, 3)
+    pts = random_points(mask, 8, 4)
+    agree, score, honoured = {}, {}, {}
+    for weight in (0.0, 3.0):
+        cfg = fast_config(forest_on="always", forest_teacher=weight)
+        tr = make_trainer(image, pts, setup=TrainSetup(spec=TINY_SPEC, config=cfg, device="cpu"))
+        tr.train_all()
+        proba = tr.image.forest_probabilities(0)
+        sure = proba.max(0) > 0.8
+        pred = tr.predict()
+        agree[weight] = (pred == np.argmax(proba, 0) + 1)[sure].mean()
+        score[weight] = segmentation_metrics(mask, pred)["miou"]
+        honoured[weight] = tr.honoured()
+    assert agree[3.0] > agree[0.0] + 0.02, agree
+    assert score[3.0] > score[0.0] + 0.03, score
+    assert honoured[3.0] == 1.0 and honoured[3.0] >= honoured[0.0]

@@ -187,9 +187,11 @@ def test_bench_real_writes_its_table(tmp_path, capsys, bench_module):
                 "--images",
                 "0",
                 "--modes",
-                "oracle3,user,rforacle,rfuser",
+                "oracle3,user,rforacle,rfuser,first",
                 "--user-budget",
                 "0.003",
+                "--first-per-class",
+                "2,3",
                 "--out",
                 str(out),
             ]
@@ -211,12 +213,19 @@ def test_bench_real_writes_its_table(tmp_path, capsys, bench_module):
         # the forest's own runs: its oracle at both budgets, the user correcting it at each mark
         assert {k: v["n_points"] for k, v in row["rforacle"].items()} == {"0.10%": 4, "0.30%": 12}
         assert set(row["rfuser"]) == {"0.05%", "0.10%", "0.30%"}
+        # a first Train on random clicks of every class (2 classes), the forest on the same clicks
+        assert {k: v["n_points"] for k, v in row["first"].items()} == {"2": 4, "3": 6}
+        for f in row["first"].values():
+            assert 0 <= f["miou"] <= 1 and 0 <= f["rf_miou"] <= 1 and f["iterations"] > 0
     assert result["summary"]["oracle3"]["n"] == 2
+    assert result["summary"]["first@3"]["n"] == 2
     assert result["summary"]["rforacle@0.30%"]["compared"] == 2
     assert result["summary"]["rfuser@0.30%"]["compared"] == 2
     assert "median net" in capsys.readouterr().out
     assert result["filter_bank"] == FilterBank().to_dict()
     assert bench.main(["--data", str(tmp_path / "missing")]) == 2
+    assert bench.main(["--data", str(data), "--first-per-class", "0"]) == 2
+    assert "--first-per-class" in capsys.readouterr().err
     # --filter-bank overrides the bank's fields; a bad one is one line and exit code 2
     bank = bench.setup_from_json("{}", "{}", "cpu", '{"on_mean": false}').filter_bank
     assert bank == FilterBank(on_mean=False)

@@ -191,6 +191,15 @@ class PreparedImage:
         self._forest_oob = on
         return self._forest is not None and self._forest.fitted
 
+    def forest_probabilities(self, z: int) -> np.ndarray | None:
+        """float32 (K, H, W) class probabilities (class index order) of the fitted click
+        forest on plane ``z``, as its channels hold them (out of the bag at the clicks while
+        `set_forest_out_of_bag` is on); None without a fitted forest."""
+        if self._forest is None or not self._forest.fitted:
+            return None
+        spec = self._forest.spec
+        return self._forest_plane(z) / spec.scale + 1.0 / spec.classes
+
     def _forest_plane(self, z: int) -> np.ndarray:
         """float32 (K, H, W) forest channels of plane ``z``: the forest's own probabilities
         (cached), out of the bag at this plane's clicks while `set_forest_out_of_bag` is on."""

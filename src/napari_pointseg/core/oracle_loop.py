@@ -238,7 +238,8 @@ def oracle_config(
     # no consistency term: it steadies what a user watches between clicks, and the oracle's
     # rounds (15 % more points each, all where the prediction is wrong) must move it; with it,
     # 3 of the first 12 development images ended far from their clicks (docs/training.md)
-    upd = {"order": "correct", "consistency_weight": 0.0}
+    # nor the forest teacher (measured with the simulated user and first Trains only)
+    upd = {"order": "correct", "consistency_weight": 0.0, "forest_teacher": 0.0}
     if points_per_step is not None:
         if points_per_step < 1:
             raise InputError(f"points per step must be >= 1, got {points_per_step}")

@@ -99,6 +99,15 @@ class TrainConfig:
     final_consistency: bool = True  # the consistency term holds in the final phase too: without
     # it the user's pauses fell on vessel images (fives_fundus/0 0.803 -> 0.696, docs/training.md,
     # twenty-ninth session)
+    forest_teacher: float = 3.0  # with a fitted click forest (colour images): weight of the KL
+    # divergence of the output from the forest's probabilities, times the forest's confidence, at
+    # the consistency term's random pixels, while a network trains from scratch on its first
+    # clicks (until points join a trained network: from then on the consistency term holds what
+    # it taught; with the teacher on through the corrections, refits of the forest moved the
+    # whole plane: live drops of 0.20); not in the polishes; the oracle sets it to 0. From a
+    # handful of clicks the forest generalises better than a network from random weights
+    # (docs/training.md, thirtieth session); 0: off
+    forest_teacher_until: int = 200  # ... fading linearly to nothing at this many admitted points
     lr: float = 2e-3
     weight_decay: float = 1e-4
     warmup_iters: int = 10
@@ -248,6 +257,10 @@ class SparseTrainer:
         # the prediction (K, H, W) per plane from before the newest points came: the soft
         # target of the consistency term (`TrainConfig.consistency_weight`)
         self._before: dict[int, object] = {}
+        # the click forest's probabilities times its confidence (K, H, W) per plane, padded: the
+        # soft target of the forest teacher (`TrainConfig.forest_teacher`)
+        self._teacher: dict[int, object] = {}
+        self._first_training = True  # no points have joined a trained network yet
         self._forest_n = 0  # admitted points the click forest was last fitted on
         self._keep_before = False
         self._since = 0  # points from this index on came after that prediction
@@ -307,6 +320,7 @@ class SparseTrainer:
 
     def _input_changed(self) -> None:
         self._planes.clear()
+        self._teacher.clear()
         self._pooled.clear()
         self._proba_cache = None
 
@@ -369,6 +383,8 @@ class SparseTrainer:
             self.n_admitted = min(self.n_admitted, n)
         if n > old_n:
             self.final_done = False
+            if self.n_admitted > 0:
+                self._first_training = False
             # a network that has trained keeps its prediction away from the new points
             # ... for a few clicks at a time: a stroke or an oracle round (many points, all
             # where the prediction is wrong) must move it
@@ -450,7 +466,9 @@ class SparseTrainer:
         return class_weights(counts, self.config.class_balance, self.device)
 
     def _batch(self, newest: int):
-        """A batch of crops (B, C, S, S) and targets (B, S, S) around admitted points."""
+        """A batch of crops (B, C, S, S), targets (B, S, S) around admitted points, and the
+        soft targets (B, K, S, S) of the consistency term and of the forest teacher, each
+        augmented as the crops (None where off)."""
         import torch
 
         zs, yx, _ = self._active()
@@ -486,15 +504,17 @@ class SparseTrainer:
         ):
             # the network reads the plane pooled and at windows around the points only
             z = int(zs[picks[0]])
-            before = self._prediction_before(z) if keep else None
-            maps = (self._target(z),) if before is None else (self._target(z), before)
-            x, tb, *soft = self.augment.pooled(self._plane(z), self._pooled_plane(z, factor), factor, *maps)
-            return x, tb[None], soft[0][None] if soft else None
+            soft = self._soft_targets(z, keep)
+            maps = (self._target(z), *(m for m in soft if m is not None))
+            x, tb, *out = self.augment.pooled(self._plane(z), self._pooled_plane(z, factor), factor, *maps)
+            out = iter(m[None] for m in out)
+            return (x, tb[None], *(None if m is None else next(out) for m in soft))
+        softs = []
         for i in picks:
             z = int(zs[i])
-            x, t = self._plane(z), self._target(z)
-            before = self._prediction_before(z) if keep else None
-            maps = (t,) if before is None else (t, before)
+            x = self._plane(z)
+            soft = self._soft_targets(z, keep)
+            maps = (self._target(z), *(m for m in soft if m is not None))
             if not full:
                 y0 = int(np.clip(yx[i, 0] - self.rng.integers(size), 0, h - size))
                 x0 = int(np.clip(yx[i, 1] - self.rng.integers(size), 0, w - size))
@@ -504,8 +524,47 @@ class SparseTrainer:
                 x, *maps = self.augment(x, *maps)
             xs.append(x)
             ts.append(maps[0])
-            kept += maps[1:]
-        return stack_batch(xs, self.device), torch.stack(ts), torch.stack(kept) if kept else None
+            out = iter(maps[1:])
+            softs.append([None if m is None else next(out) for m in soft])
+        # the same terms are on for every crop (they depend on the step, not on the crop)
+        stacked = [None if s[0] is None else torch.stack(list(s)) for s in zip(*softs, strict=True)]
+        return (stack_batch(xs, self.device), torch.stack(ts), *stacked)
+
+    def _soft_targets(self, z: int, keep: bool) -> tuple:
+        """(consistency target, forest teacher target) of plane ``z``, each (K, H, W) or None;
+        both None unless ``keep`` (outside the polishes)."""
+        if not keep:
+            return None, None
+        return self._prediction_before(z), self._teacher_target(z)
+
+    def _teacher_weight(self) -> float:
+        """The forest teacher's weight now: `forest_teacher`, fading linearly to 0 at
+        `forest_teacher_until` admitted points; 0 once points have joined a trained network."""
+        cfg = self.config
+        if not self._first_training or cfg.forest_teacher <= 0 or cfg.forest_teacher_until <= 0:
+            return 0.0
+        return cfg.forest_teacher * max(0.0, 1.0 - self.n_admitted / cfg.forest_teacher_until)
+
+    def _teacher_target(self, z: int):
+        """The click forest's class probabilities of plane ``z`` times its confidence (its top
+        probability rescaled from 1 / K..1 to 0..1), (K, H, W) padded with zeros to the
+        stride; None when the teacher is off, has faded out or there is no fitted forest."""
+        import torch
+        import torch.nn.functional as F
+
+        if self._teacher_weight() <= 0:
+            return None
+        if z not in self._teacher:
+            proba = self.image.forest_probabilities(z)
+            if proba is None:
+                return None
+            k = proba.shape[0]
+            confidence = np.clip((proba.max(0) - 1.0 / k) / (1.0 - 1.0 / k), 0.0, 1.0)
+            soft = torch.from_numpy((proba * confidence[None]).astype(np.float32))
+            h, w = self._plane(z).shape[-2:]
+            soft = F.pad(soft, (0, w - soft.shape[-1], 0, h - soft.shape[-2]))
+            self._teacher[z] = soft.to(self.device)
+        return self._teacher[z]
 
     def _anchor_pixels(self, shape):
         """``consistency_pixels`` random pixels (batch, row, col index tensors) of a batch of
@@ -566,7 +625,7 @@ class SparseTrainer:
         import torch
         import torch.nn.functional as F
 
-        xb, tb, before = self._batch(newest)
+        xb, tb, before, teacher = self._batch(newest)
         set_lr(self.optimizer, self._lr())
         use_bf16 = self._use_bf16()
         mask = tb >= 0
@@ -574,7 +633,7 @@ class SparseTrainer:
             self.iteration += 1
             return 0.0, 1.0
         where = mask.nonzero(as_tuple=True)
-        anchors = None if before is None else self._anchor_pixels(tb.shape)
+        anchors = None if before is None and teacher is None else self._anchor_pixels(tb.shape)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
             if self._reads_points_only():
                 # the loss needs the labelled pixels only: no full-resolution head elsewhere
@@ -604,13 +663,20 @@ class SparseTrainer:
                 ce = F.cross_entropy(logits, target, weight=weights, reduction="none")
                 loss = loss + self.config.hard_weight * ce[hard].mean()
         if anchors is not None:
-            # the prediction stays where no new point asks it to move: without this a far
-            # region could flip for a round while the network fits clicks elsewhere
             ba, ya, xa = anchors
-            soft = before[ba, :, ya, xa]  # (A, K); zeros on the padding and near new points: no term
             lp = F.log_softmax(kept.float(), 1)
-            kl = (soft * (soft.clamp_min(1e-6).log() - lp)).sum(1).mean()
-            loss = loss + self.config.consistency_weight * kl
+            # soft: (A, K); zeros on the padding (and, for the consistency term, near new points)
+            if before is not None:
+                # the prediction stays where no new point asks it to move: without this a far
+                # region could flip for a round while the network fits clicks elsewhere
+                soft = before[ba, :, ya, xa]
+                kl = (soft * (soft.clamp_min(1e-6).log() - lp)).sum(1).mean()
+                loss = loss + self.config.consistency_weight * kl
+            if teacher is not None:
+                # while the clicks are few, the forest's confident pixels teach the whole plane
+                soft = teacher[ba, :, ya, xa]
+                kl = (soft * (soft.clamp_min(1e-6).log() - lp)).sum(1).mean()
+                loss = loss + self._teacher_weight() * kl
         if full is not None and self.config.entropy_weight > 0:
             # entropy minimisation on the unlabelled pixels too (Grandvalet & Bengio 2004): the
             # decision boundary moves away from dense regions of unlabelled pixels (bright
