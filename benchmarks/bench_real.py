@@ -232,7 +232,9 @@ def summarise(rows: list[dict], modes) -> dict:
                 )
         elif mode == "first":
             keys = dict.fromkeys(k for r in rows for k in r.get("first", {}))
-            entries += [(f"first@{k}", [r["first"][k] for r in rows if k in r.get("first", {})]) for k in keys]
+            entries += [
+                (f"first@{k}", [r["first"][k] for r in rows if k in r.get("first", {})]) for k in keys
+            ]
         elif mode not in ("rforacle", "rfuser"):
             entries.append((mode, [r[mode] for r in rows if mode in r]))
     for key, rs in entries:

@@ -488,11 +488,11 @@ class SparseTrainer:
                 picks.append(int(wrong[self.rng.integers(len(wrong))]))
             else:
                 picks.append(int(self.rng.integers(n)))
-        xs, ts, kept = [], [], []
+        xs, ts = [], []
         factor = getattr(self.net, "factor", 1)
-        # the consistency term (when new points joined a trained network): also in the final
-        # phase unless `final_consistency` is off; never in the polishes, which must move the
-        # prediction at the clicks it contradicts
+        # the consistency term (when new points joined a trained network) and the forest
+        # teacher (a first training): also in the final phase unless `final_consistency` is
+        # off; never in the polishes, which must move the prediction at the clicks it contradicts
         keep = (self._final_left is None or self.config.final_consistency) and not self._polishing
         if (
             full
