@@ -39,6 +39,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -119,6 +120,7 @@ def first_train(image, mask, per_class: int, seed: int, setup: TrainSetup) -> tu
     seconds, iterations)."""
     yx = first_clicks(mask, per_class, np.random.default_rng(seed))
     points = PointSet(yx.astype(np.float64), mask[yx[:, 0], yx[:, 1]])
+    setup = replace(setup, config=replace(setup.config, order="correct"))  # click order, as the user mode
     t = time.perf_counter()
     trainer = make_trainer(image, points, setup=setup).train_all()
     pred = trainer.predict(0)

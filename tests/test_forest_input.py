@@ -237,7 +237,9 @@ def test_forest_teacher_targets_the_forest_times_its_confidence_while_clicks_are
     assert not soft[:, 60:].any() and not soft[:, :, 60:].any()
     assert tr._teacher_weight() == pytest.approx(2.0 * (1 - 12 / 40))
     tr._final_left = None
-    assert tr._batch(newest=0)[3] is not None
+    batch = tr._batch(newest=0)
+    assert len(batch) == 4 and batch[2] is None  # no consistency term in a first training
+    assert batch[3].shape == (batch[1].shape[0], 2, *batch[1].shape[1:])
     tr._polishing = True  # the polishes must move the prediction at the clicks it contradicts
     assert tr._batch(newest=0)[3] is None
     tr._polishing = False
@@ -277,3 +279,26 @@ def test_forest_teacher_brings_a_few_clicks_network_towards_the_forest():
     assert agree[3.0] > agree[0.0] + 0.02, agree
     assert score[3.0] > score[0.0] + 0.03, score
     assert honoured[3.0] == 1.0 and honoured[3.0] >= honoured[0.0]
+
+
+def test_forest_teacher_on_the_pooled_path_and_never_against_a_class_the_forest_lacks():
+    """At reduced resolution (the whole plane pooled, a full-resolution head) the teacher's
+    target is augmented with the plane and an iteration trains on it; a class admitted since
+    the forest's last fit (probability 0 everywhere in it) turns the teacher off."""
+    from dataclasses import replace
+
+    image, mask = blobs(96, 1)
+    spec = replace(TINY_SPEC, input_scale=2)
+    cfg = fast_config(forest_on="always", crop_size=None, batch_size=1)
+    tr = make_trainer(
+        image, random_points(mask, 12, 5), setup=TrainSetup(spec=spec, config=cfg, device="cpu")
+    )
+    tr.train_all()
+    tr._final_left = None
+    x, tb, before, teacher = tr._batch(newest=0)
+    assert before is None and teacher.shape == (1, 2, *tb.shape[1:])
+    assert teacher.sum() > 0 and float(teacher.max()) <= 1.0
+    loss, _ = tr._iterate(0)
+    assert np.isfinite(loss)
+    tr.image.forest.clf.classes_ = np.array([0])  # as if class 1 came after the last fit
+    assert tr._teacher_target(0) is None

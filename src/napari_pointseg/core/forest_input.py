@@ -118,6 +118,11 @@ class ClickForest:
         """Class probabilities (classes, ...) -> input channels: minus 1 / classes, times scale."""
         return (proba - 1.0 / self.spec.classes) * self.spec.scale
 
+    def unscaled(self, channels: np.ndarray) -> np.ndarray:
+        """The inverse of `scaled`: input channels (classes, ...) -> class probabilities,
+        clipped at 0 (float32 rounding)."""
+        return np.clip(channels / self.spec.scale + 1.0 / self.spec.classes, 0.0, None)
+
     def channels(self, feats: np.ndarray, shape) -> np.ndarray:
         """float32 ``(classes, H, W)`` input channels of a plane from its `forest_features`
         (``shape`` = (H, W)): the class probabilities minus 1 / classes, times ``scale``.

@@ -197,8 +197,7 @@ class PreparedImage:
         `set_forest_out_of_bag` is on); None without a fitted forest."""
         if self._forest is None or not self._forest.fitted:
             return None
-        spec = self._forest.spec
-        return self._forest_plane(z) / spec.scale + 1.0 / spec.classes
+        return self._forest.unscaled(self._forest_plane(z))
 
     def _forest_plane(self, z: int) -> np.ndarray:
         """float32 (K, H, W) forest channels of plane ``z``: the forest's own probabilities

@@ -99,7 +99,7 @@ class TrainConfig:
     final_consistency: bool = True  # the consistency term holds in the final phase too: without
     # it the user's pauses fell on vessel images (fives_fundus/0 0.803 -> 0.696, docs/training.md,
     # twenty-ninth session)
-    forest_teacher: float = 3.0  # with a fitted click forest (colour images): weight of the KL
+    forest_teacher: float = 3.0  # with a fitted click forest (colour images, `forest_on`): weight of the KL
     # divergence of the output from the forest's probabilities, times the forest's confidence, at
     # the consistency term's random pixels, while a network trains from scratch on its first
     # clicks (until points join a trained network: from then on the consistency term holds what
@@ -260,7 +260,8 @@ class SparseTrainer:
         # the click forest's probabilities times its confidence (K, H, W) per plane, padded: the
         # soft target of the forest teacher (`TrainConfig.forest_teacher`)
         self._teacher: dict[int, object] = {}
-        self._first_training = True  # no points have joined a trained network yet
+        # no points have joined a network that has trained yet (a network to continue has)
+        self._first_training = model is None
         self._forest_n = 0  # admitted points the click forest was last fitted on
         self._keep_before = False
         self._since = 0  # points from this index on came after that prediction
@@ -383,7 +384,7 @@ class SparseTrainer:
             self.n_admitted = min(self.n_admitted, n)
         if n > old_n:
             self.final_done = False
-            if self.n_admitted > 0:
+            if self.iteration > 0:
                 self._first_training = False
             # a network that has trained keeps its prediction away from the new points
             # ... for a few clicks at a time: a stroke or an oracle round (many points, all
@@ -548,23 +549,33 @@ class SparseTrainer:
     def _teacher_target(self, z: int):
         """The click forest's class probabilities of plane ``z`` times its confidence (its top
         probability rescaled from 1 / K..1 to 0..1), (K, H, W) padded with zeros to the
-        stride; None when the teacher is off, has faded out or there is no fitted forest."""
-        import torch
-        import torch.nn.functional as F
+        stride; None when the teacher is off, has faded out, there is no fitted forest or it
+        has not seen an admitted class yet."""
 
-        if self._teacher_weight() <= 0:
+        forest = self.image.forest
+        if self._teacher_weight() <= 0 or forest is None or not forest.fitted:
+            return None
+        _, _, cls = self._active()
+        if not np.isin(cls, forest.clf.classes_).all():
+            # a class admitted since the last fit has probability 0 everywhere: the teacher
+            # would hold the network against it until the next fit
             return None
         if z not in self._teacher:
             proba = self.image.forest_probabilities(z)
-            if proba is None:
-                return None
             k = proba.shape[0]
             confidence = np.clip((proba.max(0) - 1.0 / k) / (1.0 - 1.0 / k), 0.0, 1.0)
-            soft = torch.from_numpy((proba * confidence[None]).astype(np.float32))
-            h, w = self._plane(z).shape[-2:]
-            soft = F.pad(soft, (0, w - soft.shape[-1], 0, h - soft.shape[-2]))
-            self._teacher[z] = soft.to(self.device)
+            self._teacher[z] = self._padded(proba * confidence[None], z)
         return self._teacher[z]
+
+    def _padded(self, maps: np.ndarray, z: int):
+        """float32 (K, H, W) ``maps`` of plane ``z`` as a tensor on the device, padded with
+        zeros (no term there) to the stride as the plane is."""
+        import torch
+        import torch.nn.functional as F
+
+        h, w = self._plane(z).shape[-2:]
+        t = torch.from_numpy(np.asarray(maps, np.float32))
+        return F.pad(t, (0, w - t.shape[-1], 0, h - t.shape[-2])).to(self.device)
 
     def _anchor_pixels(self, shape):
         """``consistency_pixels`` random pixels (batch, row, col index tensors) of a batch of
@@ -582,8 +593,6 @@ class SparseTrainer:
         """The class probabilities (K, H, W) of plane ``z`` (padded with zeros to the
         stride) from before the newest points, or None when the consistency term is off or
         nothing had trained. The round's last prediction, when there was one."""
-        import torch
-        import torch.nn.functional as F
 
         if not self._keep_before:
             return None
@@ -599,9 +608,7 @@ class SparseTrainer:
                 far = np.ones(proba.shape[1:], bool)
                 far[pix[:, -2], pix[:, -1]] = False
                 proba[:, distance_transform_edt(far) <= self.config.consistency_reach] = 0
-            h, w = self._plane(z).shape[-2:]
-            before = F.pad(torch.from_numpy(proba), (0, w - proba.shape[-1], 0, h - proba.shape[-2]))
-            self._before[z] = before.to(self.device)
+            self._before[z] = self._padded(proba, z)
         return self._before[z]
 
     # -- training ---------------------------------------------------------------------------
@@ -633,12 +640,14 @@ class SparseTrainer:
             self.iteration += 1
             return 0.0, 1.0
         where = mask.nonzero(as_tuple=True)
-        anchors = None if before is None and teacher is None else self._anchor_pixels(tb.shape)
+        soft_terms = (before is not None or teacher is not None) and self.config.consistency_pixels > 0
+        anchors = self._anchor_pixels(tb.shape) if soft_terms else None
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
             if self._reads_points_only():
                 # the loss needs the labelled pixels only: no full-resolution head elsewhere
                 if anchors is not None:
-                    # plus the output at random pixels for the consistency term, in one pass
+                    # plus the output at random pixels for the consistency term and the
+                    # forest teacher, in one pass
                     both = [torch.cat([a, b]) for a, b in zip(where, anchors, strict=True)]
                     logits = self.net.forward_at(xb, *both)
                     logits, kept = logits[: len(where[0])], logits[len(where[0]) :]
@@ -669,14 +678,10 @@ class SparseTrainer:
             if before is not None:
                 # the prediction stays where no new point asks it to move: without this a far
                 # region could flip for a round while the network fits clicks elsewhere
-                soft = before[ba, :, ya, xa]
-                kl = (soft * (soft.clamp_min(1e-6).log() - lp)).sum(1).mean()
-                loss = loss + self.config.consistency_weight * kl
+                loss = loss + self.config.consistency_weight * _soft_kl(before[ba, :, ya, xa], lp)
             if teacher is not None:
                 # while the clicks are few, the forest's confident pixels teach the whole plane
-                soft = teacher[ba, :, ya, xa]
-                kl = (soft * (soft.clamp_min(1e-6).log() - lp)).sum(1).mean()
-                loss = loss + self._teacher_weight() * kl
+                loss = loss + self._teacher_weight() * _soft_kl(teacher[ba, :, ya, xa], lp)
         if full is not None and self.config.entropy_weight > 0:
             # entropy minimisation on the unlabelled pixels too (Grandvalet & Bengio 2004): the
             # decision boundary moves away from dense regions of unlabelled pixels (bright
@@ -934,3 +939,10 @@ class SparseTrainer:
             return np.stack([self.predict(i) for i in range(self.image.n_planes)])
         proba = self.predict_proba(z or 0)
         return self.classes[np.argmax(proba, 0)]
+
+
+def _soft_kl(soft, log_proba):
+    """Mean over pixels of sum_k soft * (log soft - log_proba): the KL divergence from the soft
+    targets ``soft`` (A, K; rows may sum to less than 1, a weight; zero rows: no term) to the
+    output's log-probabilities ``log_proba`` (A, K)."""
+    return (soft * (soft.clamp_min(1e-6).log() - log_proba)).sum(1).mean()

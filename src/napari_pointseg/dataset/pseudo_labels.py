@@ -29,7 +29,8 @@ from ..core.files import write_tif_atomic
 from .events import Cancelled
 from .layout import Item
 
-JOB_VERSION = 1
+# 2: the forest teacher (thirtieth session) changed the per-image networks of colour images
+JOB_VERSION = 2
 
 
 @dataclass
