@@ -211,8 +211,9 @@ def test_the_forest_has_as_many_trees_as_the_baseline_it_is_measured_against():
 
 def test_forest_teacher_targets_the_forest_times_its_confidence_while_clicks_are_few():
     """The forest teacher (`TrainConfig.forest_teacher`): its soft target is the fitted click
-    forest's probabilities times its confidence (zero on the padding); its weight fades
-    linearly to nothing at ``forest_teacher_until`` admitted points and ends once points join
+    forest's probabilities times its confidence (zero on the padding); it starts at
+    ``forest_teacher_from`` admitted points, its weight fades linearly to nothing at
+    ``forest_teacher_until`` and it ends once points join
     the trained network; it rides with the consistency term's pixels outside the polishes
     only, and the oracle trains without it."""
     import pytest
@@ -220,7 +221,7 @@ def test_forest_teacher_targets_the_forest_times_its_confidence_while_clicks_are
     from napari_pointseg.core.oracle_loop import oracle_config
 
     image, mask = blobs(60, 2)
-    cfg = fast_config(forest_on="always", forest_teacher=2.0, forest_teacher_until=40)
+    cfg = fast_config(forest_on="always", forest_teacher=2.0, forest_teacher_from=0, forest_teacher_until=40)
     tr = make_trainer(
         image, random_points(mask, 12, 2), setup=TrainSetup(spec=TINY_SPEC, config=cfg, device="cpu")
     )
@@ -236,6 +237,9 @@ def test_forest_teacher_targets_the_forest_times_its_confidence_while_clicks_are
     np.testing.assert_allclose(soft[:, :60, :60], proba * confidence, atol=1e-6)
     assert not soft[:, 60:].any() and not soft[:, :, 60:].any()
     assert tr._teacher_weight() == pytest.approx(2.0 * (1 - 12 / 40))
+    tr.config.forest_teacher_from = 13  # not before this many points
+    assert tr._teacher_weight() == 0 and tr._teacher_target(0) is None
+    tr.config.forest_teacher_from = 0
     tr._final_left = None
     batch = tr._batch(newest=0)
     assert len(batch) == 4 and batch[2] is None  # no consistency term in a first training
@@ -267,7 +271,7 @@ def test_forest_teacher_brings_a_few_clicks_network_towards_the_forest():
     pts = random_points(mask, 8, 4)
     agree, score, honoured = {}, {}, {}
     for weight in (0.0, 3.0):
-        cfg = fast_config(forest_on="always", forest_teacher=weight)
+        cfg = fast_config(forest_on="always", forest_teacher=weight, forest_teacher_from=0)
         tr = make_trainer(image, pts, setup=TrainSetup(spec=TINY_SPEC, config=cfg, device="cpu"))
         tr.train_all()
         proba = tr.image.forest_probabilities(0)
@@ -289,7 +293,7 @@ def test_forest_teacher_on_the_pooled_path_and_never_against_a_class_the_forest_
 
     image, mask = blobs(96, 1)
     spec = replace(TINY_SPEC, input_scale=2)
-    cfg = fast_config(forest_on="always", crop_size=None, batch_size=1)
+    cfg = fast_config(forest_on="always", crop_size=None, batch_size=1, forest_teacher_from=0)
     tr = make_trainer(
         image, random_points(mask, 12, 5), setup=TrainSetup(spec=spec, config=cfg, device="cpu")
     )

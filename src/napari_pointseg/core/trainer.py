@@ -107,6 +107,8 @@ class TrainConfig:
     # whole plane: live drops of 0.20); not in the polishes; the oracle sets it to 0. From a
     # handful of clicks the forest generalises better than a network from random weights
     # (docs/training.md, thirtieth session); 0: off
+    forest_teacher_from: int = 20  # ... from this many admitted points on (a forest of 10-15 clicks
+    # taught badly: the widget's first Train on 10 clicks of the tissue sample ended 0.07 lower)
     forest_teacher_until: int = 200  # ... fading linearly to nothing at this many admitted points
     lr: float = 2e-3
     weight_decay: float = 1e-4
@@ -539,10 +541,13 @@ class SparseTrainer:
         return self._prediction_before(z), self._teacher_target(z)
 
     def _teacher_weight(self) -> float:
-        """The forest teacher's weight now: `forest_teacher`, fading linearly to 0 at
-        `forest_teacher_until` admitted points; 0 once points have joined a trained network."""
+        """The forest teacher's weight now: `forest_teacher` from `forest_teacher_from`
+        admitted points on, fading linearly to 0 at `forest_teacher_until`; 0 once points have
+        joined a trained network."""
         cfg = self.config
         if not self._first_training or cfg.forest_teacher <= 0 or cfg.forest_teacher_until <= 0:
+            return 0.0
+        if self.n_admitted < cfg.forest_teacher_from:
             return 0.0
         return cfg.forest_teacher * max(0.0, 1.0 - self.n_admitted / cfg.forest_teacher_until)
 
