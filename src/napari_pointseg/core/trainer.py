@@ -545,9 +545,8 @@ class SparseTrainer:
         admitted points on, fading linearly to 0 at `forest_teacher_until`; 0 once points have
         joined a trained network."""
         cfg = self.config
-        if not self._first_training or cfg.forest_teacher <= 0 or cfg.forest_teacher_until <= 0:
-            return 0.0
-        if self.n_admitted < cfg.forest_teacher_from:
+        off = cfg.forest_teacher <= 0 or cfg.forest_teacher_until <= 0
+        if off or not self._first_training or self.n_admitted < cfg.forest_teacher_from:
             return 0.0
         return cfg.forest_teacher * max(0.0, 1.0 - self.n_admitted / cfg.forest_teacher_until)
 
@@ -556,7 +555,6 @@ class SparseTrainer:
         probability rescaled from 1 / K..1 to 0..1), (K, H, W) padded with zeros to the
         stride; None when the teacher is off, has faded out, there is no fitted forest or it
         has not seen an admitted class yet."""
-
         forest = self.image.forest
         if self._teacher_weight() <= 0 or forest is None or not forest.fitted:
             return None
@@ -598,7 +596,6 @@ class SparseTrainer:
         """The class probabilities (K, H, W) of plane ``z`` (padded with zeros to the
         stride) from before the newest points, or None when the consistency term is off or
         nothing had trained. The round's last prediction, when there was one."""
-
         if not self._keep_before:
             return None
         if z not in self._before:
